@@ -1,0 +1,59 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui_bundle
+from flask import Flask, Response, send_from_directory
+from flask_smorest import Api
+
+from bulkapi import __version__
+from bulkapi.api import bulk, health, jobs, problems, resources
+from bulkapi.runtime import Runtime
+
+#: Where /docs loads Swagger UI from: served by us, so the docs work offline.
+_SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _add_security_headers(response: Response) -> Response:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def create_app(runtime: Runtime) -> Flask:
+    app = Flask("bulkapi")
+    app.config.update(
+        API_TITLE="bulkapi",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        },
+        MAX_CONTENT_LENGTH=runtime.settings.max_body_bytes,
+    )
+    app.extensions["bulkapi"] = runtime
+    api = Api(app)
+    for blueprint in (bulk.blp, jobs.blp, resources.blp, health.blp):
+        api.register_blueprint(blueprint)
+    problems.register(app)  # after Api(): replaces flask-smorest's own error bodies
+    app.after_request(_add_security_headers)
+
+    @app.get("/docs/assets/<path:filename>")
+    def swagger_assets(filename: str) -> Response:
+        return send_from_directory(_SWAGGER_ASSETS, filename)
+
+    return app

@@ -1,0 +1,74 @@
+"""Reading request bodies: media types, size limits and JSON / NDJSON parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import request
+from werkzeug.exceptions import UnsupportedMediaType
+
+from bulkapi.core.errors import MalformedBody, TooManyOperations, ValidationFailed
+from bulkapi.core.validation import check_envelope
+
+JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+
+
+def _read(max_bytes: int) -> bytes:
+    request.max_content_length = max_bytes  # larger bodies end in 413 as they are read
+    return request.get_data(cache=False)
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise MalformedBody(f"The body is not valid JSON: {error}.") from None
+
+
+def read_document(max_bytes: int) -> dict[str, Any]:
+    """A resource document: a JSON object, at most ``max_bytes`` on the wire."""
+    if request.mimetype not in JSON_TYPES:
+        raise UnsupportedMediaType("Send the document as application/json.")
+    document = _parse(_read(max_bytes))
+    if not isinstance(document, dict):
+        raise ValidationFailed(
+            "The document must be a JSON object.", {"_schema": ["Must be a JSON object."]}
+        )
+    return document
+
+
+def _parse_ndjson(raw: bytes) -> list[Any]:
+    errors: dict[str, dict[str, list[str]]] = {}
+    items: list[Any] = []
+    for index, line in enumerate(line for line in raw.split(b"\n") if line.strip()):
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            errors[str(index)] = {"_schema": ["Not a valid JSON line."]}
+            items.append(None)
+    if errors:
+        raise ValidationFailed(f"{len(errors)} line(s) are not valid JSON.", errors)
+    return items
+
+
+def read_bulk(max_bytes: int, max_operations: int) -> tuple[list[Any], dict[str, Any]]:
+    """The raw operations of a bulk request and its other fields (callback_url, metadata)."""
+    if request.mimetype in NDJSON_TYPES:
+        raw = _read(max_bytes)
+        if (
+            raw.count(b"\n") > max_operations
+            and sum(1 for line in raw.split(b"\n") if line.strip()) > max_operations
+        ):
+            raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
+        return _parse_ndjson(raw), {
+            "callback_url": request.args.get("callback_url"),
+            "metadata": None,
+        }
+    if request.mimetype not in JSON_TYPES:
+        raise UnsupportedMediaType("Send application/json or application/x-ndjson.")
+    operations, envelope = check_envelope(_parse(_read(max_bytes)))
+    if len(operations) > max_operations:
+        raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
+    return operations, envelope

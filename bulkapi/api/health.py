@@ -1,0 +1,40 @@
+"""Liveness and readiness (SPEC §8)."""
+
+from __future__ import annotations
+
+from flask import Response
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from bulkapi.api.context import runtime
+from bulkapi.api.problems import problem
+from bulkapi.api.responses import json_response
+from bulkapi.api.schemas import HealthSchema, ProblemSchema
+from bulkapi.dispatch.broker import broker_reachable
+
+blp = Blueprint("health", __name__, description="Operations endpoints.")
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.response(200, HealthSchema)
+def healthz() -> Response:
+    """The process is alive."""
+    return json_response({"status": "ok"})
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.response(200, HealthSchema)
+@blp.alt_response(503, schema=ProblemSchema, description="A dependency is unreachable")
+def readyz() -> Response:
+    """The database and the broker are reachable."""
+    rt = runtime()
+    try:
+        with rt.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as error:
+        return problem(
+            503, "not_ready", "Not ready", f"Database unreachable: {type(error).__name__}."
+        )
+    if not broker_reachable(rt.broker):
+        return problem(503, "not_ready", "Not ready", "Broker unreachable.")
+    return json_response({"status": "ok"})

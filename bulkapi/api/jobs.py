@@ -1,0 +1,139 @@
+"""Jobs: status, long poll, results, list and cancel (SPEC §5)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import orjson
+from flask import Response, request, stream_with_context
+from flask_smorest import Blueprint
+
+from bulkapi.api.auth import require_job_reader, require_tenant
+from bulkapi.api.context import runtime
+from bulkapi.api.pagination import decode_cursor, encode_cursor
+from bulkapi.api.representations import job_body, result_body
+from bulkapi.api.responses import json_response
+from bulkapi.api.schemas import (
+    JobListArgs,
+    JobPageSchema,
+    JobSchema,
+    JobWaitArgs,
+    ProblemSchema,
+    ResultArgs,
+    ResultPageSchema,
+)
+from bulkapi.store.database import utcnow
+from bulkapi.store.jobs import JobRecord, cancel, get_job, list_jobs, list_results
+
+blp = Blueprint(
+    "jobs",
+    __name__,
+    url_prefix="/v1/jobs",
+    description="Follow bulk jobs: status, progress, per-operation results.",
+)
+
+#: Results read per query when streaming NDJSON.
+_STREAM_PAGE = 2000
+_FIRST_POLL_SECONDS = 0.05
+_LAST_POLL_SECONDS = 0.5
+
+
+def _read_job(tenant_id: str, job_id: str) -> JobRecord:
+    with runtime().engine.connect() as conn:
+        return get_job(conn, tenant_id, job_id)
+
+
+@blp.route("/<job_id>", methods=["GET"])
+@blp.arguments(JobWaitArgs, location="query", as_kwargs=True)
+@blp.response(200, JobSchema)
+@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
+@blp.alt_response(404, schema=ProblemSchema, description="No such job")
+@blp.alt_response(422, schema=ProblemSchema, description="Invalid arguments")
+def get(job_id: str, wait: float) -> Response:
+    """A job's state; with ``wait=N`` answers as soon as it is terminal, or after N seconds."""
+    tenant_id = require_job_reader(job_id)
+    deadline = time.monotonic() + wait
+    poll = _FIRST_POLL_SECONDS
+    job = _read_job(tenant_id, job_id)
+    while not job.status.is_terminal and (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(min(poll, remaining))
+        poll = min(poll * 2, _LAST_POLL_SECONDS)
+        job = _read_job(tenant_id, job_id)
+    headers = {} if job.status.is_terminal else {"Retry-After": str(runtime().settings.retry_after)}
+    return json_response(job_body(job), headers=headers)
+
+
+def _stream_results(job_id: str, status: str | None) -> Iterator[bytes]:
+    after = -1
+    while True:
+        with runtime().engine.connect() as conn:
+            page = list(list_results(conn, job_id, status, _STREAM_PAGE, after))
+        for result in page:
+            yield orjson.dumps(result_body(result)) + b"\n"
+        if len(page) < _STREAM_PAGE:
+            return
+        after = page[-1].index
+
+
+@blp.route("/<job_id>/results", methods=["GET"])
+@blp.arguments(ResultArgs, location="query", as_kwargs=True)
+@blp.response(200, ResultPageSchema, description="In request order; NDJSON if asked.")
+@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
+@blp.alt_response(404, schema=ProblemSchema, description="No such job")
+@blp.alt_response(422, schema=ProblemSchema, description="Invalid arguments")
+def results(job_id: str, status: str | None, limit: int, cursor: str | None) -> Response:
+    """Per-operation results in request order; ``Accept: application/x-ndjson`` streams all."""
+    tenant_id = require_job_reader(job_id)
+    _read_job(tenant_id, job_id)  # 404 unless the job is the caller's
+    if request.accept_mimetypes.best_match(["application/json", "application/x-ndjson"]) == (
+        "application/x-ndjson"
+    ):
+        return Response(
+            stream_with_context(_stream_results(job_id, status)), mimetype="application/x-ndjson"
+        )
+    after = decode_cursor(cursor, int)
+    with runtime().engine.connect() as conn:
+        page = list(list_results(conn, job_id, status, limit + 1, -1 if after is None else after))  # type: ignore[arg-type]
+    more = len(page) > limit
+    items = page[:limit]
+    return json_response(
+        {
+            "items": [result_body(result) for result in items],
+            "next_cursor": encode_cursor(items[-1].index) if more else None,
+        }
+    )
+
+
+@blp.route("/<job_id>/cancel", methods=["POST"])
+@blp.response(202, JobSchema)
+@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
+@blp.alt_response(404, schema=ProblemSchema, description="No such job")
+@blp.alt_response(409, schema=ProblemSchema, description="The job already finished")
+def cancel_job(job_id: str) -> Response:
+    """Cancel the operations not yet applied; those applied stay applied."""
+    tenant_id = require_tenant()
+    with runtime().engine.begin() as conn:
+        cancel(conn, tenant_id, job_id, utcnow())
+    return json_response(job_body(_read_job(tenant_id, job_id)), 202)
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(JobListArgs, location="query", as_kwargs=True)
+@blp.response(200, JobPageSchema)
+@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
+@blp.alt_response(422, schema=ProblemSchema, description="Invalid arguments")
+def list_all(status: str | None, limit: int, cursor: str | None) -> Response:
+    """The tenant's jobs, newest first."""
+    tenant_id = require_tenant()
+    before = decode_cursor(cursor, str)
+    with runtime().engine.connect() as conn:
+        page = list_jobs(conn, tenant_id, status, limit + 1, before)  # type: ignore[arg-type]
+    more = len(page) > limit
+    items = page[:limit]
+    return json_response(
+        {
+            "items": [job_body(job) for job in items],
+            "next_cursor": encode_cursor(items[-1].id) if more else None,
+        }
+    )

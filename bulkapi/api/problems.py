@@ -1,0 +1,115 @@
+"""The one place that builds error bodies (RFC 9457 problem details)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from bulkapi.core import errors
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+#: Status and title for each domain error; the code comes from the exception.
+_DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
+    errors.DuplicateResources: (422, "Duplicate resource"),
+    errors.ValidationFailed: (422, "Validation failed"),
+    errors.MalformedBody: (400, "Malformed body"),
+    errors.TooManyOperations: (413, "Too many operations"),
+    errors.PayloadTooLarge: (413, "Payload too large"),
+    errors.Unauthorized: (401, "Unauthorized"),
+    errors.NotFound: (404, "Not found"),
+    errors.PreconditionFailed: (412, "Precondition failed"),
+    errors.ResourceBusy: (409, "Resource busy"),
+    errors.JobFinished: (409, "Job finished"),
+}
+
+#: Codes for HTTP errors raised by Flask, Werkzeug or flask-smorest themselves.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body = {
+        "type": f"urn:bulkapi:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    response = Response(orjson.dumps(body), status=status, mimetype=PROBLEM_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _domain_problem(error: errors.BulkapiError) -> Response:
+    status, title = next(
+        (found for kind, found in _DOMAIN.items() if isinstance(error, kind)), (400, "Bad request")
+    )
+    headers = {}
+    if isinstance(error, errors.Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, errors.ResourceBusy):
+        headers["Retry-After"] = str(error.extra.get("retry_after", 1))
+    extra = {name: value for name, value in error.extra.items() if name != "retry_after"}
+    return problem(status, error.code, title, error.detail, headers, **extra)
+
+
+def _http_problem(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _HTTP_CODES.get(status, "http_error")
+    extra: dict[str, Any] = {}
+    data = getattr(error, "data", None)  # flask-smorest puts argument errors here
+    if isinstance(data, dict) and "messages" in data:
+        messages = data["messages"]
+        extra["errors"] = (
+            next(iter(messages.values()))
+            if isinstance(messages, dict) and len(messages) == 1
+            else messages
+        )
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    valid_methods = getattr(error, "valid_methods", None)
+    if valid_methods:
+        headers["Allow"] = ", ".join(valid_methods)
+    return problem(status, code, error.name, error.description or error.name, headers, **extra)
+
+
+def _unexpected(error: Exception) -> Response:
+    logger.exception("unhandled error", exc_info=error)
+    return problem(
+        500,
+        "internal_error",
+        "Internal server error",
+        "The server failed to handle this request; it has been logged.",
+    )
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(errors.BulkapiError, _domain_problem)
+    app.register_error_handler(HTTPException, _http_problem)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,69 @@
+"""JSON shapes of jobs, results and resources (described by ``schemas``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bulkapi.store.jobs import JobRecord, ResultRecord
+from bulkapi.store.resources import StoredResource
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {"self": f"/v1/jobs/{job_id}", "results": f"/v1/jobs/{job_id}/results"}
+
+
+def job_body(job: JobRecord) -> dict[str, Any]:
+    counts = job.counts
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "created_at": rfc3339(job.created_at),
+        "started_at": rfc3339(job.started_at),
+        "finished_at": rfc3339(job.finished_at),
+        "total": counts.total,
+        "counts": {
+            "pending": counts.pending,
+            "succeeded": counts.succeeded,
+            "failed": counts.failed,
+            "cancelled": counts.cancelled,
+        },
+        "progress": counts.progress,
+        "status_history": [
+            {"status": status.value, "at": rfc3339(at)} for status, at in job.history
+        ],
+        "callback_url": job.callback_url,
+        "metadata": job.metadata,
+        "links": job_links(job.id),
+    }
+
+
+def result_body(result: ResultRecord) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "index": result.index,
+        "op": result.op,
+        "type": result.type,
+        "id": result.id,
+        "status": result.status,
+    }
+    if result.version is not None:
+        body["version"] = result.version
+    if result.error_code is not None:
+        body["error"] = {"code": result.error_code, "message": result.error_message or ""}
+    return body
+
+
+def resource_body(resource: StoredResource) -> dict[str, Any]:
+    return {
+        "type": resource.type,
+        "id": resource.id,
+        "version": resource.version,
+        "data": resource.data,
+        "updated_at": rfc3339(resource.updated_at),
+    }

@@ -1,0 +1,151 @@
+"""Single-resource endpoints: read, write synchronously, list (SPEC §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Response, request
+from flask_smorest import Blueprint
+
+from bulkapi.api.auth import require_tenant
+from bulkapi.api.bodies import read_document
+from bulkapi.api.context import runtime
+from bulkapi.api.pagination import decode_cursor, encode_cursor
+from bulkapi.api.preconditions import etag, parse_if_match, parse_prefer_wait
+from bulkapi.api.representations import resource_body
+from bulkapi.api.responses import json_response
+from bulkapi.api.schemas import PageArgs, ProblemSchema, ResourcePageSchema, ResourceSchema
+from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
+from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type
+from bulkapi.core.operations import Operation, OpKind
+from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
+from bulkapi.writes import write_now_or_wait
+
+blp = Blueprint(
+    "resources",
+    __name__,
+    url_prefix="/v1/resources",
+    description="Single resources, written synchronously and in order with bulk work.",
+)
+
+#: Bytes a document may take on the wire beyond its serialized limit (whitespace).
+_WIRE_SLACK = 4096
+
+
+def _key(rtype: str, rid: str) -> ResourceKey:
+    errors = {}
+    if not is_valid_type(rtype):
+        errors["type"] = ["Must match ^[a-z][a-z0-9_-]{0,63}$."]
+    if not is_valid_id(rid):
+        errors["id"] = ["Must match ^[A-Za-z0-9._:-]{1,128}$."]
+    if errors:
+        raise ValidationFailed("The resource key is invalid.", errors)
+    return ResourceKey(rtype, rid)
+
+
+def _resource_response(resource: StoredResource, status: int = 200) -> Response:
+    headers = {"ETag": etag(resource.version)}
+    if status == 201:
+        headers["Location"] = f"/v1/resources/{resource.type}/{resource.id}"
+    return json_response(resource_body(resource), status, headers)
+
+
+def _document() -> dict[str, Any]:
+    settings = runtime().settings
+    document = read_document(settings.max_document_bytes + _WIRE_SLACK)
+    if len(orjson.dumps(document)) > settings.max_document_bytes:
+        raise PayloadTooLarge(f"A document takes at most {settings.max_document_bytes} bytes.")
+    return document
+
+
+def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> WriteResult:
+    tenant_id = require_tenant()
+    key = _key(rtype, rid)
+    settings = runtime().settings
+    operation = Operation(kind, key, data, parse_if_match(request.headers.get("If-Match")))
+    return write_now_or_wait(
+        runtime().engine,
+        tenant_id,
+        operation,
+        wait_seconds=parse_prefer_wait(request.headers.get("Prefer")),
+        if_none_match=request.headers.get("If-None-Match", "").strip() == "*",
+        retry_after=settings.retry_after,
+    )
+
+
+_ERRORS = (400, 401, 404, 409, 412, 413, 415, 422)
+
+
+def _alt(*codes: int) -> Any:
+    def decorate(view: Any) -> Any:
+        for code in codes:
+            view = blp.alt_response(code, schema=ProblemSchema, description="Problem")(view)
+        return view
+
+    return decorate
+
+
+@blp.route("/<rtype>/<rid>", methods=["GET"])
+@blp.response(200, ResourceSchema)
+@_alt(401, 404, 422)
+def get(rtype: str, rid: str) -> Response:
+    """Read one resource; 404 if absent or deleted."""
+    tenant_id = require_tenant()
+    with runtime().engine.connect() as conn:
+        resource = get_resource(conn, tenant_id, _key(rtype, rid))
+    if request.headers.get("If-None-Match", "").strip() == etag(resource.version):
+        return Response(status=304, headers={"ETag": etag(resource.version)})
+    return _resource_response(resource)
+
+
+@blp.route("/<rtype>/<rid>", methods=["PUT"])
+@blp.response(200, ResourceSchema, description="Replaced")
+@blp.alt_response(201, schema=ResourceSchema, description="Created")
+@_alt(*_ERRORS)
+def put(rtype: str, rid: str) -> Response:
+    """Create or replace a resource; honours If-Match, If-None-Match: * and Prefer: wait=N."""
+    result = _write(rtype, rid, OpKind.UPSERT, _document())
+    return _resource_response(result.resource, 201 if result.created else 200)
+
+
+@blp.route("/<rtype>/<rid>", methods=["PATCH"])
+@blp.response(200, ResourceSchema)
+@_alt(*_ERRORS)
+def patch(rtype: str, rid: str) -> Response:
+    """Apply a JSON Merge Patch (RFC 7396); 404 if the resource is absent."""
+    result = _write(rtype, rid, OpKind.PATCH, _document())
+    return _resource_response(result.resource)
+
+
+@blp.route("/<rtype>/<rid>", methods=["DELETE"])
+@blp.response(204, description="Deleted")
+@_alt(401, 404, 409, 412, 422)
+def delete(rtype: str, rid: str) -> Response:
+    """Delete a resource, leaving a tombstone so its versions are never reused."""
+    result = _write(rtype, rid, OpKind.DELETE, None)
+    return Response(status=204, headers={"ETag": etag(result.resource.version)})
+
+
+@blp.route("/<rtype>", methods=["GET"])
+@blp.arguments(PageArgs, location="query", as_kwargs=True)
+@blp.response(200, ResourcePageSchema)
+@_alt(401, 422)
+def list_of_type(rtype: str, limit: int, cursor: str | None) -> Response:
+    """List existing resources of one type in id order (keyset pagination)."""
+    tenant_id = require_tenant()
+    if not is_valid_type(rtype):
+        raise ValidationFailed(
+            "The resource type is invalid.", {"type": ["Must match ^[a-z][a-z0-9_-]{0,63}$."]}
+        )
+    after = decode_cursor(cursor, str)
+    with runtime().engine.connect() as conn:
+        page = list_resources(conn, tenant_id, rtype, limit + 1, after)  # type: ignore[arg-type]
+    more = len(page) > limit
+    items = page[:limit]
+    return json_response(
+        {
+            "items": [resource_body(resource) for resource in items],
+            "next_cursor": encode_cursor(items[-1].id) if more else None,
+        }
+    )

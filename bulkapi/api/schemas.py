@@ -1,0 +1,157 @@
+"""Marshmallow schemas: query arguments, and the shapes the OpenAPI document promises.
+
+Bodies on the hot paths are built and parsed by hand (see ``representations`` and
+``bodies``); these schemas describe exactly those shapes for integrators and for
+schema-driven tests.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from bulkapi.core.jobs import JobStatus
+from bulkapi.core.operations import OpKind, OpStatus
+
+#: Largest page a list endpoint returns.
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class _Strict(Schema):
+    class Meta:
+        ordered = True
+
+
+class PageArgs(_Strict):
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
+
+
+class JobListArgs(PageArgs):
+    status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in JobStatus]))
+
+
+class ResultArgs(PageArgs):
+    status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in OpStatus]))
+
+
+class JobWaitArgs(_Strict):
+    wait = fields.Float(
+        load_default=0,
+        validate=validate.Range(0, 60),
+        metadata={"description": "Long poll: seconds to wait for a terminal status."},
+    )
+
+
+class BulkQueryArgs(_Strict):
+    callback_url = fields.String(
+        load_default=None,
+        validate=validate.Length(max=2048),
+        metadata={"description": "For NDJSON bodies."},
+    )
+
+
+class CountsSchema(_Strict):
+    pending = fields.Integer(required=True)
+    succeeded = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    cancelled = fields.Integer(required=True)
+
+
+class StatusEntrySchema(_Strict):
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]))
+    at = fields.DateTime(required=True)
+
+
+class JobLinksSchema(_Strict):
+    self = fields.String(required=True)
+    results = fields.String(required=True)
+
+
+class JobSchema(_Strict):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]))
+    created_at = fields.DateTime(required=True)
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    total = fields.Integer(required=True)
+    counts = fields.Nested(CountsSchema, required=True)
+    progress = fields.Float(required=True)
+    status_history = fields.List(fields.Nested(StatusEntrySchema), required=True)
+    callback_url = fields.String(allow_none=True)
+    metadata = fields.Dict(allow_none=True)
+    links = fields.Nested(JobLinksSchema, required=True)
+
+
+class SubmittedJobSchema(JobSchema):
+    status_token = fields.String(
+        required=True,
+        metadata={"description": "Bearer token that reads only this job (status, results)."},
+    )
+
+
+class JobPageSchema(_Strict):
+    items = fields.List(fields.Nested(JobSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class OperationSchema(_Strict):
+    op = fields.String(required=True, validate=validate.OneOf([k.value for k in OpKind]))
+    type = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_-]{0,63}$"))
+    id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._:-]{1,128}$"))
+    data = fields.Dict(metadata={"description": "Required for upsert and patch; not for delete."})
+    if_version = fields.Integer(validate=validate.Range(min=0))
+
+
+class BulkRequestSchema(_Strict):
+    operations = fields.List(fields.Nested(OperationSchema), required=True)
+    callback_url = fields.String(allow_none=True)
+    metadata = fields.Dict(allow_none=True)
+
+
+class ResultErrorSchema(_Strict):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class ResultSchema(_Strict):
+    index = fields.Integer(required=True)
+    op = fields.String(required=True)
+    type = fields.String(required=True)
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in OpStatus]))
+    version = fields.Integer()
+    error = fields.Nested(ResultErrorSchema)
+
+
+class ResultPageSchema(_Strict):
+    items = fields.List(fields.Nested(ResultSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class ResourceSchema(_Strict):
+    type = fields.String(required=True)
+    id = fields.String(required=True)
+    version = fields.Integer(required=True)
+    data = fields.Dict(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class ResourcePageSchema(_Strict):
+    items = fields.List(fields.Nested(ResourceSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class ProblemSchema(_Strict):
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    code = fields.String(required=True)
+    errors = fields.Dict()
+    duplicates = fields.List(fields.Dict())
+    job_id = fields.String()
+
+
+class HealthSchema(_Strict):
+    status = fields.String(required=True)

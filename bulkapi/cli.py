@@ -1,0 +1,115 @@
+"""The `bulkapi` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from bulkapi.config import Settings
+from bulkapi.store.database import make_engine
+from bulkapi.store.migrate import upgrade
+from bulkapi.store.tenants import create_key, list_keys, revoke_key
+
+
+@click.group()
+def main() -> None:
+    """bulkapi: ordered bulk operations for any API."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the API (and, with no broker configured, the workers too)."""
+    from bulkapi.server import Server
+
+    settings = Settings.from_env()
+    if settings.embedded:
+        engine = make_engine(settings.database_url)
+        upgrade(engine)  # embedded mode is one command: the schema comes with it
+        engine.dispose()
+        click.echo(f"embedded mode: {settings.database_url}, workers in-process", err=True)
+    Server(settings, host, port).run()
+
+
+@main.command()
+@click.option("--processes", default=2, show_default=True, type=int)
+@click.option("--threads", default=4, show_default=True, type=int)
+def worker(processes: int, threads: int) -> None:
+    """Run Dramatiq worker processes against the configured broker."""
+    from bulkapi.dispatch.actors import DRAIN_QUEUE
+
+    if Settings.from_env().broker_url is None:
+        raise click.UsageError("Set BULKAPI_BROKER_URL (redis://...) to run separate workers.")
+    argv = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "bulkapi.worker",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--queues",
+        DRAIN_QUEUE,
+    ]
+    os.execv(sys.executable, argv)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the latest version."""
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    click.echo("schema is up to date", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant name; created if new.")
+def keys_create(tenant: str) -> None:
+    """Create an API key; the key alone is the last line printed (shown only once)."""
+    engine = make_engine(Settings.from_env().database_url)
+    with engine.begin() as conn:
+        key_id, secret = create_key(conn, tenant)
+    engine.dispose()
+    click.echo(f"created key {key_id} for tenant {tenant}; store it now, it is not shown again:")
+    click.echo(secret)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (ids and tenants, never secrets)."""
+    engine = make_engine(Settings.from_env().database_url)
+    with engine.connect() as conn:
+        found = list_keys(conn)
+    engine.dispose()
+    for key in found:
+        state = "revoked" if key.revoked_at else "active"
+        click.echo(f"{key.id}\t{key.tenant}\t{key.created_at.isoformat()}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id; requests with it get 401 from then on."""
+    engine = make_engine(Settings.from_env().database_url)
+    with engine.begin() as conn:
+        revoked = revoke_key(conn, key_id)
+    engine.dispose()
+    if not revoked:
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}")

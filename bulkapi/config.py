@@ -1,0 +1,96 @@
+"""Settings: the only place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bulkapi.core.validation import AdmissionLimits
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: SQLAlchemy URL of the record of truth.
+    database_url: str = "sqlite:///bulkapi.db"
+    #: ``redis://…`` for Dramatiq on Redis; None runs workers inside the API process.
+    broker_url: str | None = None
+    #: Prefix of every Redis key the broker writes, so deployments can share a Redis.
+    broker_namespace: str = "bulkapi"
+    #: Number of partitions; bounds drain parallelism. Change only while nothing is pending.
+    partitions: int = 256
+    #: Operations applied per drain transaction.
+    batch_size: int = 500
+    #: Seconds one drain message may keep a partition before yielding to others.
+    drain_budget: float = 2.0
+    #: Seconds between sweeps that re-send wake-ups for pending work and settle jobs.
+    sweep_interval: float = 5.0
+    #: Seconds a wake-up waits before retrying a partition another worker holds.
+    busy_retry_delay: float = 0.25
+    max_operations: int = 100_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_document_bytes: int = 64 * 1024
+    #: Worker threads inside `bulkapi serve` when no broker is configured.
+    embedded_worker_threads: int = 2
+    #: SQLAlchemy pool size per process (raise with worker threads).
+    db_pool_size: int = 10
+    #: Seconds a client is told to wait (Retry-After) before polling a job or retrying a busy key.
+    retry_after: int = 1
+    #: gunicorn worker processes behind `bulkapi serve` (0: 1 embedded, 2 with a broker).
+    web_processes: int = 0
+    #: Threads per gunicorn process (long polls hold one each).
+    web_threads: int = 16
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def serving_processes(self) -> int:
+        """SQLite has one writer: embedded mode serves from one process."""
+        if self.web_processes > 0:
+            return self.web_processes
+        return 1 if self.embedded else 2
+
+    @property
+    def admission_limits(self) -> AdmissionLimits:
+        return AdmissionLimits(self.max_operations, self.max_document_bytes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(
+            database_url=env.get("BULKAPI_DATABASE_URL") or defaults.database_url,
+            broker_url=env.get("BULKAPI_BROKER_URL") or None,
+            broker_namespace=env.get("BULKAPI_BROKER_NAMESPACE") or defaults.broker_namespace,
+            partitions=_int(env, "BULKAPI_PARTITIONS", defaults.partitions),
+            batch_size=_int(env, "BULKAPI_BATCH_SIZE", defaults.batch_size),
+            drain_budget=_float(env, "BULKAPI_DRAIN_BUDGET", defaults.drain_budget),
+            sweep_interval=_float(env, "BULKAPI_SWEEP_INTERVAL", defaults.sweep_interval),
+            busy_retry_delay=_float(env, "BULKAPI_BUSY_RETRY_DELAY", defaults.busy_retry_delay),
+            max_operations=_int(env, "BULKAPI_MAX_OPERATIONS", defaults.max_operations),
+            max_body_bytes=_int(env, "BULKAPI_MAX_BODY_BYTES", defaults.max_body_bytes),
+            max_document_bytes=_int(env, "BULKAPI_MAX_DOCUMENT_BYTES", defaults.max_document_bytes),
+            embedded_worker_threads=_int(
+                env, "BULKAPI_EMBEDDED_WORKER_THREADS", defaults.embedded_worker_threads
+            ),
+            db_pool_size=_int(env, "BULKAPI_DB_POOL_SIZE", defaults.db_pool_size),
+            retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
+            web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
+            web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
+            api_url=env.get("BULKAPI_API_URL") or defaults.api_url,
+            api_key=env.get("BULKAPI_API_KEY") or None,
+        )

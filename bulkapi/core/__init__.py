@@ -1,0 +1,1 @@
+"""Pure domain rules: validation, partitioning, applying writes, job state (see README.md)."""

@@ -1,0 +1,58 @@
+"""Applying one write to one resource: the single rule both the sync and bulk paths use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bulkapi.core.merge_patch import merge_patch
+from bulkapi.core.operations import Operation, OpError, OpKind
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceState:
+    """A key's committed state; ``data is None`` means absent (never written or deleted)."""
+
+    version: int
+    data: dict[str, Any] | None
+
+    @property
+    def exists(self) -> bool:
+        return self.data is not None
+
+
+ABSENT = ResourceState(version=0, data=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one write: the new state, or why it failed (state unchanged)."""
+
+    state: ResourceState
+    error: OpError | None = None
+    message: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+def apply_operation(state: ResourceState, op: Operation) -> Outcome:
+    """Apply ``op`` to ``state``; every applied write bumps the version by exactly one.
+
+    Versions continue across deletes (a tombstone keeps its version), so a version is
+    never reused for a key.
+    """
+    if op.if_version is not None and op.if_version != state.version:
+        return Outcome(
+            state,
+            OpError.VERSION_MISMATCH,
+            f"expected version {op.if_version}, found {state.version}",
+        )
+    if op.kind is OpKind.UPSERT:
+        return Outcome(ResourceState(state.version + 1, op.data))
+    if not state.exists:
+        return Outcome(state, OpError.NOT_FOUND, f"{op.key.type}/{op.key.id} does not exist")
+    if op.kind is OpKind.PATCH:
+        return Outcome(ResourceState(state.version + 1, merge_patch(state.data, op.data)))
+    return Outcome(ResourceState(state.version + 1, None))

@@ -1,0 +1,77 @@
+"""The one exception tree; the API turns each into an RFC 9457 problem.
+
+BulkapiError
+├── ValidationFailed            validation_error (errors by field or op index)
+│   └── DuplicateResources      duplicate_resource
+├── MalformedBody               malformed_body (not parseable as the declared type)
+├── TooManyOperations           too_many_operations
+├── PayloadTooLarge             payload_too_large
+├── Unauthorized                unauthorized
+├── NotFound                    not_found
+├── PreconditionFailed          version_mismatch / already_exists
+├── ResourceBusy                resource_busy (carries the oldest job holding the key)
+└── JobFinished                 job_finished
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BulkapiError(Exception):
+    code = "error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class ValidationFailed(BulkapiError):
+    code = "validation_error"
+
+    def __init__(self, detail: str, errors: dict[str, Any], **extra: Any) -> None:
+        super().__init__(detail, errors=errors, **extra)
+        self.errors = errors
+
+
+class DuplicateResources(ValidationFailed):
+    code = "duplicate_resource"
+
+
+class MalformedBody(BulkapiError):
+    code = "malformed_body"
+
+
+class TooManyOperations(BulkapiError):
+    code = "too_many_operations"
+
+
+class PayloadTooLarge(BulkapiError):
+    code = "payload_too_large"
+
+
+class Unauthorized(BulkapiError):
+    code = "unauthorized"
+
+
+class NotFound(BulkapiError):
+    code = "not_found"
+
+
+class PreconditionFailed(BulkapiError):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class ResourceBusy(BulkapiError):
+    code = "resource_busy"
+
+    def __init__(self, detail: str, job_id: str) -> None:
+        super().__init__(detail, job_id=job_id)
+        self.job_id = job_id
+
+
+class JobFinished(BulkapiError):
+    code = "job_finished"

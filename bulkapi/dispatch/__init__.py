@@ -1,0 +1,1 @@
+"""Wake-ups and draining: broker set-up, the drain actor, the sweeper."""

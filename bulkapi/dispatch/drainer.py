@@ -1,0 +1,44 @@
+"""Draining a partition batch by batch, within a time budget, then settling jobs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from sqlalchemy import Engine
+
+from bulkapi.store.database import utcnow
+from bulkapi.store.drain import drain_batch
+from bulkapi.store.jobs import settle
+
+
+class DrainState(Enum):
+    #: Another worker holds the partition: try again shortly (it may be just finishing).
+    BUSY = "busy"
+    #: Nothing pending was left when this drain looked.
+    EMPTY = "empty"
+    #: The budget ran out with work left: send another wake-up and let others run.
+    MORE = "more"
+
+
+@dataclass(frozen=True)
+class PartitionDrainer:
+    engine: Engine
+    batch_size: int
+    budget_seconds: float
+
+    def drain(self, partition: int) -> DrainState:
+        deadline = time.monotonic() + self.budget_seconds
+        while True:
+            with self.engine.begin() as conn:
+                result = drain_batch(conn, partition, self.batch_size, utcnow())
+            if not result.locked:
+                return DrainState.BUSY
+            if result.jobs:
+                with self.engine.begin() as conn:
+                    settle(conn, result.jobs, utcnow())
+            if result.finished < self.batch_size:
+                return DrainState.EMPTY
+            if time.monotonic() >= deadline:
+                return DrainState.MORE

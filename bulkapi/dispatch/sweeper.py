@@ -1,0 +1,68 @@
+"""The sweeper: heals lost wake-ups and unsettled jobs, at start and then periodically.
+
+Messages are only wake-ups; the database is the queue of record. A message lost to a
+crash between commit and send, a Redis restart or a killed worker is made good here
+within one sweep interval, and a job whose last batch committed but whose settle step
+did not run is settled here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from sqlalchemy import Engine
+
+from bulkapi.store.database import utcnow
+from bulkapi.store.jobs import open_job_ids, pending_partitions, settle
+
+logger = logging.getLogger(__name__)
+
+#: Jobs settled per statement when the sweeper catches up.
+SETTLE_CHUNK = 500
+
+
+def sweep_once(engine: Engine, wake: Callable[[int], Any]) -> int:
+    """Wake every partition with pending work and settle open jobs; return partitions woken."""
+    with engine.begin() as conn:
+        partitions = pending_partitions(conn)
+        job_ids = open_job_ids(conn)
+    for partition in partitions:
+        wake(partition)
+    for start in range(0, len(job_ids), SETTLE_CHUNK):
+        with engine.begin() as conn:
+            settle(conn, job_ids[start : start + SETTLE_CHUNK], utcnow())
+    return len(partitions)
+
+
+class Sweeper(dramatiq.Middleware):
+    """Runs the sweep in a thread of every worker process, from boot to shutdown."""
+
+    def __init__(self, engine: Engine, wake: Callable[[int], Any], interval: float) -> None:
+        self.engine = engine
+        self.wake = wake
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="bulkapi-sweeper", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                sweep_once(self.engine, self.wake)
+            except Exception:
+                logger.exception("sweep failed; trying again in %ss", self.interval)
+            if self._stop.wait(self.interval):
+                return

@@ -1,0 +1,68 @@
+"""Sending drain wake-ups off the request path, coalesced across requests.
+
+The database already holds the work when a wake-up is sent, so the send need not delay
+the 202: a background thread sends one message per partition that asked since the last
+send. If the process dies before sending, the sweeper wakes those partitions instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class Waker:
+    def __init__(self, send: Callable[[int], Any]) -> None:
+        self._send = send
+        self._wanted: set[int] = set()
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stopping = False
+
+    def wake(self, partitions: Iterable[int]) -> None:
+        with self._condition:
+            self._wanted.update(partitions)
+            self._ensure_thread()
+            self._condition.notify()
+
+    def _ensure_thread(self) -> None:
+        # A forked child (gunicorn, dramatiq) inherits no threads: start its own.
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._pid = os.getpid()
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="bulkapi-waker", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._wanted and not self._stopping:
+                    self._condition.wait()
+                if self._stopping and not self._wanted:
+                    return
+                batch, self._wanted = self._wanted, set()
+            self._send_all(batch)
+
+    def _send_all(self, partitions: set[int]) -> None:
+        for partition in sorted(partitions):
+            try:
+                self._send(partition)
+            except Exception:
+                logger.exception(
+                    "could not send a wake-up for partition %s; the sweeper will", partition
+                )
+
+    def flush_and_stop(self, timeout: float = 10.0) -> None:
+        """Send what is still wanted, then stop the thread (used at shutdown)."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)

@@ -1,0 +1,55 @@
+"""One process's wiring: engine, broker, drain actor, wake-ups and (embedded) workers."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from sqlalchemy import Engine
+
+from bulkapi.config import Settings
+from bulkapi.dispatch.actors import declare_drain_actor
+from bulkapi.dispatch.broker import build_broker
+from bulkapi.dispatch.drainer import PartitionDrainer
+from bulkapi.dispatch.sweeper import Sweeper
+from bulkapi.dispatch.wakeups import Waker
+from bulkapi.store.database import make_engine
+
+logger = logging.getLogger(__name__)
+
+#: Seconds an embedded worker gets to finish its current batch at shutdown.
+EMBEDDED_STOP_TIMEOUT_MS = 30_000
+
+
+class Runtime:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url, settings.db_pool_size)
+        self.broker = build_broker(settings)
+        drainer = PartitionDrainer(self.engine, settings.batch_size, settings.drain_budget)
+        self.drain_actor = declare_drain_actor(self.broker, drainer, settings.busy_retry_delay)
+        self.broker.add_middleware(
+            Sweeper(self.engine, self.drain_actor.send, settings.sweep_interval)
+        )
+        self.waker = Waker(self.drain_actor.send)
+        self._worker: dramatiq.Worker | None = None
+
+    def start_embedded_worker(self) -> None:
+        """Run the drain workers as threads of this process (no broker configured)."""
+        if self._worker is not None:
+            return
+        self.broker.emit_after("process_boot")
+        self._worker = dramatiq.Worker(
+            self.broker, worker_threads=self.settings.embedded_worker_threads
+        )
+        self._worker.start()
+        logger.info("embedded workers started (%s threads)", self.settings.embedded_worker_threads)
+
+    def stop(self) -> None:
+        """Send outstanding wake-ups, let workers finish their batch, release connections."""
+        self.waker.flush_and_stop()
+        if self._worker is not None:
+            self._worker.stop(timeout=EMBEDDED_STOP_TIMEOUT_MS)
+            self._worker = None
+            self.broker.close()
+        self.engine.dispose()

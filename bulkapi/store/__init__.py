@@ -1,0 +1,1 @@
+"""Persistence: tables, engine set-up and every SQL statement bulkapi runs."""

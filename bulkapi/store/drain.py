@@ -1,0 +1,175 @@
+"""Draining one partition: apply a batch of pending operations in per-key order, once.
+
+Exactly-once comes from doing three things in one transaction: the resource change,
+the operation's move out of ``pending`` and the job counter. Order comes from the
+per-key sequence numbers: a batch holds, for every key in it, that key's lowest pending
+operations (lower sequence numbers are committed first, and id order follows commit
+order per key), and they are applied in sequence order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy.engine import Connection
+
+from bulkapi.core.apply import ResourceState, apply_operation
+from bulkapi.core.keys import ResourceKey
+from bulkapi.core.operations import Operation, OpKind, OpStatus
+from bulkapi.store.database import dialect_insert, is_postgres
+from bulkapi.store.tables import job_counts, operations, resources
+
+#: First half of the PostgreSQL advisory-lock key for partitions ("bu").
+PARTITION_LOCK_SPACE = 0x6275
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    #: False when another worker holds the partition; nothing was read.
+    locked: bool
+    #: Operations that left ``pending`` in this batch.
+    finished: int = 0
+    jobs: frozenset[str] = frozenset()
+
+
+def lock_partition(conn: Connection, partition: int) -> bool:
+    """One drainer per partition at a time. SQLite's BEGIN IMMEDIATE already serializes."""
+    if not is_postgres(conn):
+        return True
+    return bool(
+        conn.execute(
+            select(func.pg_try_advisory_xact_lock(PARTITION_LOCK_SPACE, partition))
+        ).scalar()
+    )
+
+
+def add_counts(conn: Connection, partition: int, counts: dict[str, Counter[str]]) -> None:
+    """Add outcome counts to each job's counter row for this partition."""
+    if not counts:
+        return
+    table = job_counts
+    insert = dialect_insert(conn, table)
+    statement = insert.on_conflict_do_update(
+        index_elements=[table.c.job_id, table.c.partition],
+        set_={
+            name: table.c[name] + insert.excluded[name]
+            for name in ("succeeded", "failed", "cancelled")
+        },
+    )
+    conn.execute(
+        statement,
+        [
+            {
+                "job_id": job_id,
+                "partition": partition,
+                "succeeded": tally[OpStatus.SUCCEEDED],
+                "failed": tally[OpStatus.FAILED],
+                "cancelled": tally[OpStatus.CANCELLED],
+            }
+            for job_id, tally in sorted(counts.items())
+        ],
+    )
+
+
+def drain_batch(conn: Connection, partition: int, batch_size: int, now: datetime) -> BatchResult:
+    if not lock_partition(conn, partition):
+        return BatchResult(locked=False)
+    o = operations
+    batch = conn.execute(
+        select(
+            o.c.id,
+            o.c.job_id,
+            o.c.tenant_id,
+            o.c.type,
+            o.c.rid,
+            o.c.seq,
+            o.c.op,
+            o.c.data,
+            o.c.if_version,
+        )
+        .where(o.c.partition == partition, o.c.status == OpStatus.PENDING.value)
+        .order_by(o.c.id)
+        .limit(batch_size)
+        .with_for_update()
+    ).all()
+    if not batch:
+        return BatchResult(locked=True)
+
+    r = resources
+    keys = sorted({(row.tenant_id, row.type, row.rid) for row in batch})
+    states = {
+        (row.tenant_id, row.type, row.rid): ResourceState(row.version, row.data)
+        for row in conn.execute(
+            select(r.c.tenant_id, r.c.type, r.c.rid, r.c.version, r.c.data)
+            .where(tuple_(r.c.tenant_id, r.c.type, r.c.rid).in_(keys))
+            .order_by(r.c.tenant_id, r.c.type, r.c.rid)
+            .with_for_update()
+        )
+    }
+
+    op_updates: list[dict[str, Any]] = []
+    changed: set[tuple[str, str, str]] = set()
+    counts: dict[str, Counter[str]] = {}
+    for row in sorted(batch, key=lambda row: (row.tenant_id, row.type, row.rid, row.seq)):
+        key = (row.tenant_id, row.type, row.rid)
+        operation = Operation(
+            OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version
+        )
+        outcome = apply_operation(states[key], operation)
+        status = OpStatus.SUCCEEDED if outcome.succeeded else OpStatus.FAILED
+        if outcome.succeeded:
+            states[key] = outcome.state
+            changed.add(key)
+        op_updates.append(
+            {
+                "b_id": row.id,
+                "b_status": status.value,
+                "b_version": outcome.state.version if outcome.succeeded else None,
+                "b_error_code": outcome.error.value if outcome.error else None,
+                "b_error_message": outcome.message,
+            }
+        )
+        counts.setdefault(row.job_id, Counter())[status] += 1
+
+    if changed:
+        conn.execute(
+            update(r)
+            .where(
+                r.c.tenant_id == bindparam("b_tenant"),
+                r.c.type == bindparam("b_type"),
+                r.c.rid == bindparam("b_rid"),
+            )
+            .values(
+                version=bindparam("b_version"),
+                data=bindparam("b_data", type_=r.c.data.type),
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_tenant": key[0],
+                    "b_type": key[1],
+                    "b_rid": key[2],
+                    "b_version": states[key].version,
+                    "b_data": states[key].data,
+                }
+                for key in sorted(changed)
+            ],
+        )
+    conn.execute(
+        update(o)
+        .where(o.c.id == bindparam("b_id"))
+        .values(
+            status=bindparam("b_status"),
+            version=bindparam("b_version"),
+            error_code=bindparam("b_error_code"),
+            error_message=bindparam("b_error_message"),
+            finished_at=now,
+        ),
+        op_updates,
+    )
+    add_counts(conn, partition, counts)
+    return BatchResult(locked=True, finished=len(batch), jobs=frozenset(counts))

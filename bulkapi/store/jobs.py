@@ -1,0 +1,285 @@
+"""Reading jobs and moving them through their states."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from bulkapi.core.errors import JobFinished, NotFound
+from bulkapi.core.jobs import STATUS_RANK, Counts, JobStatus, terminal_status
+from bulkapi.core.operations import OpStatus
+from bulkapi.store.database import as_utc, dialect_insert
+from bulkapi.store.drain import add_counts
+from bulkapi.store.tables import job_counts, job_status_history, jobs, operations
+
+_OPEN = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: Counts
+    history: list[tuple[JobStatus, datetime]]
+    callback_url: str | None
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    index: int
+    op: str
+    type: str
+    id: str
+    status: str
+    version: int | None
+    error_code: str | None
+    error_message: str | None
+
+
+_JOB_COLUMNS = (
+    jobs.c.id,
+    jobs.c.status,
+    jobs.c.total,
+    jobs.c.created_at,
+    jobs.c.started_at,
+    jobs.c.finished_at,
+    jobs.c.callback_url,
+    jobs.c.meta,
+)
+
+
+def _counts(conn: Connection, totals: dict[str, int]) -> dict[str, Counts]:
+    c = job_counts
+    sums = {
+        row.job_id: row
+        for row in conn.execute(
+            select(
+                c.c.job_id,
+                func.sum(c.c.succeeded).label("succeeded"),
+                func.sum(c.c.failed).label("failed"),
+                func.sum(c.c.cancelled).label("cancelled"),
+            )
+            .where(c.c.job_id.in_(list(totals)))
+            .group_by(c.c.job_id)
+        )
+    }
+    result = {}
+    for job_id, total in totals.items():
+        row = sums.get(job_id)
+        result[job_id] = (
+            Counts(total)
+            if row is None
+            else Counts(total, int(row.succeeded), int(row.failed), int(row.cancelled))
+        )
+    return result
+
+
+def _history(
+    conn: Connection, job_ids: Sequence[str]
+) -> dict[str, list[tuple[JobStatus, datetime]]]:
+    h = job_status_history
+    result: dict[str, list[tuple[JobStatus, datetime]]] = {job_id: [] for job_id in job_ids}
+    for row in conn.execute(select(h.c.job_id, h.c.status, h.c.at).where(h.c.job_id.in_(job_ids))):
+        result[row.job_id].append((JobStatus(row.status), as_utc(row.at)))  # type: ignore[arg-type]
+    for entries in result.values():
+        entries.sort(key=lambda entry: STATUS_RANK[entry[0]])
+    return result
+
+
+def _records(conn: Connection, rows: Sequence[Any]) -> list[JobRecord]:
+    ids = [row.id for row in rows]
+    counts = _counts(conn, {row.id: row.total for row in rows})
+    history = _history(conn, ids)
+    return [
+        JobRecord(
+            row.id,
+            JobStatus(row.status),
+            as_utc(row.created_at),  # type: ignore[arg-type]
+            as_utc(row.started_at),
+            as_utc(row.finished_at),
+            counts[row.id],
+            history[row.id],
+            row.callback_url,
+            row.meta,
+        )
+        for row in rows
+    ]
+
+
+def get_job(conn: Connection, tenant_id: str, job_id: str) -> JobRecord:
+    row = conn.execute(
+        select(*_JOB_COLUMNS).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"No job {job_id}.")
+    return _records(conn, [row])[0]
+
+
+def list_jobs(
+    conn: Connection, tenant_id: str, status: str | None, limit: int, before: str | None
+) -> list[JobRecord]:
+    """Newest first; ids sort by creation time, so ``before`` is a keyset cursor."""
+    query = select(*_JOB_COLUMNS).where(jobs.c.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if before is not None:
+        query = query.where(jobs.c.id < before)
+    rows = conn.execute(query.order_by(jobs.c.id.desc()).limit(limit)).all()
+    return _records(conn, rows)
+
+
+def list_results(
+    conn: Connection, job_id: str, status: str | None, limit: int | None, after: int
+) -> Iterable[ResultRecord]:
+    o = operations
+    query = (
+        select(
+            o.c.idx,
+            o.c.op,
+            o.c.type,
+            o.c.rid,
+            o.c.status,
+            o.c.version,
+            o.c.error_code,
+            o.c.error_message,
+        )
+        .where(o.c.job_id == job_id, o.c.idx > after)
+        .order_by(o.c.idx)
+    )
+    if status is not None:
+        query = query.where(o.c.status == status)
+    if limit is not None:
+        query = query.limit(limit)
+    for row in conn.execute(query):
+        yield ResultRecord(
+            row.idx,
+            row.op,
+            row.type,
+            row.rid,
+            row.status,
+            row.version,
+            row.error_code,
+            row.error_message,
+        )
+
+
+def _record_status(conn: Connection, job_id: str, status: JobStatus, at: datetime) -> None:
+    insert = dialect_insert(conn, job_status_history).values(
+        job_id=job_id, status=status.value, at=at
+    )
+    conn.execute(insert.on_conflict_do_nothing())
+
+
+def _finish(conn: Connection, job_id: str, counts: Counts, now: datetime) -> JobStatus | None:
+    """Move a job whose work is all done to its terminal status; caller holds the job row."""
+    final = terminal_status(counts)
+    if final is None:
+        return None
+    if counts.succeeded or counts.failed:
+        _record_status(conn, job_id, JobStatus.PROCESSING, now)
+    _record_status(conn, job_id, final, now)
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id)
+        .values(
+            status=final.value, finished_at=now, started_at=func.coalesce(jobs.c.started_at, now)
+        )
+    )
+    return final
+
+
+def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> list[str]:
+    """Bring job statuses in line with their counters; return the jobs that finished.
+
+    Runs after the batch that changed the counters has committed. Of two partitions
+    finishing a job's last operations at once, at least the later one sees every
+    counter here, and the job row lock makes sure only one of them finishes the job.
+    """
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.status, jobs.c.total).where(
+            jobs.c.id.in_(sorted(job_ids)), jobs.c.status.in_(_OPEN)
+        )
+    ).all()
+    if not rows:
+        return []
+    finished = []
+    counts = _counts(conn, {row.id: row.total for row in rows})
+    for row in rows:
+        job_counts_now = counts[row.id]
+        if job_counts_now.pending == 0:
+            locked = conn.execute(
+                select(jobs.c.status).where(jobs.c.id == row.id).with_for_update()
+            ).scalar()
+            if locked in _OPEN and _finish(
+                conn, row.id, _counts(conn, {row.id: row.total})[row.id], now
+            ):
+                finished.append(row.id)
+        elif row.status == JobStatus.QUEUED.value:
+            moved = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == row.id, jobs.c.status == JobStatus.QUEUED.value)
+                .values(status=JobStatus.PROCESSING.value, started_at=now)
+            ).rowcount
+            if moved:
+                _record_status(conn, row.id, JobStatus.PROCESSING, now)
+    return finished
+
+
+def open_job_ids(conn: Connection) -> list[str]:
+    return list(conn.execute(select(jobs.c.id).where(jobs.c.status.in_(_OPEN))).scalars())
+
+
+def pending_partitions(conn: Connection) -> list[int]:
+    o = operations
+    return list(
+        conn.execute(
+            select(o.c.partition).where(o.c.status == OpStatus.PENDING.value).distinct()
+        ).scalars()
+    )
+
+
+def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> None:
+    """Cancel every operation of the job not yet applied; applied ones stay."""
+    status = conn.execute(
+        select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+    ).scalar()
+    if status is None:
+        raise NotFound(f"No job {job_id}.")
+    if JobStatus(status).is_terminal:
+        raise JobFinished(f"Job {job_id} is already {status}.")
+    o = operations
+    pending = OpStatus.PENDING.value
+    # Lock in id order, the order drains lock in, so the two never deadlock.
+    partitions = (
+        conn.execute(
+            select(o.c.partition)
+            .where(o.c.job_id == job_id, o.c.status == pending)
+            .order_by(o.c.id)
+            .with_for_update()
+        )
+        .scalars()
+        .all()
+    )
+    conn.execute(
+        update(o)
+        .where(o.c.job_id == job_id, o.c.status == pending)
+        .values(status=OpStatus.CANCELLED.value, finished_at=now)
+    )
+    for partition, cancelled in Counter(partitions).items():
+        add_counts(conn, partition, {job_id: Counter({OpStatus.CANCELLED: cancelled})})
+    total = conn.execute(
+        select(jobs.c.total).where(jobs.c.id == job_id).with_for_update()
+    ).scalar_one()
+    status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
+    if not JobStatus(status).is_terminal:
+        _finish(conn, job_id, _counts(conn, {job_id: total})[job_id], now)

@@ -1,0 +1,146 @@
+"""Single-resource reads and synchronous writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from bulkapi.core.apply import ResourceState, apply_operation
+from bulkapi.core.errors import NotFound, PreconditionFailed, ResourceBusy
+from bulkapi.core.keys import ResourceKey
+from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
+from bulkapi.store.database import as_utc, dialect_insert
+from bulkapi.store.tables import operations, resources
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    type: str
+    id: str
+    version: int
+    data: dict[str, Any] | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    resource: StoredResource
+    created: bool
+
+
+def _where_key(tenant_id: str, key: ResourceKey) -> tuple[Any, ...]:
+    r = resources
+    return (r.c.tenant_id == tenant_id, r.c.type == key.type, r.c.rid == key.id)
+
+
+def get_resource(conn: Connection, tenant_id: str, key: ResourceKey) -> StoredResource:
+    r = resources
+    row = conn.execute(
+        select(r.c.version, r.c.data, r.c.updated_at).where(
+            *_where_key(tenant_id, key), r.c.data.is_not(None)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"No resource {key.type}/{key.id}.")
+    return StoredResource(key.type, key.id, row.version, row.data, as_utc(row.updated_at))  # type: ignore[arg-type]
+
+
+def list_resources(
+    conn: Connection, tenant_id: str, rtype: str, limit: int, after: str | None
+) -> list[StoredResource]:
+    r = resources
+    query = select(r.c.rid, r.c.version, r.c.data, r.c.updated_at).where(
+        r.c.tenant_id == tenant_id, r.c.type == rtype, r.c.data.is_not(None)
+    )
+    if after is not None:
+        query = query.where(r.c.rid > after)
+    rows = conn.execute(query.order_by(r.c.rid).limit(limit))
+    return [
+        StoredResource(rtype, row.rid, row.version, row.data, as_utc(row.updated_at))  # type: ignore[arg-type]
+        for row in rows
+    ]
+
+
+def oldest_pending_job(conn: Connection, tenant_id: str, key: ResourceKey) -> str | None:
+    o = operations
+    return conn.execute(
+        select(o.c.job_id)
+        .where(
+            o.c.tenant_id == tenant_id,
+            o.c.type == key.type,
+            o.c.rid == key.id,
+            o.c.status == OpStatus.PENDING.value,
+        )
+        .order_by(o.c.seq)
+        .limit(1)
+    ).scalar()
+
+
+def _lock_state(conn: Connection, tenant_id: str, key: ResourceKey) -> ResourceState | None:
+    r = resources
+    row = conn.execute(
+        select(r.c.version, r.c.data).where(*_where_key(tenant_id, key)).with_for_update()
+    ).first()
+    return None if row is None else ResourceState(row.version, row.data)
+
+
+def write_resource(
+    conn: Connection,
+    tenant_id: str,
+    operation: Operation,
+    now: datetime,
+    *,
+    if_none_match: bool = False,
+) -> WriteResult:
+    """Apply one write now, unless accepted bulk work on the key must go first.
+
+    The key's row lock is what admissions take to hand out sequence numbers, so while it
+    is held no bulk operation can be admitted for the key, and the pending check below
+    sees every one admitted before.
+    """
+    key = operation.key
+    state = _lock_state(conn, tenant_id, key)
+    if state is None:
+        if operation.kind is not OpKind.UPSERT:
+            raise NotFound(f"No resource {key.type}/{key.id}.")
+        placeholder = dialect_insert(conn, resources).values(
+            tenant_id=tenant_id,
+            type=key.type,
+            rid=key.id,
+            version=0,
+            admitted_seq=0,
+            created_at=now,
+            updated_at=now,
+        )
+        conn.execute(placeholder.on_conflict_do_nothing())
+        state = _lock_state(conn, tenant_id, key)
+        assert state is not None
+    holder = oldest_pending_job(conn, tenant_id, key)
+    if holder is not None:
+        raise ResourceBusy(
+            f"{key.type}/{key.id} has accepted bulk operations not yet applied.", job_id=holder
+        )
+    if if_none_match and state.exists:
+        raise PreconditionFailed("already_exists", f"{key.type}/{key.id} already exists.")
+    outcome = apply_operation(state, operation)
+    if outcome.error is OpError.VERSION_MISMATCH:
+        raise PreconditionFailed("version_mismatch", outcome.message or "version mismatch")
+    if outcome.error is OpError.NOT_FOUND:
+        raise NotFound(f"No resource {key.type}/{key.id}.")
+    r = resources
+    conn.execute(
+        update(r)
+        .where(*_where_key(tenant_id, key))
+        .values(
+            version=outcome.state.version,
+            data=outcome.state.data,
+            admitted_seq=r.c.admitted_seq + 1,
+            updated_at=now,
+        )
+    )
+    stored = StoredResource(key.type, key.id, outcome.state.version, outcome.state.data, now)
+    return WriteResult(stored, created=operation.kind is OpKind.UPSERT and not state.exists)

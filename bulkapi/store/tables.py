@@ -1,0 +1,153 @@
+"""The schema. Migrations in ``migrations/`` must create exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+#: JSONB on PostgreSQL, JSON text elsewhere; Python None is SQL NULL (absent).
+Document = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+#: A 64-bit id that is still SQLite's rowid alias (so it autoincrements there).
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=True)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("signing_secret", String(100), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("revoked_at", Timestamp),
+)
+
+#: One row per key ever written. ``data`` NULL = absent (placeholder or tombstone);
+#: ``admitted_seq`` is the per-key sequence handed to each accepted write.
+resources = Table(
+    "resources",
+    metadata,
+    Column("tenant_id", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("rid", String(128), nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("0")),
+    Column("admitted_seq", Integer, nullable=False),
+    Column("data", Document),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "type", "rid"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("started_at", Timestamp),
+    Column("finished_at", Timestamp),
+    Column("callback_url", Text),
+    Column("meta", Document),
+    Column("status_token_hash", String(64), nullable=False, unique=True),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64)),
+    UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_idempotency"),
+    Index("ix_jobs_tenant_id", "tenant_id", "id"),
+    Index(
+        "ix_jobs_open",
+        "status",
+        postgresql_where=text("status IN ('queued', 'processing')"),
+        sqlite_where=text("status IN ('queued', 'processing')"),
+    ),
+)
+
+#: One row per status a job entered; the primary key makes each transition unique.
+job_status_history = Table(
+    "job_status_history",
+    metadata,
+    Column("job_id", String(40), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("job_id", "status"),
+)
+
+#: Outcome counters per (job, partition): each drain touches only its own row, so
+#: partitions never queue up behind one hot job row; readers add the rows up.
+job_counts = Table(
+    "job_counts",
+    metadata,
+    Column("job_id", String(40), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("cancelled", Integer, nullable=False),
+    PrimaryKeyConstraint("job_id", "partition"),
+)
+
+_PENDING = text("status = 'pending'")
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("job_id", String(40), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("tenant_id", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("rid", String(128), nullable=False),
+    Column("partition", SmallInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("op", String(8), nullable=False),
+    Column("data", Document),
+    Column("if_version", Integer),
+    Column("status", String(10), nullable=False),
+    Column("version", Integer),
+    Column("error_code", String(32)),
+    Column("error_message", Text),
+    Column("finished_at", Timestamp),
+    UniqueConstraint("job_id", "idx", name="uq_operations_job_idx"),
+    Index(
+        "ix_operations_pending_partition",
+        "partition",
+        "id",
+        postgresql_where=_PENDING,
+        sqlite_where=_PENDING,
+    ),
+    Index(
+        "ix_operations_pending_key",
+        "tenant_id",
+        "type",
+        "rid",
+        "seq",
+        postgresql_where=_PENDING,
+        sqlite_where=_PENDING,
+    ),
+)
