@@ -113,3 +113,7 @@ def keys_revoke(key_id: str) -> None:
     if not revoked:
         raise click.ClickException(f"no active key {key_id}")
     click.echo(f"revoked {key_id}")
+
+
+if __name__ == "__main__":
+    main()

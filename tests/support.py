@@ -1,0 +1,209 @@
+"""Shared test machinery: real services, real processes, and a small API client.
+
+Every process a test starts is stopped by it (``ManagedProcess`` is a context manager,
+and the fixtures that hold one stop it on teardown).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("BULKAPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BULKAPI_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: Generous bound for anything a test waits on (jobs, processes); never a performance claim.
+WAIT_SECONDS = 120
+TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
+
+
+def require_postgres() -> None:
+    """Fail (never skip) when PostgreSQL is missing: .ci/run starts it."""
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=5).close()
+    except psycopg.Error as error:
+        raise RuntimeError(f"PostgreSQL is required at {PG_ADMIN_URL}: {error}") from error
+
+
+def require_redis() -> None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping()
+    except redis.RedisError as error:
+        raise RuntimeError(f"Redis is required at {REDIS_URL}: {error}") from error
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database for one test session (or one test), dropped afterwards."""
+    require_postgres()
+    name = f"bulkapi_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = WAIT_SECONDS,
+               interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ManagedProcess:
+    """A child process in its own session, stopped (TERM, then KILL) when the test ends."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.env = dict(env)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, no clean-up."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait(WAIT_SECONDS)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def bulkapi_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bulkapi.cli", *args]
+
+
+def service_env(database_url: str, broker_url: str | None, namespace: str,
+                **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKAPI_")}
+    env["BULKAPI_DATABASE_URL"] = database_url
+    if broker_url:
+        env["BULKAPI_BROKER_URL"] = broker_url
+    env["BULKAPI_BROKER_NAMESPACE"] = namespace
+    env["BULKAPI_SWEEP_INTERVAL"] = extra.pop("BULKAPI_SWEEP_INTERVAL", "1")
+    env.update(extra)
+    return env
+
+
+def create_api_key(env: Mapping[str, str], tenant: str) -> str:
+    out = subprocess.run(bulkapi_argv("keys", "create", "--tenant", tenant), env=dict(env),
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class HttpApi:
+    """A client of a running server over real HTTP."""
+
+    base_url: str
+    key: str
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.key}", **kwargs.pop("headers", {})}
+        return requests.request(method, self.base_url + path, headers=headers,
+                                timeout=WAIT_SECONDS, **kwargs)
+
+    def wait_job(self, job_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT_SECONDS * 5
+        while True:
+            body: dict[str, Any] = self.request("GET", f"/v1/jobs/{job_id}?wait=30").json()
+            if body["status"] in TERMINAL:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} not terminal: {body}")
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.request("GET", f"/v1/jobs/{job_id}/results",
+                                headers={"Accept": "application/x-ndjson"})
+        return [orjson.loads(line) for line in response.content.splitlines() if line]
+
+
+def start_server(env: Mapping[str, str], tmp: Path, name: str = "api") -> tuple[ManagedProcess, str]:
+    port = free_port()
+    proc = ManagedProcess(bulkapi_argv("serve", "--port", str(port)), env, tmp / f"{name}.log")
+    proc.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.process is not None and proc.process.poll() is not None:
+            raise AssertionError(f"server exited: {proc.log()}")
+        try:
+            return requests.get(base + "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, what="API server to be ready")
+    return proc, base
+
+
+def start_workers(env: Mapping[str, str], tmp: Path, processes: int = 2, threads: int = 4,
+                  name: str = "worker") -> ManagedProcess:
+    proc = ManagedProcess(
+        bulkapi_argv("worker", "--processes", str(processes), "--threads", str(threads)),
+        env, tmp / f"{name}.log",
+    )
+    return proc.start()
