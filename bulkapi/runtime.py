@@ -33,23 +33,30 @@ class Runtime:
         )
         self.waker = Waker(self.drain_actor.send)
         self._worker: dramatiq.Worker | None = None
+        self._booted = False
 
     def start_embedded_worker(self) -> None:
         """Run the drain workers as threads of this process (no broker configured)."""
         if self._worker is not None:
             return
-        self.broker.emit_after("process_boot")
+        if not self._booted:
+            self.broker.emit_after("process_boot")  # TimeLimit and friends start here
+            self._booted = True
         self._worker = dramatiq.Worker(
             self.broker, worker_threads=self.settings.embedded_worker_threads
         )
         self._worker.start()
         logger.info("embedded workers started (%s threads)", self.settings.embedded_worker_threads)
 
-    def stop(self) -> None:
-        """Send outstanding wake-ups, let workers finish their batch, release connections."""
-        self.waker.flush_and_stop()
+    def stop_embedded_worker(self) -> None:
+        """Let the embedded workers finish their current batch, then stop them."""
         if self._worker is not None:
             self._worker.stop(timeout=EMBEDDED_STOP_TIMEOUT_MS)
             self._worker = None
-            self.broker.close()
+
+    def stop(self) -> None:
+        """Send outstanding wake-ups, let workers finish their batch, release connections."""
+        self.waker.flush_and_stop()
+        self.stop_embedded_worker()
+        self.broker.close()
         self.engine.dispose()

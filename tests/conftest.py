@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from bulkapi.api.app import create_app
 from bulkapi.config import Settings
 from bulkapi.runtime import Runtime
+from bulkapi.store.drain import PARTITION_LOCK_SPACE
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tenants import create_key
 from tests.support import (
@@ -110,6 +113,33 @@ class Service:
     def anonymous(self) -> InProcessApi:
         return InProcessApi(self.app.test_client(), "")
 
+    @contextmanager
+    def drains_paused(self) -> Iterator[None]:
+        """Hold back every drain so accepted bulk work stays pending, deterministically.
+
+        Embedded: the in-process workers are stopped and started again. Production: a
+        session holds every partition's advisory lock, so drains find them busy.
+        """
+        if self.mode == "embedded":
+            self.runtime.stop_embedded_worker()
+            try:
+                yield
+            finally:
+                self.runtime.start_embedded_worker()
+            return
+        with self.runtime.engine.connect() as conn:
+            for partition in range(self.runtime.settings.partitions):
+                conn.execute(
+                    text("SELECT pg_advisory_lock(:space, :p)"),
+                    {"space": PARTITION_LOCK_SPACE, "p": partition},
+                )
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                conn.commit()
+
 
 def _embedded(tmp: Path) -> Iterator[Service]:
     settings = Settings(database_url=f"sqlite:///{tmp / 'embedded.db'}", sweep_interval=1.0)
@@ -126,8 +156,9 @@ def _production(tmp: Path) -> Iterator[Service]:
     require_redis()
     namespace = f"bulkapi-test-{uuid.uuid4().hex[:8]}"
     with fresh_postgres_database() as url:
-        settings = Settings(database_url=url, broker_url=REDIS_URL, broker_namespace=namespace,
-                            sweep_interval=1.0)
+        settings = Settings(
+            database_url=url, broker_url=REDIS_URL, broker_namespace=namespace, sweep_interval=1.0
+        )
         runtime = Runtime(settings)
         upgrade(runtime.engine)
         workers = start_workers(service_env(url, REDIS_URL, namespace), tmp)
@@ -142,7 +173,9 @@ def _production(tmp: Path) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp(request.param)
     factory = _embedded if request.param == "embedded" else _production
     yield from factory(tmp)

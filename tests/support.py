@@ -68,8 +68,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = WAIT_SECONDS,
-               interval: float = 0.1, what: str = "condition") -> Any:
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = WAIT_SECONDS,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -92,7 +96,11 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
             start_new_session=True,
         )
         log.close()
@@ -137,8 +145,9 @@ def bulkapi_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "bulkapi.cli", *args]
 
 
-def service_env(database_url: str, broker_url: str | None, namespace: str,
-                **extra: str) -> dict[str, str]:
+def service_env(
+    database_url: str, broker_url: str | None, namespace: str, **extra: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKAPI_")}
     env["BULKAPI_DATABASE_URL"] = database_url
     if broker_url:
@@ -150,8 +159,14 @@ def service_env(database_url: str, broker_url: str | None, namespace: str,
 
 
 def create_api_key(env: Mapping[str, str], tenant: str) -> str:
-    out = subprocess.run(bulkapi_argv("keys", "create", "--tenant", tenant), env=dict(env),
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        bulkapi_argv("keys", "create", "--tenant", tenant),
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -164,8 +179,9 @@ class HttpApi:
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.key}", **kwargs.pop("headers", {})}
-        return requests.request(method, self.base_url + path, headers=headers,
-                                timeout=WAIT_SECONDS, **kwargs)
+        return requests.request(
+            method, self.base_url + path, headers=headers, timeout=WAIT_SECONDS, **kwargs
+        )
 
     def wait_job(self, job_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + WAIT_SECONDS * 5
@@ -177,12 +193,15 @@ class HttpApi:
                 raise AssertionError(f"job {job_id} not terminal: {body}")
 
     def results(self, job_id: str) -> list[dict[str, Any]]:
-        response = self.request("GET", f"/v1/jobs/{job_id}/results",
-                                headers={"Accept": "application/x-ndjson"})
+        response = self.request(
+            "GET", f"/v1/jobs/{job_id}/results", headers={"Accept": "application/x-ndjson"}
+        )
         return [orjson.loads(line) for line in response.content.splitlines() if line]
 
 
-def start_server(env: Mapping[str, str], tmp: Path, name: str = "api") -> tuple[ManagedProcess, str]:
+def start_server(
+    env: Mapping[str, str], tmp: Path, name: str = "api"
+) -> tuple[ManagedProcess, str]:
     port = free_port()
     proc = ManagedProcess(bulkapi_argv("serve", "--port", str(port)), env, tmp / f"{name}.log")
     proc.start()
@@ -200,10 +219,12 @@ def start_server(env: Mapping[str, str], tmp: Path, name: str = "api") -> tuple[
     return proc, base
 
 
-def start_workers(env: Mapping[str, str], tmp: Path, processes: int = 2, threads: int = 4,
-                  name: str = "worker") -> ManagedProcess:
+def start_workers(
+    env: Mapping[str, str], tmp: Path, processes: int = 2, threads: int = 4, name: str = "worker"
+) -> ManagedProcess:
     proc = ManagedProcess(
         bulkapi_argv("worker", "--processes", str(processes), "--threads", str(threads)),
-        env, tmp / f"{name}.log",
+        env,
+        tmp / f"{name}.log",
     )
     return proc.start()
