@@ -50,6 +50,9 @@ class Settings:
     web_processes: int = 0
     #: Threads per gunicorn process (long polls hold one each).
     web_threads: int = 16
+    #: Fault injection for recovery tests only: the API process dies right after
+    #: committing an admission, before its wake-ups are sent.
+    fault_crash_after_commit: bool = False
     api_url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
 
@@ -91,6 +94,7 @@ class Settings:
             retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
             web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
             web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
+            fault_crash_after_commit=env.get("BULKAPI_FAULT_CRASH_AFTER_COMMIT") == "1",
             api_url=env.get("BULKAPI_API_URL") or defaults.api_url,
             api_key=env.get("BULKAPI_API_KEY") or None,
         )

@@ -112,7 +112,9 @@ class ManagedProcess:
         return self.process.pid
 
     def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.pid)], check=False, capture_output=True, text=True
+        )
         return [int(pid) for pid in out.stdout.split()]
 
     def stop(self, timeout: float = 60) -> int | None:

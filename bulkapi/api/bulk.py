@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,9 @@ from bulkapi.core.validation import parse_operations
 from bulkapi.store.admission import NewJob, admit
 from bulkapi.store.database import utcnow
 from bulkapi.store.jobs import JobRecord
+
+#: Exit status of the injected crash (BULKAPI_FAULT_CRASH_AFTER_COMMIT), as after SIGKILL.
+CRASH_EXIT_CODE = 137
 
 blp = Blueprint(
     "bulk",
@@ -86,6 +90,8 @@ def submit(callback_url: str | None) -> Response:
     job = NewJob(tenant_id, operations, partitions, callback, envelope["metadata"])
     with rt.engine.begin() as conn:
         admitted = admit(conn, job, now)
+    if settings.fault_crash_after_commit:
+        os._exit(CRASH_EXIT_CODE)
     rt.waker.wake(admitted.partitions)
     record = JobRecord(
         admitted.job_id,
