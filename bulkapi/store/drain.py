@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.apply import ResourceState, apply_operation
+from bulkapi.core.apply import apply_operation
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind, OpStatus
+from bulkapi.store.bulk_sql import OperationOutcome, ResourceWrite, bulk_sql_for
 from bulkapi.store.database import dialect_insert, is_postgres
-from bulkapi.store.tables import job_counts, operations, resources
+from bulkapi.store.tables import job_counts, operations
 
 #: First half of the PostgreSQL advisory-lock key for partitions ("bu").
 PARTITION_LOCK_SPACE = 0x6275
@@ -99,19 +99,11 @@ def drain_batch(conn: Connection, partition: int, batch_size: int, now: datetime
     if not batch:
         return BatchResult(locked=True)
 
-    r = resources
+    bulk = bulk_sql_for(conn)
     keys = sorted({(row.tenant_id, row.type, row.rid) for row in batch})
-    states = {
-        (row.tenant_id, row.type, row.rid): ResourceState(row.version, row.data)
-        for row in conn.execute(
-            select(r.c.tenant_id, r.c.type, r.c.rid, r.c.version, r.c.data)
-            .where(tuple_(r.c.tenant_id, r.c.type, r.c.rid).in_(keys))
-            .order_by(r.c.tenant_id, r.c.type, r.c.rid)
-            .with_for_update()
-        )
-    }
+    states = bulk.lock_resources(conn, keys)
 
-    op_updates: list[dict[str, Any]] = []
+    outcomes: list[OperationOutcome] = []
     changed: set[tuple[str, str, str]] = set()
     counts: dict[str, Counter[str]] = {}
     for row in sorted(batch, key=lambda row: (row.tenant_id, row.type, row.rid, row.seq)):
@@ -124,52 +116,23 @@ def drain_batch(conn: Connection, partition: int, batch_size: int, now: datetime
         if outcome.succeeded:
             states[key] = outcome.state
             changed.add(key)
-        op_updates.append(
-            {
-                "b_id": row.id,
-                "b_status": status.value,
-                "b_version": outcome.state.version if outcome.succeeded else None,
-                "b_error_code": outcome.error.value if outcome.error else None,
-                "b_error_message": outcome.message,
-            }
+        outcomes.append(
+            OperationOutcome(
+                row.id,
+                status,
+                outcome.state.version if outcome.succeeded else None,
+                outcome.error.value if outcome.error else None,
+                outcome.message,
+            )
         )
         counts.setdefault(row.job_id, Counter())[status] += 1
 
     if changed:
-        conn.execute(
-            update(r)
-            .where(
-                r.c.tenant_id == bindparam("b_tenant"),
-                r.c.type == bindparam("b_type"),
-                r.c.rid == bindparam("b_rid"),
-            )
-            .values(
-                version=bindparam("b_version"),
-                data=bindparam("b_data", type_=r.c.data.type),
-                updated_at=now,
-            ),
-            [
-                {
-                    "b_tenant": key[0],
-                    "b_type": key[1],
-                    "b_rid": key[2],
-                    "b_version": states[key].version,
-                    "b_data": states[key].data,
-                }
-                for key in sorted(changed)
-            ],
+        bulk.write_resources(
+            conn,
+            [ResourceWrite(*key, states[key].version, states[key].data) for key in sorted(changed)],
+            now,
         )
-    conn.execute(
-        update(o)
-        .where(o.c.id == bindparam("b_id"))
-        .values(
-            status=bindparam("b_status"),
-            version=bindparam("b_version"),
-            error_code=bindparam("b_error_code"),
-            error_message=bindparam("b_error_message"),
-            finished_at=now,
-        ),
-        op_updates,
-    )
+    bulk.finish_operations(conn, outcomes, now)
     add_counts(conn, partition, counts)
     return BatchResult(locked=True, finished=len(batch), jobs=frozenset(counts))

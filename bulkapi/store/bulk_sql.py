@@ -1,0 +1,367 @@
+"""Set-based SQL for the two hot paths, one implementation per database.
+
+Admission and draining move hundreds to thousands of rows per transaction. Statements
+with one bound value per row and column cost more to compile than to run, so PostgreSQL
+gets arrays (``unnest``) and ``COPY``, and SQLite, whose writer lock is already
+exclusive, gets cached single-row statements run with ``executemany``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import bindparam, select, text, tuple_, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Connection
+
+from bulkapi.core.apply import ResourceState
+from bulkapi.core.keys import ResourceKey
+from bulkapi.core.operations import Operation, OpStatus
+from bulkapi.store.database import is_postgres
+from bulkapi.store.tables import operations, resources
+
+#: Keys per SELECT when SQLite reads back the sequences it handed out.
+SQLITE_READ_CHUNK = 300
+
+
+#: (tenant_id, type, rid): how the drain names a resource row.
+StateKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRow:
+    job_id: str
+    index: int
+    tenant_id: str
+    operation: Operation
+    partition: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceWrite:
+    tenant_id: str
+    type: str
+    rid: str
+    version: int
+    data: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationOutcome:
+    id: int
+    status: OpStatus
+    version: int | None
+    error_code: str | None
+    error_message: str | None
+
+
+class BulkSql(Protocol):
+    def allocate_sequences(
+        self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
+    ) -> dict[ResourceKey, int]:
+        """Hand each key its next sequence number, creating placeholder rows for new keys.
+
+        Keys are locked in one global (sorted) order, so admissions over overlapping keys
+        wait for each other instead of deadlocking. The row lock is held until commit,
+        which is what makes sequence order equal commit order for each key.
+        """
+
+    def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None: ...
+
+    def lock_resources(
+        self, conn: Connection, keys: Sequence[StateKey]
+    ) -> dict[StateKey, ResourceState]:
+        """Lock the keys' rows in sorted order (as admissions do) and read their state."""
+
+    def write_resources(
+        self, conn: Connection, writes: Sequence[ResourceWrite], now: datetime
+    ) -> None: ...
+
+    def finish_operations(
+        self, conn: Connection, outcomes: Sequence[OperationOutcome], now: datetime
+    ) -> None: ...
+
+
+_OPERATION_COLUMNS = (
+    "job_id",
+    "idx",
+    "tenant_id",
+    "type",
+    "rid",
+    "partition",
+    "seq",
+    "op",
+    "data",
+    "if_version",
+    "status",
+)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+class PostgresBulkSql:
+    _ALLOCATE = text(
+        """
+        INSERT INTO resources (tenant_id, type, rid, version, admitted_seq, created_at, updated_at)
+        SELECT :tenant, k.type, k.rid, 0, 1, :now, :now
+        FROM unnest(CAST(:types AS varchar[]), CAST(:rids AS varchar[])) AS k(type, rid)
+        ORDER BY k.type, k.rid
+        ON CONFLICT (tenant_id, type, rid)
+        DO UPDATE SET admitted_seq = resources.admitted_seq + 1
+        RETURNING type, rid, admitted_seq
+        """
+    )
+    _LOCK = text(
+        """
+        SELECT r.tenant_id, r.type, r.rid, r.version, r.data
+        FROM resources AS r
+        JOIN unnest(CAST(:tenants AS varchar[]), CAST(:types AS varchar[]),
+                    CAST(:rids AS varchar[])) AS k(tenant_id, type, rid)
+          ON r.tenant_id = k.tenant_id AND r.type = k.type AND r.rid = k.rid
+        ORDER BY r.tenant_id, r.type, r.rid
+        FOR UPDATE OF r
+        """
+    )
+    _WRITE = text(
+        """
+        UPDATE resources AS r
+        SET version = w.version, data = w.data, updated_at = :now
+        FROM unnest(CAST(:tenants AS varchar[]), CAST(:types AS varchar[]),
+                    CAST(:rids AS varchar[]), CAST(:versions AS integer[]),
+                    CAST(:datas AS jsonb[])) AS w(tenant_id, type, rid, version, data)
+        WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
+        """
+    )
+    _FINISH = text(
+        """
+        UPDATE operations AS o
+        SET status = f.status, version = f.version, error_code = f.error_code,
+            error_message = f.error_message, finished_at = :now
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS varchar[]),
+                    CAST(:versions AS integer[]), CAST(:codes AS varchar[]),
+                    CAST(:messages AS text[])) AS f(id, status, version, error_code, error_message)
+        WHERE o.id = f.id
+        """
+    )
+
+    def allocate_sequences(
+        self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
+    ) -> dict[ResourceKey, int]:
+        rows = conn.execute(
+            self._ALLOCATE,
+            {
+                "tenant": tenant_id,
+                "now": now,
+                "types": [k.type for k in keys],
+                "rids": [k.id for k in keys],
+            },
+        )
+        return {ResourceKey(row.type, row.rid): row.admitted_seq for row in rows}
+
+    def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        statement = f"COPY operations ({', '.join(_OPERATION_COLUMNS)}) FROM STDIN"
+        pending = OpStatus.PENDING.value
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                op = row.operation
+                copy.write_row(
+                    (
+                        row.job_id,
+                        row.index,
+                        row.tenant_id,
+                        op.key.type,
+                        op.key.id,
+                        row.partition,
+                        row.seq,
+                        op.kind.value,
+                        _json(op.data),
+                        op.if_version,
+                        pending,
+                    )
+                )
+
+    def lock_resources(
+        self, conn: Connection, keys: Sequence[StateKey]
+    ) -> dict[StateKey, ResourceState]:
+        rows = conn.execute(
+            self._LOCK,
+            {
+                "tenants": [k[0] for k in keys],
+                "types": [k[1] for k in keys],
+                "rids": [k[2] for k in keys],
+            },
+        )
+        return {(r.tenant_id, r.type, r.rid): ResourceState(r.version, r.data) for r in rows}
+
+    def write_resources(
+        self, conn: Connection, writes: Sequence[ResourceWrite], now: datetime
+    ) -> None:
+        conn.execute(
+            self._WRITE,
+            {
+                "now": now,
+                "tenants": [w.tenant_id for w in writes],
+                "types": [w.type for w in writes],
+                "rids": [w.rid for w in writes],
+                "versions": [w.version for w in writes],
+                "datas": [_json(w.data) for w in writes],
+            },
+        )
+
+    def finish_operations(
+        self, conn: Connection, outcomes: Sequence[OperationOutcome], now: datetime
+    ) -> None:
+        conn.execute(
+            self._FINISH,
+            {
+                "now": now,
+                "ids": [o.id for o in outcomes],
+                "statuses": [o.status.value for o in outcomes],
+                "versions": [o.version for o in outcomes],
+                "codes": [o.error_code for o in outcomes],
+                "messages": [o.error_message for o in outcomes],
+            },
+        )
+
+
+class SqliteBulkSql:
+    def allocate_sequences(
+        self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
+    ) -> dict[ResourceKey, int]:
+        r = resources
+        insert = sqlite.insert(r).values(
+            tenant_id=bindparam("b_tenant"),
+            type=bindparam("b_type"),
+            rid=bindparam("b_rid"),
+            version=0,
+            admitted_seq=1,
+            created_at=bindparam("b_now"),
+            updated_at=bindparam("b_now"),
+        )
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[r.c.tenant_id, r.c.type, r.c.rid],
+                set_={"admitted_seq": r.c.admitted_seq + 1},
+            ),
+            [
+                {"b_tenant": tenant_id, "b_type": k.type, "b_rid": k.id, "b_now": now}
+                for k in sorted(keys)
+            ],
+        )
+        allocated: dict[ResourceKey, int] = {}
+        for start in range(0, len(keys), SQLITE_READ_CHUNK):
+            chunk = [(k.type, k.id) for k in keys[start : start + SQLITE_READ_CHUNK]]
+            for row in conn.execute(
+                select(r.c.type, r.c.rid, r.c.admitted_seq).where(
+                    r.c.tenant_id == tenant_id, tuple_(r.c.type, r.c.rid).in_(chunk)
+                )
+            ):
+                allocated[ResourceKey(row.type, row.rid)] = row.admitted_seq
+        return allocated
+
+    def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None:
+        pending = OpStatus.PENDING.value
+        conn.execute(
+            operations.insert(),
+            [
+                {
+                    "job_id": row.job_id,
+                    "idx": row.index,
+                    "tenant_id": row.tenant_id,
+                    "type": row.operation.key.type,
+                    "rid": row.operation.key.id,
+                    "partition": row.partition,
+                    "seq": row.seq,
+                    "op": row.operation.kind.value,
+                    "data": row.operation.data,
+                    "if_version": row.operation.if_version,
+                    "status": pending,
+                }
+                for row in rows
+            ],
+        )
+
+    def lock_resources(
+        self, conn: Connection, keys: Sequence[StateKey]
+    ) -> dict[StateKey, ResourceState]:
+        r = resources
+        states: dict[StateKey, ResourceState] = {}
+        for start in range(0, len(keys), SQLITE_READ_CHUNK):
+            chunk = list(keys[start : start + SQLITE_READ_CHUNK])
+            for row in conn.execute(
+                select(r.c.tenant_id, r.c.type, r.c.rid, r.c.version, r.c.data).where(
+                    tuple_(r.c.tenant_id, r.c.type, r.c.rid).in_(chunk)
+                )
+            ):
+                states[(row.tenant_id, row.type, row.rid)] = ResourceState(row.version, row.data)
+        return states
+
+    def write_resources(
+        self, conn: Connection, writes: Sequence[ResourceWrite], now: datetime
+    ) -> None:
+        r = resources
+        conn.execute(
+            update(r)
+            .where(
+                r.c.tenant_id == bindparam("b_tenant"),
+                r.c.type == bindparam("b_type"),
+                r.c.rid == bindparam("b_rid"),
+            )
+            .values(
+                version=bindparam("b_version"),
+                data=bindparam("b_data", type_=r.c.data.type),
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_tenant": w.tenant_id,
+                    "b_type": w.type,
+                    "b_rid": w.rid,
+                    "b_version": w.version,
+                    "b_data": w.data,
+                }
+                for w in writes
+            ],
+        )
+
+    def finish_operations(
+        self, conn: Connection, outcomes: Sequence[OperationOutcome], now: datetime
+    ) -> None:
+        o = operations
+        conn.execute(
+            update(o)
+            .where(o.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                version=bindparam("b_version"),
+                error_code=bindparam("b_code"),
+                error_message=bindparam("b_message"),
+                finished_at=now,
+            ),
+            [
+                {
+                    "b_id": x.id,
+                    "b_status": x.status.value,
+                    "b_version": x.version,
+                    "b_code": x.error_code,
+                    "b_message": x.error_message,
+                }
+                for x in outcomes
+            ],
+        )
+
+
+_POSTGRES = PostgresBulkSql()
+_SQLITE = SqliteBulkSql()
+
+
+def bulk_sql_for(conn: Connection) -> BulkSql:
+    return _POSTGRES if is_postgres(conn) else _SQLITE
