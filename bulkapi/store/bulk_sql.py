@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import bindparam, select, text, tuple_, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
@@ -106,55 +106,54 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+def _driver_cursor(conn: Connection) -> Any:
+    """The psycopg cursor of this transaction: arrays sent as binary (%b), no quoting."""
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
 class PostgresBulkSql:
-    _ALLOCATE = text(
-        """
+    _ALLOCATE = """
         INSERT INTO resources (tenant_id, type, rid, version, admitted_seq, created_at, updated_at)
-        SELECT :tenant, k.type, k.rid, 0, 1, :now, :now
-        FROM unnest(CAST(:types AS varchar[]), CAST(:rids AS varchar[])) AS k(type, rid)
+        SELECT %(tenant)s, k.type, k.rid, 0, 1, %(now)s, %(now)s
+        FROM unnest(%(types)b::varchar[], %(rids)b::varchar[]) AS k(type, rid)
         ORDER BY k.type, k.rid
         ON CONFLICT (tenant_id, type, rid)
         DO UPDATE SET admitted_seq = resources.admitted_seq + 1
         RETURNING type, rid, admitted_seq
-        """
-    )
-    _LOCK = text(
-        """
+    """
+    _LOCK = """
         SELECT r.tenant_id, r.type, r.rid, r.version, r.data
         FROM resources AS r
-        JOIN unnest(CAST(:tenants AS varchar[]), CAST(:types AS varchar[]),
-                    CAST(:rids AS varchar[])) AS k(tenant_id, type, rid)
+        JOIN unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[])
+          AS k(tenant_id, type, rid)
           ON r.tenant_id = k.tenant_id AND r.type = k.type AND r.rid = k.rid
         ORDER BY r.tenant_id, r.type, r.rid
         FOR UPDATE OF r
-        """
-    )
-    _WRITE = text(
-        """
+    """
+    _WRITE = """
         UPDATE resources AS r
-        SET version = w.version, data = w.data, updated_at = :now
-        FROM unnest(CAST(:tenants AS varchar[]), CAST(:types AS varchar[]),
-                    CAST(:rids AS varchar[]), CAST(:versions AS integer[]),
-                    CAST(:datas AS jsonb[])) AS w(tenant_id, type, rid, version, data)
+        SET version = w.version, data = w.data, updated_at = %(now)s
+        FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
+                    %(versions)b::integer[], %(datas)b::text[]::jsonb[])
+          AS w(tenant_id, type, rid, version, data)
         WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
-        """
-    )
-    _FINISH = text(
-        """
+    """
+    _FINISH = """
         UPDATE operations AS o
         SET status = f.status, version = f.version, error_code = f.error_code,
-            error_message = f.error_message, finished_at = :now
-        FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS varchar[]),
-                    CAST(:versions AS integer[]), CAST(:codes AS varchar[]),
-                    CAST(:messages AS text[])) AS f(id, status, version, error_code, error_message)
+            error_message = f.error_message, finished_at = %(now)s
+        FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(versions)b::integer[],
+                    %(codes)b::varchar[], %(messages)b::text[])
+          AS f(id, status, version, error_code, error_message)
         WHERE o.id = f.id
-        """
-    )
+    """
+    _COPY = f"COPY operations ({', '.join(_OPERATION_COLUMNS)}) FROM STDIN"
 
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
     ) -> dict[ResourceKey, int]:
-        rows = conn.execute(
+        cursor = _driver_cursor(conn)
+        cursor.execute(
             self._ALLOCATE,
             {
                 "tenant": tenant_id,
@@ -163,13 +162,11 @@ class PostgresBulkSql:
                 "rids": [k.id for k in keys],
             },
         )
-        return {ResourceKey(row.type, row.rid): row.admitted_seq for row in rows}
+        return {ResourceKey(rtype, rid): seq for rtype, rid, seq in cursor.fetchall()}
 
     def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None:
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        statement = f"COPY operations ({', '.join(_OPERATION_COLUMNS)}) FROM STDIN"
         pending = OpStatus.PENDING.value
-        with cursor.copy(statement) as copy:
+        with _driver_cursor(conn).copy(self._COPY) as copy:
             for row in rows:
                 op = row.operation
                 copy.write_row(
@@ -191,7 +188,8 @@ class PostgresBulkSql:
     def lock_resources(
         self, conn: Connection, keys: Sequence[StateKey]
     ) -> dict[StateKey, ResourceState]:
-        rows = conn.execute(
+        cursor = _driver_cursor(conn)
+        cursor.execute(
             self._LOCK,
             {
                 "tenants": [k[0] for k in keys],
@@ -199,12 +197,15 @@ class PostgresBulkSql:
                 "rids": [k[2] for k in keys],
             },
         )
-        return {(r.tenant_id, r.type, r.rid): ResourceState(r.version, r.data) for r in rows}
+        return {
+            (tenant, rtype, rid): ResourceState(version, data)
+            for tenant, rtype, rid, version, data in cursor.fetchall()
+        }
 
     def write_resources(
         self, conn: Connection, writes: Sequence[ResourceWrite], now: datetime
     ) -> None:
-        conn.execute(
+        _driver_cursor(conn).execute(
             self._WRITE,
             {
                 "now": now,
@@ -219,7 +220,7 @@ class PostgresBulkSql:
     def finish_operations(
         self, conn: Connection, outcomes: Sequence[OperationOutcome], now: datetime
     ) -> None:
-        conn.execute(
+        _driver_cursor(conn).execute(
             self._FINISH,
             {
                 "now": now,
