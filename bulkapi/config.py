@@ -50,6 +50,10 @@ class Settings:
     web_processes: int = 0
     #: Threads per gunicorn process (long polls hold one each).
     web_threads: int = 16
+    #: Dotted path of the operator's resource types module (``TYPES = [...]``).
+    types_module: str | None = None
+    #: Attempts a crashing business rule gets before its write fails (apply_failed).
+    rule_attempts: int = 3
     #: Fault injection for recovery tests only: the API process dies right after
     #: committing an admission, before its wake-ups are sent.
     fault_crash_after_commit: bool = False
@@ -94,6 +98,8 @@ class Settings:
             retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
             web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
             web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
+            types_module=env.get("BULKAPI_TYPES") or None,
+            rule_attempts=_int(env, "BULKAPI_RULE_ATTEMPTS", defaults.rule_attempts),
             fault_crash_after_commit=env.get("BULKAPI_FAULT_CRASH_AFTER_COMMIT") == "1",
             api_url=env.get("BULKAPI_API_URL") or defaults.api_url,
             api_key=env.get("BULKAPI_API_KEY") or None,

@@ -14,6 +14,7 @@ from bulkapi.dispatch.drainer import PartitionDrainer
 from bulkapi.dispatch.sweeper import Sweeper
 from bulkapi.dispatch.wakeups import Waker
 from bulkapi.store.database import make_engine
+from bulkapi.types import Applier, load_registry
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,11 @@ class Runtime:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url, settings.db_pool_size)
         self.broker = build_broker(settings)
-        drainer = PartitionDrainer(self.engine, settings.batch_size, settings.drain_budget)
+        self.registry = load_registry(settings.types_module)
+        self.apply = Applier(self.registry, attempts=settings.rule_attempts)
+        drainer = PartitionDrainer(
+            self.engine, settings.batch_size, settings.drain_budget, self.apply
+        )
         self.drain_actor = declare_drain_actor(self.broker, drainer, settings.busy_retry_delay)
         self.broker.add_middleware(
             Sweeper(self.engine, self.drain_actor.send, settings.sweep_interval)

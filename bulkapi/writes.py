@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from bulkapi.core.errors import ResourceBusy
 from bulkapi.core.operations import Operation
 from bulkapi.store.database import utcnow
+from bulkapi.store.drain import Apply
 from bulkapi.store.resources import WriteResult, write_resource
 
 #: Polling interval bounds while waiting for a busy key to drain.
@@ -18,6 +19,7 @@ _LAST_POLL_SECONDS = 0.25
 
 def write_now_or_wait(
     engine: Engine,
+    apply: Apply,
     tenant_id: str,
     operation: Operation,
     *,
@@ -33,7 +35,7 @@ def write_now_or_wait(
         try:
             with engine.begin() as conn:
                 return write_resource(
-                    conn, tenant_id, operation, utcnow(), if_none_match=if_none_match
+                    conn, tenant_id, operation, utcnow(), apply, if_none_match=if_none_match
                 )
         except ResourceBusy as busy:
             remaining = deadline - time.monotonic()

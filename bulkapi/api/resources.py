@@ -66,6 +66,7 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
     operation = Operation(kind, key, data, parse_if_match(request.headers.get("If-Match")))
     return write_now_or_wait(
         runtime().engine,
+        runtime().apply,
         tenant_id,
         operation,
         wait_seconds=parse_prefer_wait(request.headers.get("Prefer")),

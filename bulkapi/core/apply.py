@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +38,47 @@ class Outcome:
         return self.error is None
 
 
-def apply_operation(state: ResourceState, op: Operation) -> Outcome:
+class RuleRejected(Exception):
+    """Raised by an operator's business rule to refuse one write (``rule_rejected``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a business rule sees: the write, and the document before and after it."""
+
+    operation: Operation
+    current: dict[str, Any] | None
+    proposed: dict[str, Any] | None
+
+
+#: A business rule: returns to accept, raises ``RuleRejected`` to refuse. Any other
+#: exception is a failure of the rule itself, which the caller may retry.
+Rule = Callable[[Change], None]
+
+
+def apply_operation(state: ResourceState, op: Operation, rules: Sequence[Rule] = ()) -> Outcome:
     """Apply ``op`` to ``state``; every applied write bumps the version by exactly one.
 
     Versions continue across deletes (a tombstone keeps its version), so a version is
-    never reused for a key.
+    never reused for a key. Rules run last, on the would-be result.
     """
+    outcome = _apply(state, op)
+    if not outcome.succeeded or not rules:
+        return outcome
+    change = Change(op, state.data, outcome.state.data)
+    try:
+        for rule in rules:
+            rule(change)
+    except RuleRejected as rejection:
+        return Outcome(state, OpError.RULE_REJECTED, rejection.message)
+    return outcome
+
+
+def _apply(state: ResourceState, op: Operation) -> Outcome:
     if op.if_version is not None and op.if_version != state.version:
         return Outcome(
             state,

@@ -10,6 +10,8 @@ BulkapiError
 ├── NotFound                    not_found
 ├── PreconditionFailed          version_mismatch / already_exists
 ├── ResourceBusy                resource_busy (carries the oldest job holding the key)
+├── RuleRejectedWrite           rule_rejected (an operator's rule refused a sync write)
+├── ApplyFailed                 apply_failed (an operator's rule kept crashing)
 └── JobFinished                 job_finished
 """
 
@@ -71,6 +73,14 @@ class ResourceBusy(BulkapiError):
     def __init__(self, detail: str, job_id: str) -> None:
         super().__init__(detail, job_id=job_id)
         self.job_id = job_id
+
+
+class RuleRejectedWrite(BulkapiError):
+    code = "rule_rejected"
+
+
+class ApplyFailed(BulkapiError):
+    code = "apply_failed"
 
 
 class JobFinished(BulkapiError):

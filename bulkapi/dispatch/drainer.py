@@ -9,7 +9,7 @@ from enum import Enum
 from sqlalchemy import Engine
 
 from bulkapi.store.database import utcnow
-from bulkapi.store.drain import drain_batch
+from bulkapi.store.drain import Apply, drain_batch
 from bulkapi.store.jobs import settle
 
 
@@ -27,12 +27,13 @@ class PartitionDrainer:
     engine: Engine
     batch_size: int
     budget_seconds: float
+    apply: Apply
 
     def drain(self, partition: int) -> DrainState:
         deadline = time.monotonic() + self.budget_seconds
         while True:
             with self.engine.begin() as conn:
-                result = drain_batch(conn, partition, self.batch_size, utcnow())
+                result = drain_batch(conn, partition, self.batch_size, utcnow(), self.apply)
             if not result.locked:
                 return DrainState.BUSY
             if result.jobs:

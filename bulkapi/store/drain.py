@@ -10,18 +10,22 @@ order per key), and they are applied in sequence order.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.apply import apply_operation
+from bulkapi.core.apply import Outcome, ResourceState
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.store.bulk_sql import OperationOutcome, ResourceWrite, bulk_sql_for
 from bulkapi.store.database import dialect_insert, is_postgres
 from bulkapi.store.tables import job_counts, operations
+
+#: How a drain applies one write (the operator's rules included).
+Apply = Callable[[ResourceState, Operation], Outcome]
 
 #: First half of the PostgreSQL advisory-lock key for partitions ("bu").
 PARTITION_LOCK_SPACE = 0x6275
@@ -75,7 +79,9 @@ def add_counts(conn: Connection, partition: int, counts: dict[str, Counter[str]]
     )
 
 
-def drain_batch(conn: Connection, partition: int, batch_size: int, now: datetime) -> BatchResult:
+def drain_batch(
+    conn: Connection, partition: int, batch_size: int, now: datetime, apply: Apply
+) -> BatchResult:
     if not lock_partition(conn, partition):
         return BatchResult(locked=False)
     o = operations
@@ -111,7 +117,7 @@ def drain_batch(conn: Connection, partition: int, batch_size: int, now: datetime
         operation = Operation(
             OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version
         )
-        outcome = apply_operation(states[key], operation)
+        outcome = apply(states[key], operation)
         status = OpStatus.SUCCEEDED if outcome.succeeded else OpStatus.FAILED
         if outcome.succeeded:
             states[key] = outcome.state

@@ -9,11 +9,18 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.apply import ResourceState, apply_operation
-from bulkapi.core.errors import NotFound, PreconditionFailed, ResourceBusy
+from bulkapi.core.apply import ResourceState
+from bulkapi.core.errors import (
+    ApplyFailed,
+    NotFound,
+    PreconditionFailed,
+    ResourceBusy,
+    RuleRejectedWrite,
+)
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
 from bulkapi.store.database import as_utc, dialect_insert
+from bulkapi.store.drain import Apply
 from bulkapi.store.tables import operations, resources
 
 
@@ -93,6 +100,7 @@ def write_resource(
     tenant_id: str,
     operation: Operation,
     now: datetime,
+    apply: Apply,
     *,
     if_none_match: bool = False,
 ) -> WriteResult:
@@ -126,11 +134,15 @@ def write_resource(
         )
     if if_none_match and state.exists:
         raise PreconditionFailed("already_exists", f"{key.type}/{key.id} already exists.")
-    outcome = apply_operation(state, operation)
+    outcome = apply(state, operation)
     if outcome.error is OpError.VERSION_MISMATCH:
         raise PreconditionFailed("version_mismatch", outcome.message or "version mismatch")
     if outcome.error is OpError.NOT_FOUND:
         raise NotFound(f"No resource {key.type}/{key.id}.")
+    if outcome.error is OpError.RULE_REJECTED:
+        raise RuleRejectedWrite(outcome.message or "rejected by a business rule")
+    if outcome.error is not None:
+        raise ApplyFailed(outcome.message or "the write could not be applied")
     r = resources
     conn.execute(
         update(r)
