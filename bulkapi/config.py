@@ -40,6 +40,8 @@ class Settings:
     max_operations: int = 100_000
     max_body_bytes: int = 64 * 1024 * 1024
     max_document_bytes: int = 64 * 1024
+    #: Deepest nesting of objects and arrays a document may have.
+    max_document_depth: int = 32
     #: Worker threads inside `bulkapi serve` when no broker is configured.
     embedded_worker_threads: int = 2
     #: SQLAlchemy pool size per process (raise with worker threads).
@@ -50,6 +52,8 @@ class Settings:
     web_processes: int = 0
     #: Threads per gunicorn process (long polls hold one each).
     web_threads: int = 16
+    #: Seconds finished jobs and their per-operation results are kept (resources: forever).
+    retention_seconds: int = 7 * 24 * 3600
     #: Dotted path of the operator's resource types module (``TYPES = [...]``).
     types_module: str | None = None
     #: Attempts a crashing business rule gets before its write fails (apply_failed).
@@ -73,7 +77,9 @@ class Settings:
 
     @property
     def admission_limits(self) -> AdmissionLimits:
-        return AdmissionLimits(self.max_operations, self.max_document_bytes)
+        return AdmissionLimits(
+            self.max_operations, self.max_document_bytes, self.max_document_depth
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +97,7 @@ class Settings:
             max_operations=_int(env, "BULKAPI_MAX_OPERATIONS", defaults.max_operations),
             max_body_bytes=_int(env, "BULKAPI_MAX_BODY_BYTES", defaults.max_body_bytes),
             max_document_bytes=_int(env, "BULKAPI_MAX_DOCUMENT_BYTES", defaults.max_document_bytes),
+            max_document_depth=_int(env, "BULKAPI_MAX_DOCUMENT_DEPTH", defaults.max_document_depth),
             embedded_worker_threads=_int(
                 env, "BULKAPI_EMBEDDED_WORKER_THREADS", defaults.embedded_worker_threads
             ),
@@ -98,6 +105,7 @@ class Settings:
             retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
             web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
             web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
+            retention_seconds=_int(env, "BULKAPI_RETENTION_SECONDS", defaults.retention_seconds),
             types_module=env.get("BULKAPI_TYPES") or None,
             rule_attempts=_int(env, "BULKAPI_RULE_ATTEMPTS", defaults.rule_attempts),
             fault_crash_after_commit=env.get("BULKAPI_FAULT_CRASH_AFTER_COMMIT") == "1",

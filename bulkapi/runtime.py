@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import dramatiq
 from sqlalchemy import Engine
@@ -34,7 +35,12 @@ class Runtime:
         )
         self.drain_actor = declare_drain_actor(self.broker, drainer, settings.busy_retry_delay)
         self.broker.add_middleware(
-            Sweeper(self.engine, self.drain_actor.send, settings.sweep_interval)
+            Sweeper(
+                self.engine,
+                self.drain_actor.send,
+                settings.sweep_interval,
+                timedelta(seconds=settings.retention_seconds),
+            )
         )
         self.waker = Waker(self.drain_actor.send)
         self._worker: dramatiq.Worker | None = None

@@ -31,6 +31,7 @@ from bulkapi.store.tenants import create_key
 from tests.support import (
     REDIS_URL,
     TERMINAL,
+    TEST_TYPES,
     WAIT_SECONDS,
     ManagedProcess,
     fresh_postgres_database,
@@ -48,7 +49,7 @@ class InProcessApi:
     key: str
 
     def request(self, method: str, path: str, **kwargs: Any) -> TestResponse:
-        headers = kwargs.pop("headers", {})
+        headers = dict(kwargs.pop("headers", {}))
         if self.key and "Authorization" not in headers:
             headers["Authorization"] = f"Bearer {self.key}"
         return self.client.open(path, method=method, headers=headers, **kwargs)
@@ -142,7 +143,9 @@ class Service:
 
 
 def _embedded(tmp: Path) -> Iterator[Service]:
-    settings = Settings(database_url=f"sqlite:///{tmp / 'embedded.db'}", sweep_interval=1.0)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'embedded.db'}", sweep_interval=1.0, types_module=TEST_TYPES
+    )
     runtime = Runtime(settings)
     upgrade(runtime.engine)
     runtime.start_embedded_worker()
@@ -157,7 +160,11 @@ def _production(tmp: Path) -> Iterator[Service]:
     namespace = f"bulkapi-test-{uuid.uuid4().hex[:8]}"
     with fresh_postgres_database() as url:
         settings = Settings(
-            database_url=url, broker_url=REDIS_URL, broker_namespace=namespace, sweep_interval=1.0
+            database_url=url,
+            broker_url=REDIS_URL,
+            broker_namespace=namespace,
+            sweep_interval=1.0,
+            types_module=TEST_TYPES,
         )
         runtime = Runtime(settings)
         upgrade(runtime.engine)

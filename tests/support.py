@@ -27,6 +27,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BULKAPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BULKAPI_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: The resource types module every test service loads (see tests/types_for_tests.py).
+TEST_TYPES = "tests.types_for_tests"
 #: Generous bound for anything a test waits on (jobs, processes); never a performance claim.
 WAIT_SECONDS = 120
 TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
@@ -156,6 +158,7 @@ def service_env(
         env["BULKAPI_BROKER_URL"] = broker_url
     env["BULKAPI_BROKER_NAMESPACE"] = namespace
     env["BULKAPI_SWEEP_INTERVAL"] = extra.pop("BULKAPI_SWEEP_INTERVAL", "1")
+    env["BULKAPI_TYPES"] = extra.pop("BULKAPI_TYPES", TEST_TYPES)
     env.update(extra)
     return env
 

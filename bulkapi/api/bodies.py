@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -9,7 +10,7 @@ from flask import request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from bulkapi.core.errors import MalformedBody, TooManyOperations, ValidationFailed
-from bulkapi.core.validation import check_envelope
+from bulkapi.core.validation import Envelope, check_envelope
 
 JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
@@ -53,8 +54,16 @@ def _parse_ndjson(raw: bytes) -> list[Any]:
     return items
 
 
-def read_bulk(max_bytes: int, max_operations: int) -> tuple[list[Any], dict[str, Any]]:
-    """The raw operations of a bulk request and its other fields (callback_url, metadata)."""
+@dataclass(frozen=True, slots=True)
+class BulkBody:
+    items: list[Any]
+    envelope: Envelope
+    #: The body as sent, for Idempotency-Key comparisons.
+    raw: bytes
+
+
+def read_bulk(max_bytes: int, max_operations: int) -> BulkBody:
+    """The raw operations of a bulk request and its other fields."""
     if request.mimetype in NDJSON_TYPES:
         raw = _read(max_bytes)
         if (
@@ -62,13 +71,12 @@ def read_bulk(max_bytes: int, max_operations: int) -> tuple[list[Any], dict[str,
             and sum(1 for line in raw.split(b"\n") if line.strip()) > max_operations
         ):
             raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
-        return _parse_ndjson(raw), {
-            "callback_url": request.args.get("callback_url"),
-            "metadata": None,
-        }
+        envelope = Envelope(request.args.get("callback_url"), None, request.args.get("deadline"))
+        return BulkBody(_parse_ndjson(raw), envelope, raw)
     if request.mimetype not in JSON_TYPES:
         raise UnsupportedMediaType("Send application/json or application/x-ndjson.")
-    operations, envelope = check_envelope(_parse(_read(max_bytes)))
+    raw = _read(max_bytes)
+    operations, envelope = check_envelope(_parse(raw))
     if len(operations) > max_operations:
         raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
-    return operations, envelope
+    return BulkBody(operations, envelope, raw)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
-from flask import Response
+from flask import Response, request
 from flask_smorest import Blueprint
 
 from bulkapi.api.auth import require_tenant
@@ -25,10 +25,10 @@ from bulkapi.api.schemas import (
 from bulkapi.core.errors import ValidationFailed
 from bulkapi.core.jobs import Counts, JobStatus
 from bulkapi.core.keys import partition_of
-from bulkapi.core.validation import parse_operations
-from bulkapi.store.admission import NewJob, admit
+from bulkapi.core.validation import check_callback_url, parse_deadline, parse_operations
+from bulkapi.store.admission import Idempotency, NewJob, admit
 from bulkapi.store.database import utcnow
-from bulkapi.store.jobs import JobRecord
+from bulkapi.store.jobs import JobRecord, get_job
 
 #: Exit status of the injected crash (BULKAPI_FAULT_CRASH_AFTER_COMMIT), as after SIGKILL.
 CRASH_EXIT_CODE = 137
@@ -41,19 +41,8 @@ blp = Blueprint(
 )
 
 
-def _size_of(document: object) -> int:
-    return len(orjson.dumps(document))
-
-
-def _check_callback_url(url: str | None) -> None:
-    if url is None:
-        return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed(
-            "The callback URL is invalid.",
-            {"callback_url": ["Must be an absolute http or https URL."]},
-        )
+#: Longest Idempotency-Key accepted (the column's size).
+MAX_IDEMPOTENCY_KEY = 255
 
 
 @blp.route("", methods=["POST"])
@@ -73,44 +62,73 @@ def _check_callback_url(url: str | None) -> None:
 @blp.response(202, SubmittedJobSchema, description="Accepted; poll the job at Location.")
 @blp.alt_response(400, schema=ProblemSchema, description="Malformed body")
 @blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
+@blp.alt_response(409, schema=ProblemSchema, description="Idempotency key in use")
 @blp.alt_response(413, schema=ProblemSchema, description="Too many operations or too large")
 @blp.alt_response(415, schema=ProblemSchema, description="Unsupported media type")
 @blp.alt_response(422, schema=ProblemSchema, description="Invalid or duplicate operations")
-def submit(callback_url: str | None) -> Response:
-    """Submit a bulk request: all operations are accepted together, or none is."""
+def submit(callback_url: str | None, deadline: str | None) -> Response:
+    """Submit a bulk request: all operations are accepted together, or none is.
+
+    With ``Idempotency-Key``, the same key and body within 24 hours answer with the
+    original job (header ``Idempotent-Replayed: true``) and record nothing new.
+    """
     tenant_id = require_tenant()
     rt = runtime()
     settings = rt.settings
-    items, envelope = read_bulk(settings.max_body_bytes, settings.max_operations)
-    callback = envelope["callback_url"] or callback_url
-    _check_callback_url(callback)
-    operations = parse_operations(items, settings.admission_limits, _size_of)
-    partitions = [partition_of(tenant_id, op.key, settings.partitions) for op in operations]
+    body = read_bulk(settings.max_body_bytes, settings.max_operations)
+    envelope = body.envelope
     now = utcnow()
-    job = NewJob(tenant_id, operations, partitions, callback, envelope["metadata"])
+    check_callback_url(envelope.callback_url)
+    job_deadline = parse_deadline(envelope.deadline, now)
+    idempotency = _idempotency(body.raw)
+    operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
+    partitions = [partition_of(tenant_id, op.key, settings.partitions) for op in operations]
+    job = NewJob(
+        tenant_id,
+        operations,
+        partitions,
+        envelope.callback_url,
+        envelope.metadata,
+        job_deadline,
+        idempotency,
+    )
     with rt.engine.begin() as conn:
         admitted = admit(conn, job, now)
     if settings.fault_crash_after_commit:
         os._exit(CRASH_EXIT_CODE)
-    rt.waker.wake(admitted.partitions)
-    record = JobRecord(
-        admitted.job_id,
-        JobStatus.QUEUED,
-        now,
-        None,
-        None,
-        Counts(len(operations)),
-        [(JobStatus.QUEUED, now)],
-        callback,
-        envelope["metadata"],
-    )
-    body: dict[str, Any] = job_body(record)
-    body["status_token"] = admitted.status_token
-    return json_response(
-        body,
-        202,
-        {
-            "Location": f"/v1/jobs/{admitted.job_id}",
-            "Retry-After": str(settings.retry_after),
-        },
-    )
+    headers = {"Location": f"/v1/jobs/{admitted.job_id}", "Retry-After": str(settings.retry_after)}
+    if admitted.replayed:
+        with rt.engine.connect() as conn:
+            record = get_job(conn, tenant_id, admitted.job_id)
+        headers["Idempotent-Replayed"] = "true"
+    else:
+        rt.waker.wake(admitted.partitions)
+        record = JobRecord(
+            admitted.job_id,
+            JobStatus.QUEUED,
+            now,
+            None,
+            None,
+            Counts(len(operations)),
+            [(JobStatus.QUEUED, now)],
+            envelope.callback_url,
+            envelope.metadata,
+            job_deadline,
+        )
+    representation: dict[str, Any] = job_body(record)
+    representation["status_token"] = admitted.status_token
+    return json_response(representation, 202, headers)
+
+
+def _idempotency(raw: bytes) -> Idempotency | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed(
+            "The Idempotency-Key is invalid.",
+            {"Idempotency-Key": [f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters."]},
+        )
+    fingerprint = hashlib.sha256(raw)
+    fingerprint.update(b"\0" + request.mimetype.encode() + b"\0" + request.query_string)
+    return Idempotency(key, fingerprint.hexdigest())

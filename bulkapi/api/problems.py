@@ -27,6 +27,8 @@ _DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
     errors.PreconditionFailed: (412, "Precondition failed"),
     errors.ResourceBusy: (409, "Resource busy"),
     errors.JobFinished: (409, "Job finished"),
+    errors.IdempotencyKeyReused: (422, "Idempotency key reused"),
+    errors.IdempotencyKeyInUse: (409, "Idempotency key in use"),
     errors.RuleRejectedWrite: (422, "Rejected by a business rule"),
     errors.ApplyFailed: (503, "Write could not be applied"),
 }

@@ -40,6 +40,7 @@ def job_body(job: JobRecord) -> dict[str, Any]:
         ],
         "callback_url": job.callback_url,
         "metadata": job.metadata,
+        "deadline": rfc3339(job.deadline),
         "links": job_links(job.id),
     }
 

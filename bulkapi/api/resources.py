@@ -19,6 +19,7 @@ from bulkapi.api.schemas import PageArgs, ProblemSchema, ResourcePageSchema, Res
 from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type
 from bulkapi.core.operations import Operation, OpKind
+from bulkapi.core.validation import check_document
 from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
 from bulkapi.writes import write_now_or_wait
 
@@ -52,10 +53,14 @@ def _resource_response(resource: StoredResource, status: int = 200) -> Response:
 
 
 def _document() -> dict[str, Any]:
+    """The request's document, held to the same rules as a bulk operation's data."""
     settings = runtime().settings
     document = read_document(settings.max_document_bytes + _WIRE_SLACK)
     if len(orjson.dumps(document)) > settings.max_document_bytes:
         raise PayloadTooLarge(f"A document takes at most {settings.max_document_bytes} bytes.")
+    problems = check_document(document, settings.admission_limits, orjson.dumps)
+    if problems:
+        raise ValidationFailed("The document is invalid.", {"_schema": problems})
     return document
 
 

@@ -49,6 +49,11 @@ class BulkQueryArgs(_Strict):
         validate=validate.Length(max=2048),
         metadata={"description": "For NDJSON bodies."},
     )
+    deadline = fields.String(
+        load_default=None,
+        validate=validate.Length(max=64),
+        metadata={"description": "For NDJSON bodies: RFC 3339 timestamp or seconds."},
+    )
 
 
 class CountsSchema(_Strict):
@@ -80,6 +85,7 @@ class JobSchema(_Strict):
     status_history = fields.List(fields.Nested(StatusEntrySchema), required=True)
     callback_url = fields.String(allow_none=True)
     metadata = fields.Dict(allow_none=True)
+    deadline = fields.DateTime(allow_none=True)
     links = fields.Nested(JobLinksSchema, required=True)
 
 
@@ -107,6 +113,13 @@ class BulkRequestSchema(_Strict):
     operations = fields.List(fields.Nested(OperationSchema), required=True)
     callback_url = fields.String(allow_none=True)
     metadata = fields.Dict(allow_none=True)
+    deadline = fields.Raw(
+        allow_none=True,
+        metadata={
+            "description": "RFC 3339 timestamp, or seconds from now: operations "
+            "not applied by then are cancelled with deadline_exceeded."
+        },
+    )
 
 
 class ResultErrorSchema(_Strict):

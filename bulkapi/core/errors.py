@@ -12,6 +12,8 @@ BulkapiError
 ├── ResourceBusy                resource_busy (carries the oldest job holding the key)
 ├── RuleRejectedWrite           rule_rejected (an operator's rule refused a sync write)
 ├── ApplyFailed                 apply_failed (an operator's rule kept crashing)
+├── IdempotencyKeyReused        idempotency_key_reused (same key, different request)
+├── IdempotencyKeyInUse         idempotency_key_in_use (same key, request in flight)
 └── JobFinished                 job_finished
 """
 
@@ -81,6 +83,14 @@ class RuleRejectedWrite(BulkapiError):
 
 class ApplyFailed(BulkapiError):
     code = "apply_failed"
+
+
+class IdempotencyKeyReused(BulkapiError):
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInUse(BulkapiError):
+    code = "idempotency_key_in_use"
 
 
 class JobFinished(BulkapiError):

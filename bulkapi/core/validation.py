@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from bulkapi.core.errors import DuplicateResources, TooManyOperations, ValidationFailed
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type
 from bulkapi.core.operations import Operation, OpKind
+
+#: Furthest a job deadline may lie ahead.
+MAX_DEADLINE = timedelta(days=365)
+#: Longest callback URL accepted.
+MAX_URL_LENGTH = 2048
 
 _OP_FIELDS = frozenset({"op", "type", "id", "data", "if_version"})
 _KINDS = {kind.value: kind for kind in OpKind}
@@ -23,24 +30,49 @@ _KINDS = {kind.value: kind for kind in OpKind}
 class AdmissionLimits:
     max_operations: int
     max_document_bytes: int
+    max_document_depth: int = 32
 
 
 FieldErrors = dict[str, list[str]]
+#: Turns a document into its JSON bytes (injected: the core does no I/O or encoding choice).
+Serializer = Callable[[object], bytes]
 
 
-def check_document(
-    data: object, limits: AdmissionLimits, size_of: Callable[[object], int]
-) -> list[str]:
-    """Problems with a resource document (a JSON object within the size limit)."""
+def nesting_depth_exceeds(data: object, limit: int) -> bool:
+    """Whether objects/arrays nest deeper than ``limit`` (walks without recursion)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def check_document(data: object, limits: AdmissionLimits, serialize: Serializer) -> list[str]:
+    """Problems with a resource document: a JSON object, within the size and depth
+    limits, without NUL characters (PostgreSQL's jsonb cannot store them, and they would
+    fail at apply time instead of now)."""
     if not isinstance(data, dict):
         return ["Must be a JSON object."]
-    if size_of(data) > limits.max_document_bytes:
+    if nesting_depth_exceeds(data, limits.max_document_depth):
+        return [f"Nested deeper than {limits.max_document_depth} levels."]
+    serialized = serialize(data)
+    if len(serialized) > limits.max_document_bytes:
         return [f"Longer than {limits.max_document_bytes} bytes serialized."]
+    if b"\\u0000" in serialized:
+        return ["Must not contain NUL (U+0000) characters."]
     return []
 
 
 def _check_operation(
-    item: object, limits: AdmissionLimits, size_of: Callable[[object], int]
+    item: object, limits: AdmissionLimits, serialize: Serializer
 ) -> tuple[Operation | None, FieldErrors]:
     if not isinstance(item, dict):
         return None, {"_schema": ["Must be a JSON object."]}
@@ -63,7 +95,7 @@ def _check_operation(
             errors["data"] = ["A delete takes no data."]
     elif kind is not None:
         problems = (
-            check_document(data, limits, size_of)
+            check_document(data, limits, serialize)
             if "data" in item
             else ["Missing data for required field."]
         )
@@ -81,7 +113,7 @@ def _check_operation(
 
 
 def parse_operations(
-    items: Iterable[object], limits: AdmissionLimits, size_of: Callable[[object], int]
+    items: Iterable[object], limits: AdmissionLimits, serialize: Serializer
 ) -> list[Operation]:
     """Turn raw items into operations, or raise with every problem found.
 
@@ -96,7 +128,7 @@ def parse_operations(
             raise TooManyOperations(
                 f"A bulk request takes at most {limits.max_operations} operations."
             )
-        operation, problems = _check_operation(item, limits, size_of)
+        operation, problems = _check_operation(item, limits, serialize)
         if operation is None:
             errors[str(index)] = problems
             continue
@@ -127,14 +159,24 @@ def parse_operations(
     return operations
 
 
-def check_envelope(body: object) -> tuple[list[Any], dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A bulk request's fields besides its operations."""
+
+    callback_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    #: As sent: an RFC 3339 timestamp, or seconds from now (see ``parse_deadline``).
+    deadline: str | int | float | None = None
+
+
+def check_envelope(body: object) -> tuple[list[Any], Envelope]:
     """Split a JSON bulk body into its operations and its other (checked) fields."""
     if not isinstance(body, dict):
         raise ValidationFailed(
             "The body must be a JSON object.", {"_schema": ["Must be an object."]}
         )
     errors: FieldErrors = {}
-    for name in body.keys() - {"operations", "callback_url", "metadata"}:
+    for name in body.keys() - {"operations", "callback_url", "metadata", "deadline"}:
         errors[str(name)] = ["Unknown field."]
     operations = body.get("operations")
     if not isinstance(operations, list):
@@ -145,7 +187,54 @@ def check_envelope(body: object) -> tuple[list[Any], dict[str, Any]]:
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         errors["metadata"] = ["Must be a JSON object."]
+    deadline = body.get("deadline")
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, str | int | float)
+    ):
+        errors["deadline"] = ["Must be an RFC 3339 timestamp or a number of seconds."]
     if errors:
         raise ValidationFailed("The bulk request is invalid.", errors)
     assert isinstance(operations, list)
-    return operations, {"callback_url": callback_url, "metadata": metadata}
+    return operations, Envelope(callback_url, metadata, deadline)
+
+
+def check_callback_url(url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_LENGTH:
+        raise ValidationFailed(
+            "The callback URL is invalid.",
+            {"callback_url": ["Must be an absolute http or https URL."]},
+        )
+
+
+def parse_deadline(value: str | float | None, now: datetime) -> datetime | None:
+    """A job deadline from an RFC 3339 timestamp or a number of seconds from ``now``.
+
+    It must lie in the future (and within a year): a deadline already past would
+    accept work only to cancel it.
+    """
+    if value is None:
+        return None
+    problem = ["Must be an RFC 3339 timestamp or seconds, in the future, within a year."]
+    try:
+        if isinstance(value, str) and not _is_number(value):
+            deadline = datetime.fromisoformat(value)
+            if deadline.tzinfo is None:
+                raise ValueError("no time zone")
+        else:
+            deadline = now + timedelta(seconds=float(value))
+    except (ValueError, OverflowError):
+        raise ValidationFailed("The deadline is invalid.", {"deadline": problem}) from None
+    if not now < deadline <= now + MAX_DEADLINE:
+        raise ValidationFailed("The deadline is invalid.", {"deadline": problem})
+    return deadline
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

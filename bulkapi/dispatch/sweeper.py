@@ -11,22 +11,28 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from sqlalchemy import Engine
 
 from bulkapi.store.database import utcnow
-from bulkapi.store.jobs import open_job_ids, pending_partitions, settle
+from bulkapi.store.jobs import open_job_ids, pending_partitions, purge_finished, settle
 
 logger = logging.getLogger(__name__)
 
 #: Jobs settled per statement when the sweeper catches up.
 SETTLE_CHUNK = 500
+#: Expired jobs purged per sweep (bounded, so a sweep stays short).
+PURGE_CHUNK = 200
 
 
-def sweep_once(engine: Engine, wake: Callable[[int], Any]) -> int:
-    """Wake every partition with pending work and settle open jobs; return partitions woken."""
+def sweep_once(engine: Engine, wake: Callable[[int], Any], retention: timedelta) -> int:
+    """Wake every partition with pending work, settle open jobs, purge expired ones.
+
+    Returns how many partitions were woken.
+    """
     with engine.begin() as conn:
         partitions = pending_partitions(conn)
         job_ids = open_job_ids(conn)
@@ -35,16 +41,21 @@ def sweep_once(engine: Engine, wake: Callable[[int], Any]) -> int:
     for start in range(0, len(job_ids), SETTLE_CHUNK):
         with engine.begin() as conn:
             settle(conn, job_ids[start : start + SETTLE_CHUNK], utcnow())
+    with engine.begin() as conn:
+        purge_finished(conn, utcnow() - retention, PURGE_CHUNK)
     return len(partitions)
 
 
 class Sweeper(dramatiq.Middleware):
     """Runs the sweep in a thread of every worker process, from boot to shutdown."""
 
-    def __init__(self, engine: Engine, wake: Callable[[int], Any], interval: float) -> None:
+    def __init__(
+        self, engine: Engine, wake: Callable[[int], Any], interval: float, retention: timedelta
+    ) -> None:
         self.engine = engine
         self.wake = wake
         self.interval = interval
+        self.retention = retention
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,7 +72,7 @@ class Sweeper(dramatiq.Middleware):
     def _run(self) -> None:
         while True:
             try:
-                sweep_once(self.engine, self.wake)
+                sweep_once(self.engine, self.wake, self.retention)
             except Exception:
                 logger.exception("sweep failed; trying again in %ss", self.interval)
             if self._stop.wait(self.interval):

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
+from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import Operation
 from bulkapi.ids import digest, new_id, new_secret
 from bulkapi.store.bulk_sql import OperationRow, bulk_sql_for
-from bulkapi.store.tables import job_status_history, jobs
+from bulkapi.store.database import as_utc
+from bulkapi.store.tables import job_status_history, jobs, status_tokens
+
+#: How long an Idempotency-Key keeps answering with its original job (SPEC §4).
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    key: str
+    #: Digest of the request body (and its query), to tell a replay from a reuse.
+    request_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +37,8 @@ class NewJob:
     partitions: Sequence[int]
     callback_url: str | None = None
     metadata: dict[str, Any] | None = None
+    deadline: datetime | None = None
+    idempotency: Idempotency | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,26 +46,74 @@ class Admitted:
     job_id: str
     status_token: str
     partitions: frozenset[int]
+    #: True when an Idempotency-Key matched an earlier job: nothing new was recorded.
+    replayed: bool = False
+
+
+def issue_status_token(conn: Connection, job_id: str) -> str:
+    token = new_secret("jst")
+    conn.execute(status_tokens.insert().values(token_hash=digest(token), job_id=job_id))
+    return token
+
+
+def find_replay(
+    conn: Connection, tenant_id: str, idempotency: Idempotency, now: datetime
+) -> Admitted | None:
+    """The job an earlier request with this key created, if it still counts (24 h).
+
+    A key older than the window is released here, so the new request may take it.
+    """
+    row = conn.execute(
+        select(jobs.c.id, jobs.c.request_hash, jobs.c.created_at).where(
+            jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key == idempotency.key
+        )
+    ).first()
+    if row is None:
+        return None
+    if now - as_utc(row.created_at) > IDEMPOTENCY_WINDOW:  # type: ignore[operator]
+        conn.execute(update(jobs).where(jobs.c.id == row.id).values(idempotency_key=None))
+        return None
+    if row.request_hash != idempotency.request_hash:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used with a different request in the last 24 hours."
+        )
+    return Admitted(row.id, issue_status_token(conn, row.id), frozenset(), replayed=True)
 
 
 def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
     """Record a validated bulk request; the caller commits, then wakes the partitions."""
-    job_id, status_token = new_id("job"), new_secret("jst")
-    conn.execute(
-        jobs.insert().values(
-            id=job_id,
-            tenant_id=job.tenant_id,
-            status=JobStatus.QUEUED.value,
-            total=len(job.operations),
-            created_at=now,
-            callback_url=job.callback_url,
-            meta=job.metadata,
-            status_token_hash=digest(status_token),
+    if job.idempotency is not None:
+        replay = find_replay(conn, job.tenant_id, job.idempotency, now)
+        if replay is not None:
+            return replay
+    job_id = new_id("job")
+    try:
+        # First statement on purpose: a concurrent request with the same key waits
+        # here on the unique index and fails fast, before any other work.
+        conn.execute(
+            jobs.insert().values(
+                id=job_id,
+                tenant_id=job.tenant_id,
+                status=JobStatus.QUEUED.value,
+                total=len(job.operations),
+                created_at=now,
+                callback_url=job.callback_url,
+                meta=job.metadata,
+                deadline=job.deadline,
+                idempotency_key=job.idempotency.key if job.idempotency else None,
+                request_hash=job.idempotency.request_hash if job.idempotency else None,
+            )
         )
-    )
+    except IntegrityError:
+        if job.idempotency is None:
+            raise
+        raise IdempotencyKeyInUse(
+            "A request with this Idempotency-Key is being processed; retry shortly."
+        ) from None
     conn.execute(
         job_status_history.insert().values(job_id=job_id, status=JobStatus.QUEUED.value, at=now)
     )
+    status_token = issue_status_token(conn, job_id)
     bulk = bulk_sql_for(conn)
     sequences = bulk.allocate_sequences(conn, job.tenant_id, [op.key for op in job.operations], now)
     bulk.insert_operations(

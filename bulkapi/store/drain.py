@@ -19,13 +19,15 @@ from sqlalchemy.engine import Connection
 
 from bulkapi.core.apply import Outcome, ResourceState
 from bulkapi.core.keys import ResourceKey
-from bulkapi.core.operations import Operation, OpKind, OpStatus
+from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
 from bulkapi.store.bulk_sql import OperationOutcome, ResourceWrite, bulk_sql_for
-from bulkapi.store.database import dialect_insert, is_postgres
-from bulkapi.store.tables import job_counts, operations
+from bulkapi.store.database import as_utc, dialect_insert, is_postgres
+from bulkapi.store.tables import job_counts, jobs, operations
 
 #: How a drain applies one write (the operator's rules included).
 Apply = Callable[[ResourceState, Operation], Outcome]
+
+_EXPIRED = "The job's deadline passed before this operation's turn."
 
 #: First half of the PostgreSQL advisory-lock key for partitions ("bu").
 PARTITION_LOCK_SPACE = 0x6275
@@ -96,11 +98,13 @@ def drain_batch(
             o.c.op,
             o.c.data,
             o.c.if_version,
+            jobs.c.deadline,
         )
+        .join(jobs, jobs.c.id == o.c.job_id)
         .where(o.c.partition == partition, o.c.status == OpStatus.PENDING.value)
         .order_by(o.c.id)
         .limit(batch_size)
-        .with_for_update()
+        .with_for_update(of=o)
     ).all()
     if not batch:
         return BatchResult(locked=True)
@@ -114,6 +118,14 @@ def drain_batch(
     counts: dict[str, Counter[str]] = {}
     for row in sorted(batch, key=lambda row: (row.tenant_id, row.type, row.rid, row.seq)):
         key = (row.tenant_id, row.type, row.rid)
+        if row.deadline is not None and as_utc(row.deadline) <= now:  # type: ignore[operator]
+            outcomes.append(
+                OperationOutcome(
+                    row.id, OpStatus.CANCELLED, None, OpError.DEADLINE_EXCEEDED.value, _EXPIRED
+                )
+            )
+            counts.setdefault(row.job_id, Counter())[OpStatus.CANCELLED] += 1
+            continue
         operation = Operation(
             OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version
         )

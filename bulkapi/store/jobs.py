@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.errors import JobFinished, NotFound
@@ -16,7 +16,13 @@ from bulkapi.core.jobs import STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert
 from bulkapi.store.drain import add_counts
-from bulkapi.store.tables import job_counts, job_status_history, jobs, operations
+from bulkapi.store.tables import (
+    job_counts,
+    job_status_history,
+    jobs,
+    operations,
+    status_tokens,
+)
 
 _OPEN = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 
@@ -32,6 +38,7 @@ class JobRecord:
     history: list[tuple[JobStatus, datetime]]
     callback_url: str | None
     metadata: dict[str, Any] | None
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,7 @@ _JOB_COLUMNS = (
     jobs.c.finished_at,
     jobs.c.callback_url,
     jobs.c.meta,
+    jobs.c.deadline,
 )
 
 
@@ -111,6 +119,7 @@ def _records(conn: Connection, rows: Sequence[Any]) -> list[JobRecord]:
             history[row.id],
             row.callback_url,
             row.meta,
+            as_utc(row.deadline),
         )
         for row in rows
     ]
@@ -224,7 +233,7 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> list[str]
                 conn, row.id, _counts(conn, {row.id: row.total})[row.id], now
             ):
                 finished.append(row.id)
-        elif row.status == JobStatus.QUEUED.value:
+        elif row.status == JobStatus.QUEUED.value and job_counts_now.pending < row.total:
             moved = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == row.id, jobs.c.status == JobStatus.QUEUED.value)
@@ -283,3 +292,24 @@ def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> None
     status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
     if not JobStatus(status).is_terminal:
         _finish(conn, job_id, _counts(conn, {job_id: total})[job_id], now)
+
+
+def purge_finished(conn: Connection, finished_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` jobs that finished before the cutoff, with their results.
+
+    Resources are never purged: only the record of how they were written.
+    """
+    job_ids = list(
+        conn.execute(
+            select(jobs.c.id)
+            .where(jobs.c.finished_at < finished_before)
+            .order_by(jobs.c.finished_at)
+            .limit(limit)
+        ).scalars()
+    )
+    if not job_ids:
+        return 0
+    for table in (operations, job_counts, job_status_history, status_tokens):
+        conn.execute(delete(table).where(table.c.job_id.in_(job_ids)))
+    conn.execute(delete(jobs).where(jobs.c.id.in_(job_ids)))
+    return len(job_ids)

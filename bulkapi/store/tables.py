@@ -76,17 +76,26 @@ jobs = Table(
     Column("finished_at", Timestamp),
     Column("callback_url", Text),
     Column("meta", Document),
-    Column("status_token_hash", String(64), nullable=False, unique=True),
+    Column("deadline", Timestamp),
     Column("idempotency_key", String(255)),
     Column("request_hash", String(64)),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_idempotency"),
     Index("ix_jobs_tenant_id", "tenant_id", "id"),
+    Index("ix_jobs_finished_at", "finished_at"),
     Index(
         "ix_jobs_open",
         "status",
         postgresql_where=text("status IN ('queued', 'processing')"),
         sqlite_where=text("status IN ('queued', 'processing')"),
     ),
+)
+
+#: Job-scoped read tokens (hashes): one per submit, and one more per idempotent replay.
+status_tokens = Table(
+    "status_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("job_id", String(40), nullable=False, index=True),
 )
 
 #: One row per status a job entered; the primary key makes each transition unique.

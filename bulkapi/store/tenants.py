@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from bulkapi.ids import digest, new_id, new_secret
 from bulkapi.store.database import as_utc, utcnow
-from bulkapi.store.tables import api_keys, jobs, tenants
+from bulkapi.store.tables import api_keys, jobs, status_tokens, tenants
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,8 @@ def authenticate(conn: Connection, secret: str) -> Principal | None:
     if tenant_id is not None:
         return Principal(tenant_id)
     job = conn.execute(
-        select(jobs.c.id, jobs.c.tenant_id).where(jobs.c.status_token_hash == hashed)
+        select(jobs.c.id, jobs.c.tenant_id)
+        .join(status_tokens, status_tokens.c.job_id == jobs.c.id)
+        .where(status_tokens.c.token_hash == hashed)
     ).first()
     return None if job is None else Principal(job.tenant_id, job_id=job.id)

@@ -60,12 +60,19 @@ def upgrade() -> None:
         sa.Column("finished_at", timestamp),
         sa.Column("callback_url", sa.Text),
         sa.Column("meta", document),
-        sa.Column("status_token_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("deadline", timestamp),
         sa.Column("idempotency_key", sa.String(255)),
         sa.Column("request_hash", sa.String(64)),
         sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_idempotency"),
     )
     op.create_index("ix_jobs_tenant_id", "jobs", ["tenant_id", "id"])
+    op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"])
+    op.create_table(
+        "status_tokens",
+        sa.Column("token_hash", sa.String(64), primary_key=True),
+        sa.Column("job_id", sa.String(40), nullable=False),
+    )
+    op.create_index("ix_status_tokens_job_id", "status_tokens", ["job_id"])
     op.create_index(
         "ix_jobs_open",
         "jobs",
@@ -130,6 +137,7 @@ def downgrade() -> None:
         "operations",
         "job_counts",
         "job_status_history",
+        "status_tokens",
         "jobs",
         "resources",
         "api_keys",
