@@ -14,15 +14,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import bindparam, select, tuple_, update
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.apply import ResourceState
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpStatus
 from bulkapi.store.database import is_postgres
-from bulkapi.store.tables import operations, resources
+from bulkapi.store.tables import resources
 
 #: Keys per SELECT when SQLite reads back the sequences it handed out.
 SQLITE_READ_CHUNK = 300
@@ -234,58 +232,64 @@ class PostgresBulkSql:
 
 
 class SqliteBulkSql:
+    """One cached statement per row on the raw sqlite3 cursor: SQLite runs in-process,
+    so a point statement costs microseconds, and the writer lock is already exclusive."""
+
+    _ALLOCATE = (
+        "INSERT INTO resources (tenant_id, type, rid, version, admitted_seq, created_at,"
+        " updated_at) VALUES (?, ?, ?, 0, 1, ?, ?)"
+        " ON CONFLICT (tenant_id, type, rid) DO UPDATE SET admitted_seq = admitted_seq + 1"
+        " RETURNING admitted_seq"
+    )
+    _INSERT = (
+        f"INSERT INTO operations ({', '.join(_OPERATION_COLUMNS)})"
+        f" VALUES ({', '.join('?' for _ in _OPERATION_COLUMNS)})"
+    )
+    _STATE = "SELECT version, data FROM resources WHERE tenant_id = ? AND type = ? AND rid = ?"
+    _WRITE = (
+        "UPDATE resources SET version = ?, data = ?, updated_at = ?"
+        " WHERE tenant_id = ? AND type = ? AND rid = ?"
+    )
+    _FINISH = (
+        "UPDATE operations SET status = ?, version = ?, error_code = ?, error_message = ?,"
+        " finished_at = ? WHERE id = ?"
+    )
+
+    @staticmethod
+    def _timestamp(conn: Connection, moment: datetime) -> Any:
+        """``moment`` as SQLAlchemy itself stores it in SQLite, so reads agree."""
+        process = resources.c.updated_at.type.bind_processor(conn.dialect)
+        return moment if process is None else process(moment)
+
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
     ) -> dict[ResourceKey, int]:
-        r = resources
-        insert = sqlite.insert(r).values(
-            tenant_id=bindparam("b_tenant"),
-            type=bindparam("b_type"),
-            rid=bindparam("b_rid"),
-            version=0,
-            admitted_seq=1,
-            created_at=bindparam("b_now"),
-            updated_at=bindparam("b_now"),
-        )
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[r.c.tenant_id, r.c.type, r.c.rid],
-                set_={"admitted_seq": r.c.admitted_seq + 1},
-            ),
-            [
-                {"b_tenant": tenant_id, "b_type": k.type, "b_rid": k.id, "b_now": now}
-                for k in sorted(keys)
-            ],
-        )
+        cursor = _driver_cursor(conn)
+        stamp = self._timestamp(conn, now)
         allocated: dict[ResourceKey, int] = {}
-        for start in range(0, len(keys), SQLITE_READ_CHUNK):
-            chunk = [(k.type, k.id) for k in keys[start : start + SQLITE_READ_CHUNK]]
-            for row in conn.execute(
-                select(r.c.type, r.c.rid, r.c.admitted_seq).where(
-                    r.c.tenant_id == tenant_id, tuple_(r.c.type, r.c.rid).in_(chunk)
-                )
-            ):
-                allocated[ResourceKey(row.type, row.rid)] = row.admitted_seq
+        for key in sorted(keys):
+            cursor.execute(self._ALLOCATE, (tenant_id, key.type, key.id, stamp, stamp))
+            allocated[key] = cursor.fetchone()[0]
         return allocated
 
     def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None:
         pending = OpStatus.PENDING.value
-        conn.execute(
-            operations.insert(),
+        _driver_cursor(conn).executemany(
+            self._INSERT,
             [
-                {
-                    "job_id": row.job_id,
-                    "idx": row.index,
-                    "tenant_id": row.tenant_id,
-                    "type": row.operation.key.type,
-                    "rid": row.operation.key.id,
-                    "partition": row.partition,
-                    "seq": row.seq,
-                    "op": row.operation.kind.value,
-                    "data": row.operation.data,
-                    "if_version": row.operation.if_version,
-                    "status": pending,
-                }
+                (
+                    row.job_id,
+                    row.index,
+                    row.tenant_id,
+                    row.operation.key.type,
+                    row.operation.key.id,
+                    row.partition,
+                    row.seq,
+                    row.operation.kind.value,
+                    _json(row.operation.data),
+                    row.operation.if_version,
+                    pending,
+                )
                 for row in rows
             ],
         )
@@ -293,69 +297,34 @@ class SqliteBulkSql:
     def lock_resources(
         self, conn: Connection, keys: Sequence[StateKey]
     ) -> dict[StateKey, ResourceState]:
-        r = resources
+        cursor = _driver_cursor(conn)
         states: dict[StateKey, ResourceState] = {}
-        for start in range(0, len(keys), SQLITE_READ_CHUNK):
-            chunk = list(keys[start : start + SQLITE_READ_CHUNK])
-            for row in conn.execute(
-                select(r.c.tenant_id, r.c.type, r.c.rid, r.c.version, r.c.data).where(
-                    tuple_(r.c.tenant_id, r.c.type, r.c.rid).in_(chunk)
-                )
-            ):
-                states[(row.tenant_id, row.type, row.rid)] = ResourceState(row.version, row.data)
+        for key in keys:
+            cursor.execute(self._STATE, key)
+            found = cursor.fetchone()
+            if found is not None:
+                version, data = found
+                states[key] = ResourceState(version, None if data is None else orjson.loads(data))
         return states
 
     def write_resources(
         self, conn: Connection, writes: Sequence[ResourceWrite], now: datetime
     ) -> None:
-        r = resources
-        conn.execute(
-            update(r)
-            .where(
-                r.c.tenant_id == bindparam("b_tenant"),
-                r.c.type == bindparam("b_type"),
-                r.c.rid == bindparam("b_rid"),
-            )
-            .values(
-                version=bindparam("b_version"),
-                data=bindparam("b_data", type_=r.c.data.type),
-                updated_at=now,
-            ),
-            [
-                {
-                    "b_tenant": w.tenant_id,
-                    "b_type": w.type,
-                    "b_rid": w.rid,
-                    "b_version": w.version,
-                    "b_data": w.data,
-                }
-                for w in writes
-            ],
+        stamp = self._timestamp(conn, now)
+        _driver_cursor(conn).executemany(
+            self._WRITE,
+            [(w.version, _json(w.data), stamp, w.tenant_id, w.type, w.rid) for w in writes],
         )
 
     def finish_operations(
         self, conn: Connection, outcomes: Sequence[OperationOutcome], now: datetime
     ) -> None:
-        o = operations
-        conn.execute(
-            update(o)
-            .where(o.c.id == bindparam("b_id"))
-            .values(
-                status=bindparam("b_status"),
-                version=bindparam("b_version"),
-                error_code=bindparam("b_code"),
-                error_message=bindparam("b_message"),
-                finished_at=now,
-            ),
+        stamp = self._timestamp(conn, now)
+        _driver_cursor(conn).executemany(
+            self._FINISH,
             [
-                {
-                    "b_id": x.id,
-                    "b_status": x.status.value,
-                    "b_version": x.version,
-                    "b_code": x.error_code,
-                    "b_message": x.error_message,
-                }
-                for x in outcomes
+                (o.status.value, o.version, o.error_code, o.error_message, stamp, o.id)
+                for o in outcomes
             ],
         )
 
