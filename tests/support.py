@@ -96,6 +96,9 @@ class ManagedProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
+        """Start the process; a no-op while it already runs (so ``with`` is safe)."""
+        if self.process is not None and self.process.poll() is None:
+            return self
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv,

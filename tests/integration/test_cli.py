@@ -1,0 +1,247 @@
+"""The command line (SPEC §9) as a user runs it: installed scripts, subprocesses, real HTTP."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from sqlalchemy import create_engine, inspect, text
+
+from bulkapi.config import Settings
+from bulkapi.store.drain import PARTITION_LOCK_SPACE
+from bulkapi.store.tables import metadata
+from tests.integration.conftest import (
+    GUNICORN,
+    CwdProcess,
+    clean_env,
+    create_key,
+    run_cli,
+    serve,
+    stopping,
+    wait_ready,
+)
+from tests.support import (
+    REDIS_URL,
+    ROOT,
+    HttpApi,
+    free_port,
+    fresh_postgres_database,
+    service_env,
+    start_workers,
+)
+
+
+def _submit(api: HttpApi, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    response = api.request("POST", "/v1/bulk", json={"operations": operations})
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _upserts(ids: list[str], **data: Any) -> list[dict[str, Any]]:
+    return [{"op": "upsert", "type": "doc", "id": rid, "data": {"id": rid, **data}} for rid in ids]
+
+
+@contextmanager
+def _database(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cli.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_db_upgrade_creates_the_schema_and_is_idempotent(kind: str, tmp_path: Path) -> None:
+    with _database(kind, tmp_path) as url:
+        env = clean_env(BULKAPI_DATABASE_URL=url)
+        first = run_cli(["db", "upgrade"], env, tmp_path)
+        assert first.returncode == 0, first.stderr
+        engine = create_engine(url)
+        try:
+            tables = set(inspect(engine).get_table_names())
+            assert set(metadata.tables) <= tables, tables
+            with engine.connect() as conn:
+                head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            second = run_cli(["db", "upgrade"], env, tmp_path)
+            assert second.returncode == 0, second.stderr
+            with engine.connect() as conn:
+                again = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+            assert again == [(head,)]
+        finally:
+            engine.dispose()
+
+
+def test_keys_create_list_and_revoke_control_who_gets_in(tmp_path: Path) -> None:
+    env = clean_env(BULKAPI_DATABASE_URL=f"sqlite:///{tmp_path / 'keys.db'}")
+    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    created = run_cli(["keys", "create", "--tenant", "acme"], env, tmp_path)
+    assert created.returncode == 0, created.stderr
+    acme_key = created.stdout.strip().splitlines()[-1]
+    assert acme_key and " " not in acme_key
+    other_key = create_key(env, "globex", tmp_path)
+
+    listed = run_cli(["keys", "list"], env, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert acme_key not in listed.stdout and other_key not in listed.stdout
+    rows = [line.split("\t") for line in listed.stdout.strip().splitlines()]
+    acme_rows = [row for row in rows if row[1] == "acme"]
+    assert len(acme_rows) == 1 and acme_rows[0][-1] == "active", listed.stdout
+    acme_key_id = acme_rows[0][0]
+    assert acme_key_id in created.stdout
+
+    server, base = serve(env, tmp_path / "serve.log", tmp_path)
+    with server:
+        acme, other = HttpApi(base, acme_key), HttpApi(base, other_key)
+        assert acme.request("GET", "/v1/jobs").status_code == 200
+        assert acme.request("PUT", "/v1/resources/doc/d1", json={"a": 1}).status_code == 201
+
+        revoked = run_cli(["keys", "revoke", acme_key_id], env, tmp_path)
+        assert revoked.returncode == 0, revoked.stderr
+        refused = acme.request("GET", "/v1/resources/doc/d1")
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert refused.json()["code"] == "unauthorized"
+        assert other.request("GET", "/v1/jobs").status_code == 200
+
+    listed = run_cli(["keys", "list"], env, tmp_path)
+    assert f"{acme_key_id}\tacme\t" in listed.stdout
+    acme_line = next(line for line in listed.stdout.splitlines() if line.startswith(acme_key_id))
+    assert acme_line.endswith("\trevoked"), listed.stdout
+    again = run_cli(["keys", "revoke", acme_key_id], env, tmp_path)
+    assert again.returncode != 0
+    assert acme_key_id in again.stderr
+
+
+def test_serve_with_no_configuration_runs_embedded_mode_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    env = clean_env()
+    server, base = serve(env, tmp_path / "serve.log", tmp_path)
+    with server:
+        assert (tmp_path / "bulkapi.db").exists()
+        api = HttpApi(base, create_key(env, "solo", tmp_path))
+        job = _submit(api, _upserts(["a", "b", "c"], n=1))
+        assert api.wait_job(job["id"])["status"] == "succeeded"
+        for rid in ("a", "b", "c"):
+            resource = api.request("GET", f"/v1/resources/doc/{rid}")
+            assert resource.status_code == 200
+            assert resource.json()["data"] == {"id": rid, "n": 1}
+            assert resource.headers["ETag"] == '"1"'
+        assert server.terminate() == 0, server.log()
+    assert "embedded mode" in server.log()
+
+
+def _pending(url: str, job_id: str) -> int:
+    query = text("SELECT count(*) FROM operations WHERE job_id = :j AND status = 'pending'")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(query, {"j": job_id}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _drains_held(url: str) -> Iterator[None]:
+    """Hold every partition's advisory lock, so drains find them all busy (PostgreSQL)."""
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for partition in range(Settings().partitions):
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (PARTITION_LOCK_SPACE, partition))
+        yield
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sigterm_stops_serve_cleanly_and_a_job_accepted_before_it_applies_once_after_restart(
+    kind: str, tmp_path: Path
+) -> None:
+    """Embedded mode: the database is the queue of record, so a restart finishes the job.
+
+    On PostgreSQL every partition is held while the job is accepted and the server stops,
+    so the whole job is still pending at restart. On SQLite one operation per batch makes
+    that likely but not certain; exactly-once is asserted either way.
+    """
+    ids = [f"d{n:03d}" for n in range(300)]
+    with _database(kind, tmp_path) as url:
+        env = clean_env(
+            BULKAPI_DATABASE_URL=url, BULKAPI_BATCH_SIZE="1", BULKAPI_DRAIN_BUDGET="0.01"
+        )
+        server, base = serve(env, tmp_path / "first.log", tmp_path)
+        with server:
+            api = HttpApi(base, create_key(env, "restart", tmp_path))
+            first = _submit(api, _upserts(ids, round=1))
+            assert api.wait_job(first["id"])["status"] == "succeeded"
+            with _drains_held(url) if kind == "postgres" else nullcontext():
+                second = _submit(api, _upserts(ids, round=2))
+                assert server.terminate() == 0, server.log()
+                pending = _pending(url, second["id"])
+        print(f"\n{kind}: {pending} of {len(ids)} operations pending at shutdown")
+        if kind == "postgres":
+            assert pending == len(ids)
+
+        server, base = serve(env, tmp_path / "second.log", tmp_path)
+        with server:
+            api = HttpApi(base, api.key)
+            job = api.wait_job(second["id"])
+            assert job["status"] == "succeeded", job
+            assert job["counts"] == {
+                "pending": 0,
+                "succeeded": len(ids),
+                "failed": 0,
+                "cancelled": 0,
+            }
+            history = [entry["status"] for entry in job["status_history"]]
+            assert history == ["queued", "processing", "succeeded"], history
+            results = api.results(second["id"])
+            assert [(r["id"], r["status"], r["version"]) for r in results] == [
+                (rid, "succeeded", 2) for rid in ids
+            ]
+            for rid in ids[:: len(ids) // 10]:
+                resource = api.request("GET", f"/v1/resources/doc/{rid}")
+                assert resource.json()["data"] == {"id": rid, "round": 2}
+                assert resource.headers["ETag"] == '"2"'
+            assert server.terminate() == 0, server.log()
+        if kind == "sqlite":
+            with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+                versions = db.execute("SELECT DISTINCT version FROM resources").fetchall()
+            assert versions == [(2,)]
+
+
+def test_worker_without_a_broker_exits_non_zero_and_says_why(tmp_path: Path) -> None:
+    env = clean_env(BULKAPI_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}")
+    out = run_cli(["worker"], env, tmp_path)
+    assert out.returncode != 0
+    assert "BULKAPI_BROKER_URL" in out.stderr, out.stderr
+
+
+def test_gunicorn_serves_wsgi_app_in_production_mode(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    env = service_env(postgres_url, REDIS_URL, redis_namespace)
+    assert run_cli(["db", "upgrade"], env).returncode == 0
+    key = create_key(env, "fleet")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [GUNICORN, "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    with (
+        stopping(start_workers(env, tmp_path)),
+        CwdProcess(argv, env, tmp_path / "gunicorn.log", ROOT) as web,
+    ):
+        wait_ready(web, base)
+        api = HttpApi(base, key)
+        job = _submit(api, _upserts(["x", "y"], n=1))
+        assert api.wait_job(job["id"])["status"] == "succeeded"
+        waited = api.request(
+            "PUT", "/v1/resources/doc/x", json={"n": 2}, headers={"Prefer": "wait=30"}
+        )
+        assert waited.status_code == 200, waited.text
+        assert waited.json()["version"] == 2
+        assert requests.get(base + "/openapi.json", timeout=30).status_code == 200
+        assert web.terminate() == 0, web.log()
