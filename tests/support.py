@@ -162,6 +162,8 @@ def service_env(
     env["BULKAPI_BROKER_NAMESPACE"] = namespace
     env["BULKAPI_SWEEP_INTERVAL"] = extra.pop("BULKAPI_SWEEP_INTERVAL", "1")
     env["BULKAPI_TYPES"] = extra.pop("BULKAPI_TYPES", TEST_TYPES)
+    # The test types module lives in this checkout, not in the installed package.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
