@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -28,6 +29,9 @@ from bulkapi.store.tables import job_counts, jobs, operations
 Apply = Callable[[ResourceState, Operation], Outcome]
 
 _EXPIRED = "The job's deadline passed before this operation's turn."
+
+#: Tenants served per batch; the rest wait for the next batch (oldest first).
+MAX_TENANTS_PER_BATCH = 8
 
 #: First half of the PostgreSQL advisory-lock key for partitions ("bu").
 PARTITION_LOCK_SPACE = 0x6275
@@ -81,31 +85,70 @@ def add_counts(conn: Connection, partition: int, counts: dict[str, Counter[str]]
     )
 
 
+def _waiting_tenants(conn: Connection, partition: int) -> list[str]:
+    """Tenants with pending work in the partition, longest-waiting first."""
+    o = operations
+    oldest = func.min(o.c.id)
+    return list(
+        conn.execute(
+            select(o.c.tenant_id)
+            .where(o.c.partition == partition, o.c.status == OpStatus.PENDING.value)
+            .group_by(o.c.tenant_id)
+            .order_by(oldest)
+            .limit(MAX_TENANTS_PER_BATCH)
+        ).scalars()
+    )
+
+
+def _select_batch(conn: Connection, partition: int, batch_size: int) -> list[Any]:
+    """Lock the next operations to apply: an equal share for each waiting tenant.
+
+    Within a tenant, the oldest operations (id order) come first, so every key in the
+    batch brings its lowest pending sequence numbers. Sharing the batch means a tenant
+    with a million queued operations cannot make another tenant's ten wait behind them.
+    """
+    tenants = _waiting_tenants(conn, partition)
+    if not tenants:
+        return []
+    share = max(1, batch_size // len(tenants))
+    o = operations
+    columns = (
+        o.c.id,
+        o.c.job_id,
+        o.c.tenant_id,
+        o.c.type,
+        o.c.rid,
+        o.c.seq,
+        o.c.op,
+        o.c.data,
+        o.c.if_version,
+        jobs.c.deadline,
+    )
+    batch: list[Any] = []
+    for tenant_id in tenants:
+        batch.extend(
+            conn.execute(
+                select(*columns)
+                .join(jobs, jobs.c.id == o.c.job_id)
+                .where(
+                    o.c.partition == partition,
+                    o.c.tenant_id == tenant_id,
+                    o.c.status == OpStatus.PENDING.value,
+                )
+                .order_by(o.c.id)
+                .limit(share)
+                .with_for_update(of=o)
+            ).all()
+        )
+    return batch
+
+
 def drain_batch(
     conn: Connection, partition: int, batch_size: int, now: datetime, apply: Apply
 ) -> BatchResult:
     if not lock_partition(conn, partition):
         return BatchResult(locked=False)
-    o = operations
-    batch = conn.execute(
-        select(
-            o.c.id,
-            o.c.job_id,
-            o.c.tenant_id,
-            o.c.type,
-            o.c.rid,
-            o.c.seq,
-            o.c.op,
-            o.c.data,
-            o.c.if_version,
-            jobs.c.deadline,
-        )
-        .join(jobs, jobs.c.id == o.c.job_id)
-        .where(o.c.partition == partition, o.c.status == OpStatus.PENDING.value)
-        .order_by(o.c.id)
-        .limit(batch_size)
-        .with_for_update(of=o)
-    ).all()
+    batch = _select_batch(conn, partition, batch_size)
     if not batch:
         return BatchResult(locked=True)
 

@@ -146,6 +146,7 @@ operations = Table(
     Index(
         "ix_operations_pending_partition",
         "partition",
+        "tenant_id",
         "id",
         postgresql_where=_PENDING,
         sqlite_where=_PENDING,

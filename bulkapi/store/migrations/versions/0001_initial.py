@@ -119,7 +119,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_operations_pending_partition",
         "operations",
-        ["partition", "id"],
+        ["partition", "tenant_id", "id"],
         postgresql_where=pending,
         sqlite_where=pending,
     )
