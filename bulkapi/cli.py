@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ def serve(host: str, port: int) -> None:
     """Serve the API (and, with no broker configured, the workers too)."""
     from bulkapi.server import Server
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings.from_env()
     if settings.embedded:
         engine = make_engine(settings.database_url)

@@ -19,6 +19,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return default if raw in (None, "") else float(raw)
 
 
+#: Partitions are stored in a 16-bit column.
+MAX_PARTITIONS = 32767
+
+
 @dataclass(frozen=True)
 class Settings:
     #: SQLAlchemy URL of the record of truth.
@@ -52,6 +56,10 @@ class Settings:
     web_processes: int = 0
     #: Threads per gunicorn process (long polls hold one each).
     web_threads: int = 16
+    #: Requests per tenant (a `limits` rate string such as "200/second"; empty: no limit).
+    rate_limit: str = "1000/second"
+    #: Operations a tenant may have waiting before new bulk requests get 429.
+    max_pending_operations: int = 2_000_000
     #: Seconds finished jobs and their per-operation results are kept (resources: forever).
     retention_seconds: int = 7 * 24 * 3600
     #: Dotted path of the operator's resource types module (``TYPES = [...]``).
@@ -81,6 +89,12 @@ class Settings:
             self.max_operations, self.max_document_bytes, self.max_document_depth
         )
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(f"BULKAPI_PARTITIONS must be between 1 and {MAX_PARTITIONS}")
+        if self.batch_size < 1 or self.rule_attempts < 1 or self.max_operations < 1:
+            raise ValueError("batch size, rule attempts and max operations must be >= 1")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -105,6 +119,10 @@ class Settings:
             retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
             web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
             web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
+            rate_limit=env.get("BULKAPI_RATE_LIMIT", defaults.rate_limit),
+            max_pending_operations=_int(
+                env, "BULKAPI_MAX_PENDING_OPERATIONS", defaults.max_pending_operations
+            ),
             retention_seconds=_int(env, "BULKAPI_RETENTION_SECONDS", defaults.retention_seconds),
             types_module=env.get("BULKAPI_TYPES") or None,
             rule_attempts=_int(env, "BULKAPI_RULE_ATTEMPTS", defaults.rule_attempts),

@@ -10,6 +10,7 @@ from flask_smorest import Api
 
 from bulkapi import __version__
 from bulkapi.api import bulk, health, jobs, problems, resources
+from bulkapi.api.limits import TenantRateLimiter
 from bulkapi.runtime import Runtime
 
 #: Where /docs loads Swagger UI from: served by us, so the docs work offline.
@@ -46,6 +47,7 @@ def create_app(runtime: Runtime) -> Flask:
         MAX_CONTENT_LENGTH=runtime.settings.max_body_bytes,
     )
     app.extensions["bulkapi"] = runtime
+    app.extensions["bulkapi.rate"] = TenantRateLimiter(runtime.settings)
     api = Api(app)
     for blueprint in (bulk.blp, jobs.blp, resources.blp, health.blp):
         api.register_blueprint(blueprint)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import current_app, g, request
 
 from bulkapi.api.context import runtime
 from bulkapi.core.errors import NotFound, Unauthorized
@@ -21,6 +21,7 @@ def _principal() -> Principal:
     if principal is None:
         raise Unauthorized("The API key or token is not valid.")
     g.principal = principal
+    current_app.extensions["bulkapi.rate"].check(principal.tenant_id)
     return principal
 
 

@@ -13,6 +13,7 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_bulk
 from bulkapi.api.context import runtime
+from bulkapi.api.limits import check_pending_cap
 from bulkapi.api.representations import job_body
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import (
@@ -66,6 +67,7 @@ MAX_IDEMPOTENCY_KEY = 255
 @blp.alt_response(413, schema=ProblemSchema, description="Too many operations or too large")
 @blp.alt_response(415, schema=ProblemSchema, description="Unsupported media type")
 @blp.alt_response(422, schema=ProblemSchema, description="Invalid or duplicate operations")
+@blp.alt_response(429, schema=ProblemSchema, description="Rate limited or too much pending")
 def submit(callback_url: str | None, deadline: str | None) -> Response:
     """Submit a bulk request: all operations are accepted together, or none is.
 
@@ -93,6 +95,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
         idempotency,
     )
     with rt.engine.begin() as conn:
+        check_pending_cap(conn, tenant_id, len(operations), settings.max_pending_operations)
         admitted = admit(conn, job, now)
     if settings.fault_crash_after_commit:
         os._exit(CRASH_EXIT_CODE)

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from bulkapi.core import errors
@@ -27,6 +28,7 @@ _DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
     errors.PreconditionFailed: (412, "Precondition failed"),
     errors.ResourceBusy: (409, "Resource busy"),
     errors.JobFinished: (409, "Job finished"),
+    errors.RateLimited: (429, "Too many requests"),
     errors.IdempotencyKeyReused: (422, "Idempotency key reused"),
     errors.IdempotencyKeyInUse: (409, "Idempotency key in use"),
     errors.RuleRejectedWrite: (422, "Rejected by a business rule"),
@@ -78,7 +80,7 @@ def _domain_problem(error: errors.BulkapiError) -> Response:
     headers = {}
     if isinstance(error, errors.Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(error, errors.ResourceBusy):
+    if isinstance(error, errors.ResourceBusy | errors.RateLimited):
         headers["Retry-After"] = str(error.extra.get("retry_after", 1))
     extra = {name: value for name, value in error.extra.items() if name != "retry_after"}
     return problem(status, error.code, title, error.detail, headers, **extra)
@@ -103,6 +105,23 @@ def _http_problem(error: HTTPException) -> Response:
     return problem(status, code, error.name, error.description or error.name, headers, **extra)
 
 
+def _database_unavailable(error: DBAPIError) -> Response:
+    """The database went away mid-request: a retryable 503, not a bug (500)."""
+    if (
+        not isinstance(error, OperationalError | InterfaceError)
+        and not error.connection_invalidated
+    ):
+        return _unexpected(error)
+    logger.warning("database unavailable: %s", error)
+    return problem(
+        503,
+        "service_unavailable",
+        "Service unavailable",
+        "The database is unreachable right now; retry shortly.",
+        {"Retry-After": "5"},
+    )
+
+
 def _unexpected(error: Exception) -> Response:
     logger.exception("unhandled error", exc_info=error)
     return problem(
@@ -116,4 +135,5 @@ def _unexpected(error: Exception) -> Response:
 def register(app: Flask) -> None:
     app.register_error_handler(errors.BulkapiError, _domain_problem)
     app.register_error_handler(HTTPException, _http_problem)
+    app.register_error_handler(DBAPIError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

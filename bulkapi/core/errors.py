@@ -14,6 +14,7 @@ BulkapiError
 ├── ApplyFailed                 apply_failed (an operator's rule kept crashing)
 ├── IdempotencyKeyReused        idempotency_key_reused (same key, different request)
 ├── IdempotencyKeyInUse         idempotency_key_in_use (same key, request in flight)
+├── RateLimited                 rate_limited / too_many_pending_operations (with Retry-After)
 └── JobFinished                 job_finished
 """
 
@@ -91,6 +92,12 @@ class IdempotencyKeyReused(BulkapiError):
 
 class IdempotencyKeyInUse(BulkapiError):
     code = "idempotency_key_in_use"
+
+
+class RateLimited(BulkapiError):
+    def __init__(self, detail: str, retry_after: int, code: str = "rate_limited") -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.code = code
 
 
 class JobFinished(BulkapiError):

@@ -66,9 +66,26 @@ def check_document(data: object, limits: AdmissionLimits, serialize: Serializer)
     serialized = serialize(data)
     if len(serialized) > limits.max_document_bytes:
         return [f"Longer than {limits.max_document_bytes} bytes serialized."]
-    if b"\\u0000" in serialized:
+    # The byte search is a cheap filter: a backslash followed by "u0000" in the text
+    # serializes the same way, so only a hit pays for the exact walk.
+    if b"\\u0000" in serialized and _contains_nul(data):
         return ["Must not contain NUL (U+0000) characters."]
     return []
+
+
+def _contains_nul(data: object) -> bool:
+    stack: list[object] = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _check_operation(
@@ -201,8 +218,12 @@ def check_envelope(body: object) -> tuple[list[Any], Envelope]:
 def check_callback_url(url: str | None) -> None:
     if url is None:
         return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_LENGTH:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed or malformed IPv6 literal
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https") or len(url) > MAX_URL_LENGTH:
         raise ValidationFailed(
             "The callback URL is invalid.",
             {"callback_url": ["Must be an absolute http or https URL."]},

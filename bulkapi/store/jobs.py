@@ -215,9 +215,9 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> list[str]
     counter here, and the job row lock makes sure only one of them finishes the job.
     """
     rows = conn.execute(
-        select(jobs.c.id, jobs.c.status, jobs.c.total).where(
-            jobs.c.id.in_(sorted(job_ids)), jobs.c.status.in_(_OPEN)
-        )
+        select(jobs.c.id, jobs.c.status, jobs.c.total)
+        .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.status.in_(_OPEN))
+        .order_by(jobs.c.id)  # job rows are locked below in this (one global) order
     ).all()
     if not rows:
         return []
