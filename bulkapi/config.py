@@ -39,6 +39,8 @@ class Settings:
     drain_budget: float = 2.0
     #: Seconds between sweeps that re-send wake-ups for pending work and settle jobs.
     sweep_interval: float = 5.0
+    #: Jobs with at most this many operations are woken on the prompt lane (fairness).
+    prompt_job_operations: int = 1000
     #: Seconds a wake-up waits before retrying a partition another worker holds.
     busy_retry_delay: float = 0.25
     max_operations: int = 100_000
@@ -107,6 +109,9 @@ class Settings:
             batch_size=_int(env, "BULKAPI_BATCH_SIZE", defaults.batch_size),
             drain_budget=_float(env, "BULKAPI_DRAIN_BUDGET", defaults.drain_budget),
             sweep_interval=_float(env, "BULKAPI_SWEEP_INTERVAL", defaults.sweep_interval),
+            prompt_job_operations=_int(
+                env, "BULKAPI_PROMPT_JOB_OPERATIONS", defaults.prompt_job_operations
+            ),
             busy_retry_delay=_float(env, "BULKAPI_BUSY_RETRY_DELAY", defaults.busy_retry_delay),
             max_operations=_int(env, "BULKAPI_MAX_OPERATIONS", defaults.max_operations),
             max_body_bytes=_int(env, "BULKAPI_MAX_BODY_BYTES", defaults.max_body_bytes),

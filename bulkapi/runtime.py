@@ -9,7 +9,7 @@ import dramatiq
 from sqlalchemy import Engine
 
 from bulkapi.config import Settings
-from bulkapi.dispatch.actors import declare_drain_actor
+from bulkapi.dispatch.actors import declare_drain_actors
 from bulkapi.dispatch.broker import build_broker
 from bulkapi.dispatch.drainer import PartitionDrainer
 from bulkapi.dispatch.sweeper import Sweeper
@@ -33,16 +33,16 @@ class Runtime:
         drainer = PartitionDrainer(
             self.engine, settings.batch_size, settings.drain_budget, self.apply
         )
-        self.drain_actor = declare_drain_actor(self.broker, drainer, settings.busy_retry_delay)
+        self.drain_actors = declare_drain_actors(self.broker, drainer, settings.busy_retry_delay)
         self.broker.add_middleware(
             Sweeper(
                 self.engine,
-                self.drain_actor.send,
+                self.drain_actors.regular.send,
                 settings.sweep_interval,
                 timedelta(seconds=settings.retention_seconds),
             )
         )
-        self.waker = Waker(self.drain_actor.send)
+        self.waker = Waker(self.drain_actors.regular.send, self.drain_actors.prompt.send)
         self._worker: dramatiq.Worker | None = None
         self._booted = False
 

@@ -105,7 +105,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
             record = get_job(conn, tenant_id, admitted.job_id)
         headers["Idempotent-Replayed"] = "true"
     else:
-        rt.waker.wake(admitted.partitions)
+        rt.waker.wake(admitted.partitions, prompt=len(operations) <= settings.prompt_job_operations)
         record = JobRecord(
             admitted.job_id,
             JobStatus.QUEUED,

@@ -1,46 +1,73 @@
-"""The drain actor. Thin: decode the partition, call the drainer, schedule what comes next."""
+"""The drain actors. Thin: decode the partition, call the drainer, schedule what comes next.
+
+Two lanes share one function: wake-ups for small jobs travel on a prompt queue whose
+actor has the higher priority, so a tenant's ten operations do not wait behind another
+tenant's hundreds of queued partition wake-ups. Long drains always continue in the
+regular lane.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import dramatiq
 
 from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
 
-#: Queue the drain wake-ups travel on.
+#: Queue of regular drain wake-ups.
 DRAIN_QUEUE = "bulkapi-drain"
+#: Queue of wake-ups for small jobs; workers take these first.
+PROMPT_DRAIN_QUEUE = "bulkapi-drain-prompt"
+#: Every queue a worker must consume.
+DRAIN_QUEUES = (DRAIN_QUEUE, PROMPT_DRAIN_QUEUE)
+#: Dramatiq priorities (lower runs first among messages a worker holds).
+_PROMPT_PRIORITY = 0
+_REGULAR_PRIORITY = 10
 #: Retries of a failed drain (a database hiccup); the sweeper re-sends wake-ups anyway.
 DRAIN_MAX_RETRIES = 10
 DRAIN_MIN_BACKOFF_MS = 100
 DRAIN_MAX_BACKOFF_MS = 10_000
 DRAIN_TIME_LIMIT_MS = 5 * 60 * 1000
 
-WakeFunction = Callable[[int], Any]
+DrainActor = dramatiq.Actor[[int], None]
 
 
-def declare_drain_actor(
+@dataclass(frozen=True)
+class DrainActors:
+    regular: DrainActor
+    prompt: DrainActor
+
+
+def declare_drain_actors(
     broker: dramatiq.Broker, drainer: PartitionDrainer, busy_retry_delay: float
-) -> dramatiq.Actor[[int], None]:
-    """Declare ``drain_partition`` on ``broker``; every process declares it the same way."""
+) -> DrainActors:
+    """Declare both lanes on ``broker``; every process declares them the same way."""
+    lanes: dict[str, DrainActor] = {}
 
-    def drain_partition(partition: int) -> None:
-        state = drainer.drain(partition)
-        if state is DrainState.BUSY:
-            # The holder may be finishing its last batch right now and miss our work:
-            # come back once it has let go, rather than dropping the wake-up.
-            actor.send_with_options(args=(partition,), delay=int(busy_retry_delay * 1000))
-        elif state is DrainState.MORE:
-            actor.send(partition)
+    def declare(name: str, queue: str, priority: int) -> DrainActor:
+        def drain(partition: int) -> None:
+            state = drainer.drain(partition)
+            if state is DrainState.BUSY:
+                # The holder may be finishing its last batch right now and miss our
+                # work: come back once it has let go, rather than dropping the wake-up.
+                lanes[name].send_with_options(args=(partition,), delay=int(busy_retry_delay * 1000))
+            elif state is DrainState.MORE:
+                lanes["regular"].send(partition)
 
-    actor: dramatiq.Actor[[int], None] = dramatiq.actor(
-        broker=broker,
-        actor_name="drain_partition",
-        queue_name=DRAIN_QUEUE,
-        max_retries=DRAIN_MAX_RETRIES,
-        min_backoff=DRAIN_MIN_BACKOFF_MS,
-        max_backoff=DRAIN_MAX_BACKOFF_MS,
-        time_limit=DRAIN_TIME_LIMIT_MS,
-    )(drain_partition)
-    return actor
+        actor: DrainActor = dramatiq.actor(
+            broker=broker,
+            actor_name=f"drain_partition_{name}",
+            queue_name=queue,
+            priority=priority,
+            max_retries=DRAIN_MAX_RETRIES,
+            min_backoff=DRAIN_MIN_BACKOFF_MS,
+            max_backoff=DRAIN_MAX_BACKOFF_MS,
+            time_limit=DRAIN_TIME_LIMIT_MS,
+        )(drain)
+        lanes[name] = actor
+        return actor
+
+    return DrainActors(
+        regular=declare("regular", DRAIN_QUEUE, _REGULAR_PRIORITY),
+        prompt=declare("prompt", PROMPT_DRAIN_QUEUE, _PROMPT_PRIORITY),
+    )

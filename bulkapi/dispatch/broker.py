@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from bulkapi.config import Settings
+
+#: Longest an idle worker waits between polls of a Redis queue (Dramatiq's default: 1 s).
+IDLE_POLL_MS = 100
+
+
+class PromptRedisBroker(RedisBroker):
+    """A Redis broker whose idle consumers poll every 100 ms rather than every second.
+
+    Dramatiq's consumers back off up to the worker timeout (1 s, not settable from its
+    CLI) when a queue is empty; a small job would wait that long for its first drain.
+    """
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -19,7 +35,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url is None:
         broker = StubBroker()
     else:
-        broker = RedisBroker(  # type: ignore[no-untyped-call]
+        broker = PromptRedisBroker(  # type: ignore[no-untyped-call]
             url=settings.broker_url, namespace=settings.broker_namespace
         )
     dramatiq.set_broker(broker)

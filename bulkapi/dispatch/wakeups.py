@@ -17,17 +17,20 @@ logger = logging.getLogger(__name__)
 
 
 class Waker:
-    def __init__(self, send: Callable[[int], Any]) -> None:
+    def __init__(self, send: Callable[[int], Any], send_prompt: Callable[[int], Any]) -> None:
         self._send = send
+        self._send_prompt = send_prompt
         self._wanted: set[int] = set()
+        self._wanted_prompt: set[int] = set()
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
 
-    def wake(self, partitions: Iterable[int]) -> None:
+    def wake(self, partitions: Iterable[int], *, prompt: bool = False) -> None:
+        """Ask for a drain of each partition; ``prompt`` uses the small-jobs lane."""
         with self._condition:
-            self._wanted.update(partitions)
+            (self._wanted_prompt if prompt else self._wanted).update(partitions)
             self._ensure_thread()
             self._condition.notify()
 
@@ -42,17 +45,20 @@ class Waker:
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._wanted and not self._stopping:
+                while not (self._wanted or self._wanted_prompt) and not self._stopping:
                     self._condition.wait()
-                if self._stopping and not self._wanted:
+                if self._stopping and not (self._wanted or self._wanted_prompt):
                     return
-                batch, self._wanted = self._wanted, set()
-            self._send_all(batch)
+                prompt, self._wanted_prompt = self._wanted_prompt, set()
+                regular, self._wanted = self._wanted - prompt, set()
+            self._send_all(prompt, self._send_prompt)
+            self._send_all(regular, self._send)
 
-    def _send_all(self, partitions: set[int]) -> None:
+    @staticmethod
+    def _send_all(partitions: set[int], send: Callable[[int], Any]) -> None:
         for partition in sorted(partitions):
             try:
-                self._send(partition)
+                send(partition)
             except Exception:
                 logger.exception(
                     "could not send a wake-up for partition %s; the sweeper will", partition
