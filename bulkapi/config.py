@@ -58,6 +58,8 @@ class Settings:
     web_processes: int = 0
     #: Threads per gunicorn process (long polls hold one each).
     web_threads: int = 16
+    #: Seconds an API process remembers a valid key (a revocation takes this long at most).
+    credential_cache_seconds: float = 5.0
     #: Requests per tenant (a `limits` rate string such as "200/second"; empty: no limit).
     rate_limit: str = "1000/second"
     #: Operations a tenant may have waiting before new bulk requests get 429.
@@ -124,6 +126,9 @@ class Settings:
             retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
             web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
             web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
+            credential_cache_seconds=_float(
+                env, "BULKAPI_CREDENTIAL_CACHE_SECONDS", defaults.credential_cache_seconds
+            ),
             rate_limit=env.get("BULKAPI_RATE_LIMIT", defaults.rate_limit),
             max_pending_operations=_int(
                 env, "BULKAPI_MAX_PENDING_OPERATIONS", defaults.max_pending_operations

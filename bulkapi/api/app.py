@@ -10,6 +10,7 @@ from flask_smorest import Api
 
 from bulkapi import __version__
 from bulkapi.api import bulk, health, jobs, problems, resources
+from bulkapi.api.auth import CredentialCache
 from bulkapi.api.limits import TenantRateLimiter
 from bulkapi.runtime import Runtime
 
@@ -48,6 +49,9 @@ def create_app(runtime: Runtime) -> Flask:
     )
     app.extensions["bulkapi"] = runtime
     app.extensions["bulkapi.rate"] = TenantRateLimiter(runtime.settings)
+    app.extensions["bulkapi.credentials"] = CredentialCache(
+        runtime.settings.credential_cache_seconds
+    )
     api = Api(app)
     for blueprint in (bulk.blp, jobs.blp, resources.blp, health.blp):
         api.register_blueprint(blueprint)

@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from flask import current_app, g, request
+from sqlalchemy import Engine
 
 from bulkapi.api.context import runtime
 from bulkapi.core.errors import NotFound, Unauthorized
+from bulkapi.ids import digest
 from bulkapi.store.tenants import Principal, authenticate
+
+#: Most credentials remembered per process.
+_CACHE_LIMIT = 10_000
+
+
+class CredentialCache:
+    """Remembers valid credentials for a few seconds, saving a query on every request.
+
+    Only successes are cached, keyed by the credential's digest, so a revoked key keeps
+    working for at most ``ttl`` seconds in each process that saw it.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, engine: Engine, secret: str) -> Principal | None:
+        key = digest(secret)
+        now = time.monotonic()
+        with self._lock:
+            found = self._entries.get(key)
+        if found is not None and found[1] > now:
+            return found[0]
+        with engine.connect() as conn:
+            principal = authenticate(conn, secret)
+        if principal is not None and self.ttl > 0:
+            with self._lock:
+                if len(self._entries) >= _CACHE_LIMIT:
+                    self._entries.clear()
+                self._entries[key] = (principal, now + self.ttl)
+        return principal
 
 
 def _principal() -> Principal:
@@ -16,8 +53,8 @@ def _principal() -> Principal:
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.")
-    with runtime().engine.connect() as conn:
-        principal = authenticate(conn, secret.strip())
+    cache: CredentialCache = current_app.extensions["bulkapi.credentials"]
+    principal = cache.resolve(runtime().engine, secret.strip())
     if principal is None:
         raise Unauthorized("The API key or token is not valid.")
     g.principal = principal

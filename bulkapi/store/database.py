@@ -43,7 +43,9 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping round trip per checkout: a connection found dead fails its
+        # statement (503 in the API, a retried drain), and the pool is then refreshed.
+        pool_pre_ping=False,
     )
 
 

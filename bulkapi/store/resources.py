@@ -95,6 +95,29 @@ def _lock_state(conn: Connection, tenant_id: str, key: ResourceKey) -> ResourceS
     return None if row is None else ResourceState(row.version, row.data)
 
 
+def _lock_or_create(
+    conn: Connection, tenant_id: str, key: ResourceKey, now: datetime
+) -> ResourceState:
+    """Lock the key's row, creating an absent placeholder first: one round trip."""
+    r = resources
+    insert = dialect_insert(conn, r).values(
+        tenant_id=tenant_id,
+        type=key.type,
+        rid=key.id,
+        version=0,
+        admitted_seq=0,
+        created_at=now,
+        updated_at=now,
+    )
+    row = conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=[r.c.tenant_id, r.c.type, r.c.rid],
+            set_={"admitted_seq": r.c.admitted_seq},  # a no-op update: takes the row lock
+        ).returning(r.c.version, r.c.data)
+    ).one()
+    return ResourceState(row.version, row.data)
+
+
 def write_resource(
     conn: Connection,
     tenant_id: str,
@@ -111,22 +134,13 @@ def write_resource(
     sees every one admitted before.
     """
     key = operation.key
-    state = _lock_state(conn, tenant_id, key)
-    if state is None:
-        if operation.kind is not OpKind.UPSERT:
+    if operation.kind is OpKind.UPSERT:
+        state = _lock_or_create(conn, tenant_id, key, now)
+    else:
+        found = _lock_state(conn, tenant_id, key)
+        if found is None:
             raise NotFound(f"No resource {key.type}/{key.id}.")
-        placeholder = dialect_insert(conn, resources).values(
-            tenant_id=tenant_id,
-            type=key.type,
-            rid=key.id,
-            version=0,
-            admitted_seq=0,
-            created_at=now,
-            updated_at=now,
-        )
-        conn.execute(placeholder.on_conflict_do_nothing())
-        state = _lock_state(conn, tenant_id, key)
-        assert state is not None
+        state = found
     holder = oldest_pending_job(conn, tenant_id, key)
     if holder is not None:
         raise ResourceBusy(
