@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -17,10 +18,41 @@ def _base32(number: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+class _MonotonicIds:
+    """Within one process, ids sort in creation order even inside one millisecond: the
+    random part then counts up from the previous id's (as monotonic ULIDs do)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = (0, 0)
+
+    def next(self) -> tuple[int, int]:
+        millis = time.time_ns() // 1_000_000
+        with self._lock:
+            last_millis, last_random = self._last
+            if millis <= last_millis:
+                self._last = (last_millis, last_random + 1)
+            else:
+                self._last = (millis, secrets.randbits(79))  # leaves room to count up
+            return self._last
+
+
+_ids = _MonotonicIds()
+
+
 def new_id(prefix: str) -> str:
-    """``prefix_`` + 26 characters that sort by creation time (ms), then randomly."""
-    millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_base32(millis, 10)}{_base32(secrets.randbits(80), 16)}"
+    """``prefix_`` + 26 characters that sort by creation time (ms), then by creation order."""
+    millis, randomness = _ids.next()
+    return f"{prefix}_{_base32(millis, 10)}{_base32(randomness, 16)}"
+
+
+def looks_like(prefix: str, value: str) -> bool:
+    """Whether ``value`` has the shape of an id ``new_id(prefix)`` makes."""
+    return (
+        len(value) == len(prefix) + 27
+        and value.startswith(prefix + "_")
+        and all(char in _ALPHABET for char in value[len(prefix) + 1 :])
+    )
 
 
 def new_secret(prefix: str) -> str:

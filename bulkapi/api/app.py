@@ -31,6 +31,11 @@ def _add_security_headers(response: Response) -> Response:
     return response
 
 
+class _Api(Api):  # type: ignore[misc]
+    #: No blanket "default" error response: each view documents its problems.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+
 def create_app(runtime: Runtime) -> Flask:
     app = Flask("bulkapi")
     app.config.update(
@@ -52,7 +57,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.extensions["bulkapi.credentials"] = CredentialCache(
         runtime.settings.credential_cache_seconds
     )
-    api = Api(app)
+    api = _Api(app)
     for blueprint in (bulk.blp, jobs.blp, resources.blp, health.blp):
         api.register_blueprint(blueprint)
     problems.register(app)  # after Api(): replaces flask-smorest's own error bodies

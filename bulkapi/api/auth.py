@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from bulkapi.api.context import runtime
 from bulkapi.core.errors import NotFound, Unauthorized
-from bulkapi.ids import digest
+from bulkapi.ids import digest, looks_like
 from bulkapi.store.tenants import Principal, authenticate
 
 #: Most credentials remembered per process.
@@ -73,6 +73,13 @@ def require_tenant() -> str:
 def require_job_reader(job_id: str) -> str:
     """The tenant allowed to read ``job_id``: by API key, or by that job's status token."""
     principal = _principal()
+    check_job_id(job_id)
     if principal.job_id is not None and principal.job_id != job_id:
         raise NotFound(f"No job {job_id}.")
     return principal.tenant_id
+
+
+def check_job_id(job_id: str) -> None:
+    """Ids we never hand out are not found, without asking the database."""
+    if not looks_like("job", job_id):
+        raise NotFound("No such job.")

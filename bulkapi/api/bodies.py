@@ -18,7 +18,12 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "applica
 
 def _read(max_bytes: int) -> bytes:
     request.max_content_length = max_bytes  # larger bodies end in 413 as they are read
-    return request.get_data(cache=False)
+    raw = request.get_data(cache=False)
+    expected = request.content_length
+    if expected is not None and len(raw) != expected:
+        # gunicorn marks its input terminated, so Werkzeug does not check the length.
+        raise MalformedBody(f"The body ended after {len(raw)} of {expected} bytes.")
+    return raw
 
 
 def _parse(raw: bytes) -> Any:

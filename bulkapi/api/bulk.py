@@ -13,6 +13,7 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_bulk
 from bulkapi.api.context import runtime
+from bulkapi.api.documented import problems
 from bulkapi.api.limits import check_pending_cap
 from bulkapi.api.representations import job_body
 from bulkapi.api.responses import json_response
@@ -20,13 +21,17 @@ from bulkapi.api.schemas import (
     BulkQueryArgs,
     BulkRequestSchema,
     OperationSchema,
-    ProblemSchema,
     SubmittedJobSchema,
 )
 from bulkapi.core.errors import ValidationFailed
 from bulkapi.core.jobs import Counts, JobStatus
 from bulkapi.core.keys import partition_of
-from bulkapi.core.validation import check_callback_url, parse_deadline, parse_operations
+from bulkapi.core.validation import (
+    check_callback_url,
+    check_metadata,
+    parse_deadline,
+    parse_operations,
+)
 from bulkapi.store.admission import Idempotency, NewJob, admit
 from bulkapi.store.database import utcnow
 from bulkapi.store.jobs import JobRecord, get_job
@@ -49,6 +54,15 @@ MAX_IDEMPOTENCY_KEY = 255
 @blp.route("", methods=["POST"])
 @blp.arguments(BulkQueryArgs, location="query", as_kwargs=True)
 @blp.doc(
+    parameters=[
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 255},
+            "description": "Same key and body within 24 h: the original job, nothing new.",
+        }
+    ],
     requestBody={
         "required": True,
         "content": {
@@ -58,16 +72,10 @@ MAX_IDEMPOTENCY_KEY = 255
                 "description": "One operation per line.",
             },
         },
-    }
+    },
 )
 @blp.response(202, SubmittedJobSchema, description="Accepted; poll the job at Location.")
-@blp.alt_response(400, schema=ProblemSchema, description="Malformed body")
-@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
-@blp.alt_response(409, schema=ProblemSchema, description="Idempotency key in use")
-@blp.alt_response(413, schema=ProblemSchema, description="Too many operations or too large")
-@blp.alt_response(415, schema=ProblemSchema, description="Unsupported media type")
-@blp.alt_response(422, schema=ProblemSchema, description="Invalid or duplicate operations")
-@blp.alt_response(429, schema=ProblemSchema, description="Rate limited or too much pending")
+@problems(blp, 400, 409, 413, 415)
 def submit(callback_url: str | None, deadline: str | None) -> Response:
     """Submit a bulk request: all operations are accepted together, or none is.
 
@@ -81,6 +89,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     envelope = body.envelope
     now = utcnow()
     check_callback_url(envelope.callback_url)
+    check_metadata(envelope.metadata, settings.admission_limits, orjson.dumps)
     job_deadline = parse_deadline(envelope.deadline, now)
     idempotency = _idempotency(body.raw)
     operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
@@ -127,10 +136,14 @@ def _idempotency(raw: bytes) -> Idempotency | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
         raise ValidationFailed(
             "The Idempotency-Key is invalid.",
-            {"Idempotency-Key": [f"Must be 1 to {MAX_IDEMPOTENCY_KEY} characters."]},
+            {
+                "Idempotency-Key": [
+                    f"Must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters."
+                ]
+            },
         )
     fingerprint = hashlib.sha256(raw)
     fingerprint.update(b"\0" + request.mimetype.encode() + b"\0" + request.query_string)

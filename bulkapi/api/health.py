@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from bulkapi.api.context import runtime
-from bulkapi.api.problems import problem
+from bulkapi.api.problems import PROBLEM_TYPE, problem
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import HealthSchema, ProblemSchema
 from bulkapi.dispatch.broker import broker_reachable
@@ -17,6 +17,7 @@ blp = Blueprint("health", __name__, description="Operations endpoints.")
 
 @blp.route("/healthz", methods=["GET"])
 @blp.response(200, HealthSchema)
+@blp.doc(security=[])
 def healthz() -> Response:
     """The process is alive."""
     return json_response({"status": "ok"})
@@ -24,7 +25,10 @@ def healthz() -> Response:
 
 @blp.route("/readyz", methods=["GET"])
 @blp.response(200, HealthSchema)
-@blp.alt_response(503, schema=ProblemSchema, description="A dependency is unreachable")
+@blp.doc(security=[])
+@blp.alt_response(
+    503, schema=ProblemSchema, content_type=PROBLEM_TYPE, description="A dependency is unreachable"
+)
 def readyz() -> Response:
     """The database and the broker are reachable."""
     rt = runtime()

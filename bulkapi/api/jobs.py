@@ -9,8 +9,9 @@ import orjson
 from flask import Response, request, stream_with_context
 from flask_smorest import Blueprint
 
-from bulkapi.api.auth import require_job_reader, require_tenant
+from bulkapi.api.auth import check_job_id, require_job_reader, require_tenant
 from bulkapi.api.context import runtime
+from bulkapi.api.documented import problems
 from bulkapi.api.pagination import decode_cursor, encode_cursor
 from bulkapi.api.representations import job_body, result_body
 from bulkapi.api.responses import json_response
@@ -19,7 +20,6 @@ from bulkapi.api.schemas import (
     JobPageSchema,
     JobSchema,
     JobWaitArgs,
-    ProblemSchema,
     ResultArgs,
     ResultPageSchema,
 )
@@ -47,9 +47,7 @@ def _read_job(tenant_id: str, job_id: str) -> JobRecord:
 @blp.route("/<job_id>", methods=["GET"])
 @blp.arguments(JobWaitArgs, location="query", as_kwargs=True)
 @blp.response(200, JobSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
-@blp.alt_response(404, schema=ProblemSchema, description="No such job")
-@blp.alt_response(422, schema=ProblemSchema, description="Invalid arguments")
+@problems(blp, 404)
 def get(job_id: str, wait: float) -> Response:
     """A job's state; with ``wait=N`` answers as soon as it is terminal, or after N seconds."""
     tenant_id = require_job_reader(job_id)
@@ -79,9 +77,7 @@ def _stream_results(job_id: str, status: str | None) -> Iterator[bytes]:
 @blp.route("/<job_id>/results", methods=["GET"])
 @blp.arguments(ResultArgs, location="query", as_kwargs=True)
 @blp.response(200, ResultPageSchema, description="In request order; NDJSON if asked.")
-@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
-@blp.alt_response(404, schema=ProblemSchema, description="No such job")
-@blp.alt_response(422, schema=ProblemSchema, description="Invalid arguments")
+@problems(blp, 404)
 def results(job_id: str, status: str | None, limit: int, cursor: str | None) -> Response:
     """Per-operation results in request order; ``Accept: application/x-ndjson`` streams all."""
     tenant_id = require_job_reader(job_id)
@@ -107,12 +103,11 @@ def results(job_id: str, status: str | None, limit: int, cursor: str | None) -> 
 
 @blp.route("/<job_id>/cancel", methods=["POST"])
 @blp.response(202, JobSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
-@blp.alt_response(404, schema=ProblemSchema, description="No such job")
-@blp.alt_response(409, schema=ProblemSchema, description="The job already finished")
+@problems(blp, 404, 409)
 def cancel_job(job_id: str) -> Response:
     """Cancel the operations not yet applied; those applied stay applied."""
     tenant_id = require_tenant()
+    check_job_id(job_id)
     with runtime().engine.begin() as conn:
         cancel(conn, tenant_id, job_id, utcnow())
     return json_response(job_body(_read_job(tenant_id, job_id)), 202)
@@ -121,8 +116,7 @@ def cancel_job(job_id: str) -> Response:
 @blp.route("", methods=["GET"])
 @blp.arguments(JobListArgs, location="query", as_kwargs=True)
 @blp.response(200, JobPageSchema)
-@blp.alt_response(401, schema=ProblemSchema, description="Unauthorized")
-@blp.alt_response(422, schema=ProblemSchema, description="Invalid arguments")
+@problems(blp)
 def list_all(status: str | None, limit: int, cursor: str | None) -> Response:
     """The tenant's jobs, newest first."""
     tenant_id = require_tenant()

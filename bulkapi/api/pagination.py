@@ -14,6 +14,20 @@ def encode_cursor(position: str | int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"after": position})).decode().rstrip("=")
 
 
+#: Cursors point at a row: an index (int4) or a key (at most 128 characters, no NUL).
+_MAX_INDEX = 2**31 - 1
+_MAX_KEY = 128
+
+
+def _plausible(position: object, kind: type[str] | type[int]) -> bool:
+    if isinstance(position, bool) or not isinstance(position, kind):
+        return False
+    if isinstance(position, int):
+        return 0 <= position <= _MAX_INDEX
+    assert isinstance(position, str)
+    return len(position) <= _MAX_KEY and "\x00" not in position
+
+
 def decode_cursor(cursor: str | None, kind: type[str] | type[int]) -> str | int | None:
     if cursor is None:
         return None
@@ -22,8 +36,9 @@ def decode_cursor(cursor: str | None, kind: type[str] | type[int]) -> str | int 
         position = orjson.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
     except (ValueError, KeyError, TypeError, binascii.Error, orjson.JSONDecodeError):
         position = None
-    if not isinstance(position, kind) or isinstance(position, bool):
+    if not _plausible(position, kind):
         raise ValidationFailed(
             "The cursor is not one this API handed out.", {"cursor": ["Invalid cursor."]}
         )
+    assert isinstance(position, str | int)
     return position

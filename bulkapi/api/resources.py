@@ -11,15 +11,16 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_document
 from bulkapi.api.context import runtime
+from bulkapi.api.documented import problems
 from bulkapi.api.pagination import decode_cursor, encode_cursor
 from bulkapi.api.preconditions import etag, parse_if_match, parse_prefer_wait
 from bulkapi.api.representations import resource_body
 from bulkapi.api.responses import json_response
-from bulkapi.api.schemas import PageArgs, ProblemSchema, ResourcePageSchema, ResourceSchema
+from bulkapi.api.schemas import PageArgs, ResourcePageSchema, ResourceSchema
 from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type
 from bulkapi.core.operations import Operation, OpKind
-from bulkapi.core.validation import check_document
+from bulkapi.core.validation import check_document, nesting_depth_exceeds
 from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
 from bulkapi.writes import write_now_or_wait
 
@@ -56,9 +57,13 @@ def _document() -> dict[str, Any]:
     """The request's document, held to the same rules as a bulk operation's data."""
     settings = runtime().settings
     document = read_document(settings.max_document_bytes + _WIRE_SLACK)
-    if len(orjson.dumps(document)) > settings.max_document_bytes:
-        raise PayloadTooLarge(f"A document takes at most {settings.max_document_bytes} bytes.")
-    problems = check_document(document, settings.admission_limits, orjson.dumps)
+    limits = settings.admission_limits
+    # Depth first: serializing a very deep document is what would fail otherwise.
+    if not nesting_depth_exceeds(document, limits.max_document_depth) and (
+        len(orjson.dumps(document)) > limits.max_document_bytes
+    ):
+        raise PayloadTooLarge(f"A document takes at most {limits.max_document_bytes} bytes.")
+    problems = check_document(document, limits, orjson.dumps)
     if problems:
         raise ValidationFailed("The document is invalid.", {"_schema": problems})
     return document
@@ -80,21 +85,48 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
     )
 
 
-_ERRORS = (400, 401, 404, 409, 412, 413, 415, 422)
+#: Errors a document write may answer besides the authenticated set.
+_WRITE_ERRORS = (400, 404, 409, 412, 413, 415)
 
-
-def _alt(*codes: int) -> Any:
-    def decorate(view: Any) -> Any:
-        for code in codes:
-            view = blp.alt_response(code, schema=ProblemSchema, description="Problem")(view)
-        return view
-
-    return decorate
+_DOCUMENT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object", "additionalProperties": True}},
+        "application/merge-patch+json": {
+            "schema": {"type": "object", "additionalProperties": True}
+        },
+    },
+}
+_WRITE_HEADERS = [
+    {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": 'Apply only if the current version is this ETag ("<version>").',
+    },
+    {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "wait=N (N <= 30): wait for accepted bulk work on the key, then apply.",
+    },
+]
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "PUT: '*' creates only. GET: an ETag answers 304 if unchanged.",
+}
 
 
 @blp.route("/<rtype>/<rid>", methods=["GET"])
 @blp.response(200, ResourceSchema)
-@_alt(401, 404, 422)
+@blp.alt_response(304, description="Not modified (If-None-Match matched)")
+@blp.doc(parameters=[_IF_NONE_MATCH])
+@problems(blp, 404)
 def get(rtype: str, rid: str) -> Response:
     """Read one resource; 404 if absent or deleted."""
     tenant_id = require_tenant()
@@ -108,7 +140,8 @@ def get(rtype: str, rid: str) -> Response:
 @blp.route("/<rtype>/<rid>", methods=["PUT"])
 @blp.response(200, ResourceSchema, description="Replaced")
 @blp.alt_response(201, schema=ResourceSchema, description="Created")
-@_alt(*_ERRORS)
+@blp.doc(requestBody=_DOCUMENT_BODY, parameters=[*_WRITE_HEADERS, _IF_NONE_MATCH])
+@problems(blp, *_WRITE_ERRORS)
 def put(rtype: str, rid: str) -> Response:
     """Create or replace a resource; honours If-Match, If-None-Match: * and Prefer: wait=N."""
     result = _write(rtype, rid, OpKind.UPSERT, _document())
@@ -117,7 +150,8 @@ def put(rtype: str, rid: str) -> Response:
 
 @blp.route("/<rtype>/<rid>", methods=["PATCH"])
 @blp.response(200, ResourceSchema)
-@_alt(*_ERRORS)
+@blp.doc(requestBody=_DOCUMENT_BODY, parameters=_WRITE_HEADERS)
+@problems(blp, *_WRITE_ERRORS)
 def patch(rtype: str, rid: str) -> Response:
     """Apply a JSON Merge Patch (RFC 7396); 404 if the resource is absent."""
     result = _write(rtype, rid, OpKind.PATCH, _document())
@@ -126,7 +160,8 @@ def patch(rtype: str, rid: str) -> Response:
 
 @blp.route("/<rtype>/<rid>", methods=["DELETE"])
 @blp.response(204, description="Deleted")
-@_alt(401, 404, 409, 412, 422)
+@blp.doc(parameters=_WRITE_HEADERS)
+@problems(blp, 404, 409, 412)
 def delete(rtype: str, rid: str) -> Response:
     """Delete a resource, leaving a tombstone so its versions are never reused."""
     result = _write(rtype, rid, OpKind.DELETE, None)
@@ -136,7 +171,7 @@ def delete(rtype: str, rid: str) -> Response:
 @blp.route("/<rtype>", methods=["GET"])
 @blp.arguments(PageArgs, location="query", as_kwargs=True)
 @blp.response(200, ResourcePageSchema)
-@_alt(401, 422)
+@problems(blp)
 def list_of_type(rtype: str, limit: int, cursor: str | None) -> Response:
     """List existing resources of one type in id order (keyset pagination)."""
     tenant_id = require_tenant()

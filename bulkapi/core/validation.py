@@ -19,6 +19,8 @@ from bulkapi.core.operations import Operation, OpKind
 
 #: Furthest a job deadline may lie ahead.
 MAX_DEADLINE = timedelta(days=365)
+#: Largest version a key can reach (versions are 32-bit integers).
+MAX_VERSION = 2**31 - 1
 #: Longest callback URL accepted.
 MAX_URL_LENGTH = 2048
 
@@ -120,9 +122,11 @@ def _check_operation(
             errors["data"] = problems
     if_version = item.get("if_version")
     if if_version is not None and (
-        not isinstance(if_version, int) or isinstance(if_version, bool) or if_version < 0
+        not isinstance(if_version, int)
+        or isinstance(if_version, bool)
+        or not 0 <= if_version <= MAX_VERSION
     ):
-        errors["if_version"] = ["Must be an integer >= 0."]
+        errors["if_version"] = [f"Must be an integer from 0 to {MAX_VERSION}."]
     if errors or kind is None:
         return None, errors
     assert isinstance(rtype, str) and isinstance(rid, str)
@@ -215,9 +219,25 @@ def check_envelope(body: object) -> tuple[list[Any], Envelope]:
     return operations, Envelope(callback_url, metadata, deadline)
 
 
+def check_metadata(
+    metadata: dict[str, Any] | None, limits: AdmissionLimits, serialize: Serializer
+) -> None:
+    """Job metadata is held to the same rules as a document (size, depth, no NUL)."""
+    if metadata is None:
+        return
+    problems = check_document(metadata, limits, serialize)
+    if problems:
+        raise ValidationFailed("The metadata is invalid.", {"metadata": problems})
+
+
 def check_callback_url(url: str | None) -> None:
     if url is None:
         return
+    if any(ord(char) < 0x21 for char in url):  # no NUL, control characters or spaces
+        raise ValidationFailed(
+            "The callback URL is invalid.",
+            {"callback_url": ["Must not contain spaces or control characters."]},
+        )
     try:
         parts = urlsplit(url)
         hostname = parts.hostname

@@ -148,6 +148,10 @@ def write_resource(
         )
     if if_none_match and state.exists:
         raise PreconditionFailed("already_exists", f"{key.type}/{key.id} already exists.")
+    if operation.if_version is not None and not state.exists:
+        # If-Match needs a current representation (RFC 9110 13.1.1); bulk if_version 0
+        # means "absent", but an ETag names a version that exists.
+        raise PreconditionFailed("version_mismatch", f"{key.type}/{key.id} does not exist.")
     outcome = apply(state, operation)
     if outcome.error is OpError.VERSION_MISMATCH:
         raise PreconditionFailed("version_mismatch", outcome.message or "version mismatch")

@@ -1,0 +1,183 @@
+"""Helpers for the HTTP contract tests: problem-body checks, held drains, small limits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from werkzeug.test import TestResponse
+
+from bulkapi.api.app import create_app
+from bulkapi.config import Settings
+from bulkapi.core.keys import ResourceKey, partition_of
+from bulkapi.runtime import Runtime
+from bulkapi.store.database import utcnow
+from bulkapi.store.drain import PARTITION_LOCK_SPACE, drain_batch
+from bulkapi.store.jobs import settle
+from bulkapi.store.migrate import upgrade
+from bulkapi.store.tenants import authenticate
+from tests.conftest import InProcessApi, Service
+
+#: Fields every job representation carries at least (SPEC §5).
+JOB_FIELDS = {
+    "id",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "total",
+    "counts",
+    "progress",
+    "status_history",
+    "callback_url",
+    "metadata",
+    "links",
+}
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+
+#: Limits of the ``limited`` service: small enough to cross with a handful of bytes.
+SMALL_MAX_OPERATIONS = 5
+SMALL_MAX_BODY_BYTES = 4096
+SMALL_MAX_DOCUMENT_BYTES = 256
+
+
+def assert_problem(response: TestResponse, status: int, code: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and machine code."""
+    body = response.get_json(force=True, silent=True)
+    assert response.status_code == status, (response.status_code, body)
+    assert response.mimetype == "application/problem+json", response.mimetype
+    assert isinstance(body, dict), response.data
+    assert body.keys() >= PROBLEM_FIELDS, body
+    assert body["status"] == status
+    assert body["code"] == code, body
+    assert all(isinstance(body[name], str) and body[name] for name in ("type", "title", "detail"))
+    return body
+
+
+def assert_job_representation(job: dict[str, Any]) -> None:
+    assert job.keys() >= JOB_FIELDS, job
+    assert job["links"] == {
+        "self": f"/v1/jobs/{job['id']}",
+        "results": f"/v1/jobs/{job['id']}/results",
+    }
+    assert_counts_add_up(job)
+
+
+def assert_counts_add_up(job: dict[str, Any]) -> None:
+    counts = job["counts"]
+    assert set(counts) == {"pending", "succeeded", "failed", "cancelled"}
+    assert sum(counts.values()) == job["total"], job
+    assert job["progress"] == pytest.approx((job["total"] - counts["pending"]) / job["total"])
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 UTC timestamp as the API writes it."""
+    assert value.endswith("Z"), value
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert moment.utcoffset() == UTC.utcoffset(None)
+    return moment
+
+
+def tenant_of(service: Service, api: InProcessApi) -> str:
+    with service.runtime.engine.connect() as conn:
+        principal = authenticate(conn, api.key)
+    assert principal is not None
+    return principal.tenant_id
+
+
+def partition(service: Service, api: InProcessApi, rtype: str, rid: str) -> int:
+    return partition_of(
+        tenant_of(service, api), ResourceKey(rtype, rid), service.runtime.settings.partitions
+    )
+
+
+def ids_in_distinct_partitions(
+    service: Service, api: InProcessApi, rtype: str, count: int
+) -> list[str]:
+    """``count`` resource ids of ``rtype`` that all land in different partitions."""
+    found: dict[int, str] = {}
+    candidate = 0
+    while len(found) < count:
+        rid = f"k{candidate}"
+        found.setdefault(partition(service, api, rtype, rid), rid)
+        candidate += 1
+    return list(found.values())
+
+
+class HeldDrains:
+    """Every drain held back (as ``service.drains_paused()``), but the test may drain
+    one partition by hand: a job can then be seen half applied, deterministically."""
+
+    def __init__(self, service: Service, holder: Connection | None) -> None:
+        self.service = service
+        self.holder = holder
+
+    def drain(self, partition: int) -> None:
+        settings = self.service.runtime.settings
+        if self.holder is None:  # embedded: SQLite serializes writers, no lock to take
+            with self.service.runtime.engine.begin() as conn:
+                result = drain_batch(
+                    conn, partition, settings.batch_size, utcnow(), self.service.runtime.apply
+                )
+            with self.service.runtime.engine.begin() as conn:
+                settle(conn, result.jobs, utcnow())
+        else:  # the session holding every partition lock may take them again
+            result = drain_batch(
+                self.holder, partition, settings.batch_size, utcnow(), self.service.runtime.apply
+            )
+            self.holder.commit()
+            settle(self.holder, result.jobs, utcnow())
+            self.holder.commit()
+        assert result.locked and result.finished > 0
+
+
+@contextmanager
+def drains_held(service: Service) -> Iterator[HeldDrains]:
+    if service.mode == "embedded":
+        with service.drains_paused():
+            yield HeldDrains(service, None)
+        return
+    with service.runtime.engine.connect() as conn:
+        for number in range(service.runtime.settings.partitions):
+            conn.execute(
+                text("SELECT pg_advisory_lock(:space, :p)"),
+                {"space": PARTITION_LOCK_SPACE, "p": number},
+            )
+        conn.commit()
+        try:
+            yield HeldDrains(service, conn)
+        finally:
+            conn.rollback()
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            conn.commit()
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """An embedded service with tiny admission limits (limits do not depend on the mode)."""
+    tmp = tmp_path_factory.mktemp("limited")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'limited.db'}",
+        sweep_interval=1.0,
+        max_operations=SMALL_MAX_OPERATIONS,
+        max_body_bytes=SMALL_MAX_BODY_BYTES,
+        max_document_bytes=SMALL_MAX_DOCUMENT_BYTES,
+    )
+    runtime = Runtime(settings)
+    upgrade(runtime.engine)
+    runtime.start_embedded_worker()
+    try:
+        yield Service("embedded", runtime, create_app(runtime))
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture
+def limited_api(limited: Service) -> InProcessApi:
+    return limited.api(f"limited-{uuid.uuid4().hex[:10]}")

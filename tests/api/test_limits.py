@@ -1,0 +1,143 @@
+"""Admission limits: operation count, body size, document size (SPEC §2, §4).
+
+Limits are configuration and do not depend on the deployment mode, so these run on one
+embedded service built with tiny limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.api.conftest import (
+    SMALL_MAX_BODY_BYTES,
+    SMALL_MAX_DOCUMENT_BYTES,
+    SMALL_MAX_OPERATIONS,
+    assert_problem,
+)
+from tests.conftest import InProcessApi
+
+
+def _ops(count: int) -> list[dict[str, Any]]:
+    return [{"op": "upsert", "type": "row", "id": f"r{n}", "data": {}} for n in range(count)]
+
+
+def _ndjson(operations: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(op) + b"\n" for op in operations)
+
+
+def _padding(size: int) -> dict[str, str]:
+    """A document that serializes to exactly ``size`` bytes."""
+    overhead = len(orjson.dumps({"pad": ""}))
+    return {"pad": "x" * (size - overhead)}
+
+
+def _assert_nothing_admitted(api: InProcessApi, count: int) -> None:
+    assert api.get("/v1/jobs").get_json()["items"] == []
+    for n in range(count):
+        assert_problem(api.get(f"/v1/resources/row/r{n}"), 404, "not_found")
+
+
+def test_json_request_at_the_operation_limit_is_accepted(limited_api: InProcessApi) -> None:
+    job = limited_api.submit(_ops(SMALL_MAX_OPERATIONS))
+    assert job["total"] == SMALL_MAX_OPERATIONS
+    assert limited_api.wait_job(job["id"])["status"] == "succeeded"
+
+
+def test_json_request_over_the_operation_limit_is_too_many_operations(
+    limited_api: InProcessApi,
+) -> None:
+    response = limited_api.post("/v1/bulk", json={"operations": _ops(SMALL_MAX_OPERATIONS + 1)})
+    assert_problem(response, 413, "too_many_operations")
+    _assert_nothing_admitted(limited_api, SMALL_MAX_OPERATIONS + 1)
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+def test_ndjson_request_over_the_operation_limit_is_too_many_operations(
+    limited_api: InProcessApi, trailing_newline: bool
+) -> None:
+    body = _ndjson(_ops(SMALL_MAX_OPERATIONS + 1))
+    if not trailing_newline:
+        body = body.rstrip(b"\n")
+    response = limited_api.post(
+        "/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert_problem(response, 413, "too_many_operations")
+    _assert_nothing_admitted(limited_api, SMALL_MAX_OPERATIONS + 1)
+
+
+def test_ndjson_request_at_the_operation_limit_with_blank_lines_is_accepted(
+    limited_api: InProcessApi,
+) -> None:
+    body = b"\n\n".join(orjson.dumps(op) for op in _ops(SMALL_MAX_OPERATIONS)) + b"\n\n"
+    response = limited_api.post(
+        "/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["total"] == SMALL_MAX_OPERATIONS
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_bulk_body_over_the_size_limit_is_payload_too_large(
+    limited_api: InProcessApi, content_type: str
+) -> None:
+    operations = [
+        {"op": "upsert", "type": "row", "id": "r0", "data": {"pad": "x" * SMALL_MAX_BODY_BYTES}}
+    ]
+    body = (
+        orjson.dumps({"operations": operations})
+        if content_type == "application/json"
+        else _ndjson(operations)
+    )
+    assert len(body) > SMALL_MAX_BODY_BYTES
+    response = limited_api.post("/v1/bulk", data=body, headers={"Content-Type": content_type})
+    assert_problem(response, 413, "payload_too_large")
+    _assert_nothing_admitted(limited_api, 1)
+
+
+def test_bulk_operation_with_a_document_over_the_limit_is_validation_error(
+    limited_api: InProcessApi,
+) -> None:
+    operations = _ops(2)
+    operations[1]["data"] = _padding(SMALL_MAX_DOCUMENT_BYTES + 1)
+    response = limited_api.post("/v1/bulk", json={"operations": operations})
+    problem = assert_problem(response, 422, "validation_error")
+    assert set(problem["errors"]) == {"1"}
+    assert "data" in problem["errors"]["1"]
+    _assert_nothing_admitted(limited_api, 2)
+
+
+def test_bulk_operation_with_a_document_at_the_limit_is_accepted(
+    limited_api: InProcessApi,
+) -> None:
+    operations = _ops(1)
+    operations[0]["data"] = _padding(SMALL_MAX_DOCUMENT_BYTES)
+    job = limited_api.submit(operations)
+    assert limited_api.wait_job(job["id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_document_over_the_limit_is_payload_too_large(
+    limited_api: InProcessApi, method: str
+) -> None:
+    limited_api.put("/v1/resources/row/r0", json={})
+    response = limited_api.request(
+        method, "/v1/resources/row/r0", json=_padding(SMALL_MAX_DOCUMENT_BYTES + 1)
+    )
+    assert_problem(response, 413, "payload_too_large")
+    assert limited_api.get("/v1/resources/row/r0").get_json()["version"] == 1
+
+
+def test_document_far_over_the_limit_on_the_wire_is_payload_too_large(
+    limited_api: InProcessApi,
+) -> None:
+    response = limited_api.put("/v1/resources/row/r0", json=_padding(SMALL_MAX_BODY_BYTES * 4))
+    assert_problem(response, 413, "payload_too_large")
+    assert_problem(limited_api.get("/v1/resources/row/r0"), 404, "not_found")
+
+
+def test_document_at_the_limit_is_accepted(limited_api: InProcessApi) -> None:
+    response = limited_api.put("/v1/resources/row/r0", json=_padding(SMALL_MAX_DOCUMENT_BYTES))
+    assert response.status_code == 201
