@@ -20,6 +20,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from werkzeug.test import TestResponse
 
 from bulkapi.api.app import create_app
@@ -96,6 +97,16 @@ class InProcessApi:
                 return items
 
 
+def lock_all_partitions(conn: Connection, partitions: int) -> None:
+    """Take every partition's advisory lock in this session: drains then find them busy."""
+    for partition in range(partitions):
+        conn.execute(
+            text("SELECT pg_advisory_lock(:space, :p)"),
+            {"space": PARTITION_LOCK_SPACE, "p": partition},
+        )
+    conn.commit()
+
+
 @dataclass
 class Service:
     mode: str
@@ -129,12 +140,7 @@ class Service:
                 self.runtime.start_embedded_worker()
             return
         with self.runtime.engine.connect() as conn:
-            for partition in range(self.runtime.settings.partitions):
-                conn.execute(
-                    text("SELECT pg_advisory_lock(:space, :p)"),
-                    {"space": PARTITION_LOCK_SPACE, "p": partition},
-                )
-            conn.commit()
+            lock_all_partitions(conn, self.runtime.settings.partitions)
             try:
                 yield
             finally:
@@ -142,11 +148,11 @@ class Service:
                 conn.commit()
 
 
-def _embedded(tmp: Path) -> Iterator[Service]:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp / 'embedded.db'}", sweep_interval=1.0, types_module=TEST_TYPES
+def embedded_service(tmp: Path, **settings: Any) -> Iterator[Service]:
+    """An embedded service (SQLite file in ``tmp``, in-process workers) with ``settings``."""
+    runtime = Runtime(
+        Settings(database_url=f"sqlite:///{tmp / 'embedded.db'}", sweep_interval=1.0, **settings)
     )
-    runtime = Runtime(settings)
     upgrade(runtime.engine)
     runtime.start_embedded_worker()
     try:
@@ -184,8 +190,10 @@ def service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp(request.param)
-    factory = _embedded if request.param == "embedded" else _production
-    yield from factory(tmp)
+    if request.param == "embedded":
+        yield from embedded_service(tmp, types_module=TEST_TYPES)
+    else:
+        yield from _production(tmp)
 
 
 @pytest.fixture

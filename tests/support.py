@@ -89,15 +89,19 @@ def wait_until(
 class ManagedProcess:
     """A child process in its own session, stopped (TERM, then KILL) when the test ends."""
 
-    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path = ROOT
+    ) -> None:
         self.argv = argv
         self.env = dict(env)
         self.log_path = log_path
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
-        """Start the process; a no-op while it already runs (so ``with`` is safe)."""
-        if self.process is not None and self.process.poll() is None:
+        """Start the process once; later calls are no-ops (so ``with`` is safe on a
+        process a helper already started)."""
+        if self.process is not None:
             return self
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -105,7 +109,7 @@ class ManagedProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=self.cwd,
             start_new_session=True,
         )
         log.close()

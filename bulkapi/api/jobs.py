@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import check_job_id, require_job_reader, require_tenant
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
-from bulkapi.api.pagination import decode_cursor, encode_cursor
+from bulkapi.api.pagination import decode_cursor, page_body
 from bulkapi.api.representations import job_body, result_body
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import (
@@ -91,14 +91,7 @@ def results(job_id: str, status: str | None, limit: int, cursor: str | None) -> 
     after = decode_cursor(cursor, int)
     with runtime().engine.connect() as conn:
         page = list(list_results(conn, job_id, status, limit + 1, -1 if after is None else after))  # type: ignore[arg-type]
-    more = len(page) > limit
-    items = page[:limit]
-    return json_response(
-        {
-            "items": [result_body(result) for result in items],
-            "next_cursor": encode_cursor(items[-1].index) if more else None,
-        }
-    )
+    return json_response(page_body(page, limit, result_body, lambda result: result.index))
 
 
 @blp.route("/<job_id>/cancel", methods=["POST"])
@@ -123,11 +116,4 @@ def list_all(status: str | None, limit: int, cursor: str | None) -> Response:
     before = decode_cursor(cursor, str)
     with runtime().engine.connect() as conn:
         page = list_jobs(conn, tenant_id, status, limit + 1, before)  # type: ignore[arg-type]
-    more = len(page) > limit
-    items = page[:limit]
-    return json_response(
-        {
-            "items": [job_body(job) for job in items],
-            "next_cursor": encode_cursor(items[-1].id) if more else None,
-        }
-    )
+    return json_response(page_body(page, limit, job_body, lambda job: job.id))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
 from bulkapi.core.errors import ValidationFailed
+
+Row = TypeVar("Row")
 
 
 def encode_cursor(position: str | int) -> str:
@@ -42,3 +46,18 @@ def decode_cursor(cursor: str | None, kind: type[str] | type[int]) -> str | int 
         )
     assert isinstance(position, str | int)
     return position
+
+
+def page_body(
+    rows: Sequence[Row],
+    limit: int,
+    body_of: Callable[[Row], dict[str, Any]],
+    position_of: Callable[[Row], str | int],
+) -> dict[str, Any]:
+    """``{items, next_cursor}`` from ``limit + 1`` rows: the extra row says more exist."""
+    items = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "items": [body_of(row) for row in items],
+        "next_cursor": encode_cursor(position_of(items[-1])) if more else None,
+    }

@@ -12,7 +12,7 @@ from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_document
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
-from bulkapi.api.pagination import decode_cursor, encode_cursor
+from bulkapi.api.pagination import decode_cursor, page_body
 from bulkapi.api.preconditions import etag, parse_if_match, parse_prefer_wait
 from bulkapi.api.representations import resource_body
 from bulkapi.api.responses import json_response
@@ -182,11 +182,4 @@ def list_of_type(rtype: str, limit: int, cursor: str | None) -> Response:
     after = decode_cursor(cursor, str)
     with runtime().engine.connect() as conn:
         page = list_resources(conn, tenant_id, rtype, limit + 1, after)  # type: ignore[arg-type]
-    more = len(page) > limit
-    items = page[:limit]
-    return json_response(
-        {
-            "items": [resource_body(resource) for resource in items],
-            "next_cursor": encode_cursor(items[-1].id) if more else None,
-        }
-    )
+    return json_response(page_body(page, limit, resource_body, lambda resource: resource.id))

@@ -13,16 +13,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from werkzeug.test import TestResponse
 
-from bulkapi.api.app import create_app
-from bulkapi.config import Settings
 from bulkapi.core.keys import ResourceKey, partition_of
-from bulkapi.runtime import Runtime
 from bulkapi.store.database import utcnow
-from bulkapi.store.drain import PARTITION_LOCK_SPACE, drain_batch
+from bulkapi.store.drain import drain_batch
 from bulkapi.store.jobs import settle
-from bulkapi.store.migrate import upgrade
 from bulkapi.store.tenants import authenticate
-from tests.conftest import InProcessApi, Service
+from tests.conftest import InProcessApi, Service, embedded_service, lock_all_partitions
 
 #: Fields every job representation carries at least (SPEC §5).
 JOB_FIELDS = {
@@ -144,12 +140,7 @@ def drains_held(service: Service) -> Iterator[HeldDrains]:
             yield HeldDrains(service, None)
         return
     with service.runtime.engine.connect() as conn:
-        for number in range(service.runtime.settings.partitions):
-            conn.execute(
-                text("SELECT pg_advisory_lock(:space, :p)"),
-                {"space": PARTITION_LOCK_SPACE, "p": number},
-            )
-        conn.commit()
+        lock_all_partitions(conn, service.runtime.settings.partitions)
         try:
             yield HeldDrains(service, conn)
         finally:
@@ -161,21 +152,12 @@ def drains_held(service: Service) -> Iterator[HeldDrains]:
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """An embedded service with tiny admission limits (limits do not depend on the mode)."""
-    tmp = tmp_path_factory.mktemp("limited")
-    settings = Settings(
-        database_url=f"sqlite:///{tmp / 'limited.db'}",
-        sweep_interval=1.0,
+    yield from embedded_service(
+        tmp_path_factory.mktemp("limited"),
         max_operations=SMALL_MAX_OPERATIONS,
         max_body_bytes=SMALL_MAX_BODY_BYTES,
         max_document_bytes=SMALL_MAX_DOCUMENT_BYTES,
     )
-    runtime = Runtime(settings)
-    upgrade(runtime.engine)
-    runtime.start_embedded_worker()
-    try:
-        yield Service("embedded", runtime, create_app(runtime))
-    finally:
-        runtime.stop()
 
 
 @pytest.fixture

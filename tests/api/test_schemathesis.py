@@ -36,12 +36,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bulkapi.api.app import create_app
-from bulkapi.config import Settings
-from bulkapi.runtime import Runtime
-from bulkapi.store.migrate import upgrade
 from tests.api.conftest import PROBLEM_FIELDS
-from tests.conftest import InProcessApi, Service
+from tests.conftest import InProcessApi, Service, embedded_service
 
 #: Examples per operation and generation mode: bounded, and the same every run.
 MAX_EXAMPLES = 25
@@ -210,18 +206,7 @@ def test_document_writes_describe_their_request_body(
 @pytest.fixture(scope="module")
 def rate_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """An embedded service allowing one request per tenant an hour."""
-    tmp = tmp_path_factory.mktemp("rate-limited")
-    runtime = Runtime(
-        Settings(
-            database_url=f"sqlite:///{tmp / 'rate.db'}", sweep_interval=1.0, rate_limit="1/hour"
-        )
-    )
-    upgrade(runtime.engine)
-    runtime.start_embedded_worker()
-    try:
-        yield Service("embedded", runtime, create_app(runtime))
-    finally:
-        runtime.stop()
+    yield from embedded_service(tmp_path_factory.mktemp("rate-limited"), rate_limit="1/hour")
 
 
 def test_rate_limited_is_documented_wherever_it_is_answered(

@@ -83,24 +83,7 @@ class CwdProcess(ManagedProcess):
     def __init__(
         self, argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path = ROOT
     ) -> None:
-        super().__init__(argv, importable_types(env), log_path)
-        self.cwd = cwd
-
-    def start(self) -> CwdProcess:
-        """Start once: ``serve()`` hands back a started process that tests then use in ``with``."""
-        if self.process is not None:
-            return self
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.cwd,
-            start_new_session=True,
-        )
-        log.close()
-        return self
+        super().__init__(argv, importable_types(env), log_path, cwd)
 
     def terminate(self) -> int:
         """SIGTERM the process itself (as a supervisor would) and wait for its exit code."""

@@ -1,0 +1,184 @@
+"""``python -m bench``: start the services, run the cases, print and save the results.
+
+Cases: admission, throughput, sync (single PUT), growth; ``--profile`` adds py-spy
+profiles of the admission and drain paths. ``--quick`` is a short smoke run (a few
+minutes); the default run takes roughly a quarter of an hour; ``--million`` adds the
+1,000,000-operation growth point (several more minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.cases import Config, admission, growth, single_put, throughput
+from bench.report import Metric, plot, table, targets, write_json
+from bench.stack import (
+    PG_ADMIN_URL,
+    REDIS_URL,
+    WEB_PROCESSES,
+    WEB_THREADS,
+    WORKER_THREADS,
+    running_stack,
+)
+
+HERE = Path(__file__).resolve().parent
+CASES = ("admission", "throughput", "sync", "growth")
+
+FULL = Config(
+    reps=3,
+    admission_sizes=((1000, 30), (10_000, 20), (100_000, 3)),
+    workers=(1, 2, 4),
+    throughput_ops=100_000,
+    naive_ops=5000,
+    sequential_puts=2000,
+    wrk_seconds=10,
+    growth_sizes=(1000, 10_000, 100_000),
+)
+QUICK = Config(
+    reps=2,
+    admission_sizes=((1000, 20), (10_000, 3), (100_000, 1)),
+    workers=(1, 2),
+    throughput_ops=20_000,
+    naive_ops=1000,
+    sequential_puts=300,
+    wrk_seconds=3,
+    growth_sizes=(1000, 10_000, 100_000),
+)
+
+
+def _csv(kind: type, text: str) -> tuple[Any, ...]:
+    return tuple(kind(part) for part in text.split(",") if part)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="short run: fewer, smaller samples")
+    parser.add_argument(
+        "--cases",
+        type=lambda t: _csv(str, t),
+        default=CASES,
+        help=f"comma-separated subset of {','.join(CASES)}",
+    )
+    parser.add_argument(
+        "--workers",
+        type=lambda t: _csv(int, t),
+        default=None,
+        help="worker process counts for the throughput case (default 1,2,4)",
+    )
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per measurement")
+    parser.add_argument(
+        "--ops", type=int, default=None, help="operations per throughput run (default 100000)"
+    )
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="add the 1,000,000-operation growth point (a long run)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also record py-spy profiles of admission and drain"
+    )
+    parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    parser.add_argument("--plot", type=Path, default=HERE / "plot.png")
+    args = parser.parse_args(argv)
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
+    return args
+
+
+def config(args: argparse.Namespace) -> Config:
+    base = QUICK if args.quick else FULL
+    growth_sizes = base.growth_sizes + ((1_000_000,) if args.million else ())
+    return Config(
+        reps=args.reps or base.reps,
+        admission_sizes=base.admission_sizes,
+        workers=args.workers or base.workers,
+        throughput_ops=args.ops or base.throughput_ops,
+        naive_ops=base.naive_ops,
+        sequential_puts=base.sequential_puts,
+        wrk_seconds=base.wrk_seconds,
+        growth_sizes=growth_sizes,
+    )
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM, and SIGINT even when a shell started us in the background with it ignored,
+    # unwind through the context managers: processes stopped, database dropped.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    args = parse(argv)
+    cfg = config(args)
+    if "sync" in args.cases and shutil.which("wrk") is None:
+        log("wrk is needed for the sync case: apt-get install -y wrk (or leave out 'sync')")
+        return 2
+    logs = Path(tempfile.mkdtemp(prefix="bulkapi-bench-"))
+    log(f"bulkapi bench: cases {','.join(args.cases)}; logs in {logs}")
+    started = time.monotonic()
+    metrics: list[Metric] = []
+    extra: dict[str, Any] = {}
+    with running_stack(logs) as stack:
+        runners = {
+            "admission": admission,
+            "throughput": throughput,
+            "sync": single_put,
+            "growth": growth,
+        }
+        for case in CASES:
+            if case not in args.cases:
+                continue
+            if case == "admission" and stack.worker_count != 2:
+                stack.start_workers(2)
+            case_started = time.monotonic()
+            log(f"[{case}]")
+            metrics += runners[case](stack, cfg, log)
+            log(f"  ({time.monotonic() - case_started:.0f} s)")
+        if args.profile:
+            from bench.profile import profile
+
+            log("[profile]")
+            extra["profiles"] = profile(stack, cfg.throughput_ops, log)
+    goals = targets(metrics)
+    log("")
+    log(table(metrics))
+    log("")
+    for goal in goals:
+        log(goal.line())
+    meta = {
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 1),
+        "quick": args.quick,
+        "config": cfg.__dict__,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "postgres": PG_ADMIN_URL.rsplit("/", 1)[0],
+        "redis": REDIS_URL,
+        "api": f"gunicorn gthread {WEB_PROCESSES} processes x {WEB_THREADS} threads",
+        "worker_threads": WORKER_THREADS,
+    }
+    write_json(args.output, meta, metrics, goals, extra)
+    plot(args.plot, metrics)
+    log(f"\nwrote {args.output} and {args.plot} ({time.monotonic() - started:.0f} s)")
+    return 0
