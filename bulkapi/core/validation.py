@@ -63,9 +63,17 @@ def check_document(data: object, limits: AdmissionLimits, serialize: Serializer)
     fail at apply time instead of now)."""
     if not isinstance(data, dict):
         return ["Must be a JSON object."]
-    if nesting_depth_exceeds(data, limits.max_document_depth):
-        return [f"Nested deeper than {limits.max_document_depth} levels."]
-    serialized = serialize(data)
+    too_deep = [f"Nested deeper than {limits.max_document_depth} levels."]
+    try:
+        serialized = serialize(data)
+    except (TypeError, RecursionError, ValueError):  # serializers refuse extreme nesting
+        return too_deep
+    # A document with fewer brackets than the limit cannot nest deeper: skip the walk.
+    brackets = serialized.count(b"{") + serialized.count(b"[")
+    if brackets > limits.max_document_depth and nesting_depth_exceeds(
+        data, limits.max_document_depth
+    ):
+        return too_deep
     if len(serialized) > limits.max_document_bytes:
         return [f"Longer than {limits.max_document_bytes} bytes serialized."]
     # The byte search is a cheap filter: a backslash followed by "u0000" in the text

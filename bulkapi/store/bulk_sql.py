@@ -111,13 +111,17 @@ def _driver_cursor(conn: Connection) -> Any:
 
 class PostgresBulkSql:
     _ALLOCATE = """
-        INSERT INTO resources (tenant_id, type, rid, version, admitted_seq, created_at, updated_at)
-        SELECT %(tenant)s, k.type, k.rid, 0, 1, %(now)s, %(now)s
-        FROM unnest(%(types)b::varchar[], %(rids)b::varchar[]) AS k(type, rid)
-        ORDER BY k.type, k.rid
-        ON CONFLICT (tenant_id, type, rid)
-        DO UPDATE SET admitted_seq = resources.admitted_seq + 1
-        RETURNING type, rid, admitted_seq
+        WITH allocated AS (
+            INSERT INTO resources
+                (tenant_id, type, rid, version, admitted_seq, created_at, updated_at)
+            SELECT %(tenant)s, k.type, k.rid, 0, 1, %(now)s, %(now)s
+            FROM unnest(%(types)b::varchar[], %(rids)b::varchar[]) AS k(type, rid)
+            ORDER BY k.type, k.rid
+            ON CONFLICT (tenant_id, type, rid)
+            DO UPDATE SET admitted_seq = resources.admitted_seq + 1
+            RETURNING type, rid, admitted_seq
+        )
+        SELECT array_agg(type), array_agg(rid), array_agg(admitted_seq) FROM allocated
     """
     _LOCK = """
         SELECT r.tenant_id, r.type, r.rid, r.version, r.data
@@ -160,7 +164,10 @@ class PostgresBulkSql:
                 "rids": [k.id for k in keys],
             },
         )
-        return {ResourceKey(rtype, rid): seq for rtype, rid, seq in cursor.fetchall()}
+        # One row of three arrays: far cheaper to fetch than a row per key.
+        types, rids, seqs = cursor.fetchone()
+        # Plain (type, id) tuples hash and compare equal to ResourceKeys, built at C speed.
+        return dict(zip(zip(types, rids, strict=True), seqs, strict=True))  # type: ignore[arg-type]
 
     def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None:
         pending = OpStatus.PENDING.value

@@ -46,6 +46,11 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         # No pre-ping round trip per checkout: a connection found dead fails its
         # statement (503 in the API, a retried drain), and the pool is then refreshed.
         pool_pre_ping=False,
+        # Plan every statement for its actual arguments. psycopg otherwise prepares a
+        # statement after five runs, and PostgreSQL may then keep a generic plan made
+        # while a table was small (a sequential scan) until the next ANALYZE, which
+        # without autovacuum never comes: drains would slow down as tables grow.
+        connect_args={"prepare_threshold": None},
     )
 
 
