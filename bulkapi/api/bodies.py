@@ -45,10 +45,14 @@ def read_document(max_bytes: int) -> dict[str, Any]:
     return document
 
 
-def _parse_ndjson(raw: bytes) -> list[Any]:
+def _parse_ndjson(raw: bytes, max_line: int) -> list[Any]:
     errors: dict[str, dict[str, list[str]]] = {}
     items: list[Any] = []
     for index, line in enumerate(line for line in raw.split(b"\n") if line.strip()):
+        if len(line) > max_line:  # refused before parsing: no huge line is decoded
+            errors[str(index)] = {"_schema": [f"Line longer than {max_line} bytes."]}
+            items.append(None)
+            continue
         try:
             items.append(orjson.loads(line))
         except orjson.JSONDecodeError:
@@ -67,8 +71,9 @@ class BulkBody:
     raw: bytes
 
 
-def read_bulk(max_bytes: int, max_operations: int) -> BulkBody:
-    """The raw operations of a bulk request and its other fields."""
+def read_bulk(max_bytes: int, max_operations: int, max_line: int) -> BulkBody:
+    """The raw operations of a bulk request and its other fields (NDJSON lines of at
+    most ``max_line`` bytes)."""
     if request.mimetype in NDJSON_TYPES:
         raw = _read(max_bytes)
         if (
@@ -77,7 +82,7 @@ def read_bulk(max_bytes: int, max_operations: int) -> BulkBody:
         ):
             raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
         envelope = Envelope(request.args.get("callback_url"), None, request.args.get("deadline"))
-        return BulkBody(_parse_ndjson(raw), envelope, raw)
+        return BulkBody(_parse_ndjson(raw, max_line), envelope, raw)
     if request.mimetype not in JSON_TYPES:
         raise UnsupportedMediaType("Send application/json or application/x-ndjson.")
     raw = _read(max_bytes)

@@ -47,6 +47,8 @@ blp = Blueprint(
 )
 
 
+#: Bytes an NDJSON line may carry beyond its document (the operation's other fields).
+LINE_SLACK = 4096
 #: Longest Idempotency-Key accepted (the column's size).
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -85,7 +87,9 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     tenant_id = require_tenant()
     rt = runtime()
     settings = rt.settings
-    body = read_bulk(settings.max_body_bytes, settings.max_operations)
+    body = read_bulk(
+        settings.max_body_bytes, settings.max_operations, settings.max_document_bytes + LINE_SLACK
+    )
     envelope = body.envelope
     now = utcnow()
     check_callback_url(envelope.callback_url)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from tests.conftest import InProcessApi, Service
+from tests.conftest import InProcessApi, Service, embedded_service
 from tests.support import wait_until
 
 UPSERT = {"op": "upsert", "type": "lead", "id": "i1", "data": {"n": 1}}
@@ -164,3 +166,16 @@ def test_documents_with_nul_characters_or_deep_nesting_are_refused_at_admission(
     assert response.status_code == 422
     assert set(response.get_json()["errors"]) == {"0", "1"}
     assert api.put("/v1/resources/lead/n1", json={"s": "a\u0000b"}).status_code == 422
+
+
+def test_finished_jobs_are_purged_after_retention_and_resources_stay(tmp_path: Path) -> None:
+    with contextmanager(embedded_service)(tmp_path, retention_seconds=1) as service:
+        api = service.api()
+        job = api.submit([UPSERT])
+        assert api.wait_job(job["id"])["status"] == "succeeded"
+        wait_until(
+            lambda: api.get(f"/v1/jobs/{job['id']}").status_code == 404,
+            what="the sweeper to purge the finished job",
+        )
+        assert api.get(f"/v1/jobs/{job['id']}/results").status_code == 404
+        assert api.get("/v1/resources/lead/i1").get_json()["version"] == 1

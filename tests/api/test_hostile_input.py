@@ -598,3 +598,19 @@ def test_truncated_body_over_a_socket_is_refused_without_a_500(
         assert b"application/problem+json" in rest.lower(), answer[:2000]
         assert b"Traceback" not in answer
     assert _server_counts(url) == before
+
+
+def test_an_ndjson_line_longer_than_any_document_is_refused_at_its_index(
+    service: Service,
+) -> None:
+    api = service.api()
+    tenant_id = tenant_of(service, api)
+    before = _counts(service, tenant_id)
+    limit = service.runtime.settings.max_document_bytes
+    long_line = orjson.dumps(_op() | {"data": {"s": "x" * (limit + 8192)}})
+    body = orjson.dumps(_op(id="first")) + b"\n" + long_line + b"\n"
+    response = api.post("/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"})
+    assert response.status_code == 422, response.get_json()
+    assert set(response.get_json()["errors"]) == {"1"}
+    assert "Line longer" in response.get_json()["errors"]["1"]["_schema"][0]
+    assert _counts(service, tenant_id) == before
