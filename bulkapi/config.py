@@ -32,7 +32,7 @@ class Settings:
     #: Prefix of every Redis key the broker writes, so deployments can share a Redis.
     broker_namespace: str = "bulkapi"
     #: Number of partitions; bounds drain parallelism. Change only while nothing is pending.
-    partitions: int = 256
+    partitions: int = 64
     #: Operations applied per drain transaction.
     batch_size: int = 500
     #: Seconds one drain message may keep a partition before yielding to others.

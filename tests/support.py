@@ -213,6 +213,20 @@ class HttpApi:
         return [orjson.loads(line) for line in response.content.splitlines() if line]
 
 
+def wait_ready(proc: ManagedProcess, base_url: str) -> None:
+    """Wait for /readyz to answer 200; fail at once if the server exits instead."""
+
+    def ready() -> bool:
+        if proc.process is not None and proc.process.poll() is not None:
+            raise AssertionError(f"{proc.argv} exited: {proc.log()}")
+        try:
+            return requests.get(base_url + "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, what=f"{proc.argv} to be ready")
+
+
 def start_server(
     env: Mapping[str, str], tmp: Path, name: str = "api"
 ) -> tuple[ManagedProcess, str]:
@@ -220,16 +234,7 @@ def start_server(
     proc = ManagedProcess(bulkapi_argv("serve", "--port", str(port)), env, tmp / f"{name}.log")
     proc.start()
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.process is not None and proc.process.poll() is not None:
-            raise AssertionError(f"server exited: {proc.log()}")
-        try:
-            return requests.get(base + "/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(ready, what="API server to be ready")
+    wait_ready(proc, base)
     return proc, base
 
 

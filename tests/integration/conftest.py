@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from tests.support import (
     REDIS_URL,
@@ -28,7 +27,7 @@ from tests.support import (
     free_port,
     fresh_postgres_database,
     require_redis,
-    wait_until,
+    wait_ready,
 )
 
 #: The console scripts installed beside the interpreter running the tests.
@@ -104,18 +103,6 @@ def stopping(proc: ManagedProcess) -> Iterator[ManagedProcess]:
         yield proc
     finally:
         proc.stop()
-
-
-def wait_ready(proc: ManagedProcess, base_url: str) -> None:
-    def ready() -> bool:
-        if proc.process is not None and proc.process.poll() is not None:
-            raise AssertionError(f"{proc.argv} exited: {proc.log()}")
-        try:
-            return requests.get(base_url + "/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(ready, what=f"{proc.argv[0]} to be ready")
 
 
 def serve(

@@ -24,7 +24,6 @@ from tests.integration.conftest import (
     run_cli,
     serve,
     stopping,
-    wait_ready,
 )
 from tests.support import (
     REDIS_URL,
@@ -34,6 +33,7 @@ from tests.support import (
     fresh_postgres_database,
     service_env,
     start_workers,
+    wait_ready,
     wait_until,
 )
 
