@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from bulkapi.config import Settings
 from bulkapi.dispatch.actors import declare_drain_actors
-from bulkapi.dispatch.broker import build_broker
+from bulkapi.dispatch.broker import build_broker, scheduled_flags
 from bulkapi.dispatch.drainer import PartitionDrainer
 from bulkapi.dispatch.sweeper import Sweeper
 from bulkapi.dispatch.wakeups import Waker
@@ -33,7 +33,9 @@ class Runtime:
         drainer = PartitionDrainer(
             self.engine, settings.batch_size, settings.drain_budget, self.apply
         )
-        self.drain_actors = declare_drain_actors(self.broker, drainer, settings.busy_retry_delay)
+        self.drain_actors = declare_drain_actors(
+            self.broker, drainer, settings.busy_retry_delay, scheduled_flags(self.broker, settings)
+        )
         self.broker.add_middleware(
             Sweeper(
                 self.engine,
@@ -42,7 +44,7 @@ class Runtime:
                 timedelta(seconds=settings.retention_seconds),
             )
         )
-        self.waker = Waker(self.drain_actors.regular.send, self.drain_actors.prompt.send)
+        self.waker = Waker(self.drain_actors.wake, self.drain_actors.wake_promptly)
         self._worker: dramatiq.Worker | None = None
         self._booted = False
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import dramatiq
 
 from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
+from bulkapi.dispatch.scheduled import ScheduledFlags
 
 #: Queue of regular drain wake-ups.
 DRAIN_QUEUE = "bulkapi-drain"
@@ -36,22 +37,37 @@ DrainActor = dramatiq.Actor[[int], None]
 class DrainActors:
     regular: DrainActor
     prompt: DrainActor
+    flags: ScheduledFlags
+
+    def wake(self, partition: int) -> None:
+        """A regular wake-up, unless one is already queued for the partition."""
+        if self.flags.claim("regular", partition):
+            self.regular.send(partition)
+
+    def wake_promptly(self, partition: int) -> None:
+        """A prompt-lane wake-up, unless one is already queued for the partition."""
+        if self.flags.claim("prompt", partition):
+            self.prompt.send(partition)
 
 
 def declare_drain_actors(
-    broker: dramatiq.Broker, drainer: PartitionDrainer, busy_retry_delay: float
+    broker: dramatiq.Broker,
+    drainer: PartitionDrainer,
+    busy_retry_delay: float,
+    flags: ScheduledFlags,
 ) -> DrainActors:
     """Declare both lanes on ``broker``; every process declares them the same way."""
     lanes: dict[str, DrainActor] = {}
 
     def declare(name: str, queue: str, priority: int) -> DrainActor:
         def drain(partition: int) -> None:
+            flags.release(name, partition)  # before looking: later work sends anew
             state = drainer.drain(partition)
             if state is DrainState.BUSY:
                 # The holder may be finishing its last batch right now and miss our
                 # work: come back once it has let go, rather than dropping the wake-up.
                 lanes[name].send_with_options(args=(partition,), delay=int(busy_retry_delay * 1000))
-            elif state is DrainState.MORE:
+            elif state is DrainState.MORE and flags.claim("regular", partition):
                 lanes["regular"].send(partition)
 
         actor: DrainActor = dramatiq.actor(
@@ -70,4 +86,5 @@ def declare_drain_actors(
     return DrainActors(
         regular=declare("regular", DRAIN_QUEUE, _REGULAR_PRIORITY),
         prompt=declare("prompt", PROMPT_DRAIN_QUEUE, _PROMPT_PRIORITY),
+        flags=flags,
     )

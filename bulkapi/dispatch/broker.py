@@ -9,6 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from bulkapi.config import Settings
+from bulkapi.dispatch.scheduled import MemoryFlags, RedisFlags, ScheduledFlags
 
 #: Longest an idle worker waits between polls of a Redis queue (Dramatiq's default: 1 s).
 IDLE_POLL_MS = 100
@@ -49,3 +50,10 @@ def broker_reachable(broker: dramatiq.Broker) -> bool:
         except Exception:
             return False
     return True
+
+
+def scheduled_flags(broker: dramatiq.Broker, settings: Settings) -> ScheduledFlags:
+    """Wake-up flags where every sender sees them: Redis in fleets, memory when embedded."""
+    if isinstance(broker, RedisBroker):
+        return RedisFlags(broker.client, settings.broker_namespace)
+    return MemoryFlags()
