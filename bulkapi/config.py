@@ -46,6 +46,8 @@ class Settings:
     max_operations: int = 100_000
     max_body_bytes: int = 64 * 1024 * 1024
     max_document_bytes: int = 64 * 1024
+    #: Seconds a request body may take to arrive in full (slow uploads get 408).
+    body_timeout: float = 30.0
     #: Deepest nesting of objects and arrays a document may have.
     max_document_depth: int = 32
     #: Worker threads inside `bulkapi serve` when no broker is configured.
@@ -118,6 +120,7 @@ class Settings:
             max_operations=_int(env, "BULKAPI_MAX_OPERATIONS", defaults.max_operations),
             max_body_bytes=_int(env, "BULKAPI_MAX_BODY_BYTES", defaults.max_body_bytes),
             max_document_bytes=_int(env, "BULKAPI_MAX_DOCUMENT_BYTES", defaults.max_document_bytes),
+            body_timeout=_float(env, "BULKAPI_BODY_TIMEOUT", defaults.body_timeout),
             max_document_depth=_int(env, "BULKAPI_MAX_DOCUMENT_DEPTH", defaults.max_document_depth),
             embedded_worker_threads=_int(
                 env, "BULKAPI_EMBEDDED_WORKER_THREADS", defaults.embedded_worker_threads

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from flask import request
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import (
+    ClientDisconnected,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 
+from bulkapi.api.context import runtime
 from bulkapi.core.errors import MalformedBody, TooManyOperations, ValidationFailed
 from bulkapi.core.validation import Envelope, check_envelope
 
@@ -16,9 +24,41 @@ JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 
 
+#: Socket time limit set once a body is overdue: the next read fails almost at once.
+_CUT_OFF_SECONDS = 0.05
+
+
+def _cut_off(sock: socket.socket) -> None:
+    sock.settimeout(_CUT_OFF_SECONDS)
+
+
 def _read(max_bytes: int) -> bytes:
+    """The whole body, refused when too large (413), too slow (408) or short (400).
+
+    The time limit covers the whole body, not each read: a client trickling a byte at a
+    time would satisfy any per-read timeout. Under gunicorn a timer shortens the client
+    socket's timeout when the limit passes, so the read in progress fails.
+    """
     request.max_content_length = max_bytes  # larger bodies end in 413 as they are read
-    raw = request.get_data(cache=False)
+    sock = request.environ.get("gunicorn.socket")
+    limit = runtime().settings.body_timeout
+    deadline = time.monotonic() + limit
+    timer = None
+    if isinstance(sock, socket.socket):
+        timer = threading.Timer(limit, _cut_off, args=(sock,))
+        timer.daemon = True
+        timer.start()
+    try:
+        raw = request.get_data(cache=False)
+    except (OSError, ClientDisconnected):
+        if time.monotonic() < deadline:
+            raise  # the client went away or an I/O error: not ours to call a timeout
+        raise RequestTimeout("The body did not arrive in time.") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if isinstance(sock, socket.socket):
+        sock.settimeout(None)  # the body is in: answer without a limit, as gunicorn expects
     expected = request.content_length
     if expected is not None and len(raw) != expected:
         # gunicorn marks its input terminated, so Werkzeug does not check the length.

@@ -77,7 +77,7 @@ MAX_IDEMPOTENCY_KEY = 255
     },
 )
 @blp.response(202, SubmittedJobSchema, description="Accepted; poll the job at Location.")
-@problems(blp, 400, 409, 413, 415)
+@problems(blp, 400, 408, 409, 413, 415)
 def submit(callback_url: str | None, deadline: str | None) -> Response:
     """Submit a bulk request: all operations are accepted together, or none is.
 

@@ -21,6 +21,7 @@ _DESCRIPTIONS = {
     400: "Malformed body",
     401: "Missing or invalid credentials",
     404: "Not found (or another tenant's)",
+    408: "The body did not arrive in time",
     409: "Conflict: resource busy, job finished or idempotency key in use",
     412: "Precondition failed",
     413: "Too many operations or too large",

@@ -86,7 +86,7 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
 
 
 #: Errors a document write may answer besides the authenticated set.
-_WRITE_ERRORS = (400, 404, 409, 412, 413, 415)
+_WRITE_ERRORS = (400, 404, 408, 409, 412, 413, 415)
 
 _DOCUMENT_BODY = {
     "required": True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -541,7 +542,12 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     """`bulkapi serve` (embedded, SQLite) on 127.0.0.1; yields host, port, key, db url."""
     tmp: Path = tmp_path_factory.mktemp("hostile-server")
     url = f"sqlite:///{tmp / 'server.db'}"
-    env = service_env(url, None, f"bulkapi-hostile-{uuid.uuid4().hex[:8]}")
+    env = service_env(
+        url,
+        None,
+        f"bulkapi-hostile-{uuid.uuid4().hex[:8]}",
+        BULKAPI_BODY_TIMEOUT=str(SLOW_BODY_LIMIT),
+    )
     server, base = start_server(env, tmp)
     try:
         key = create_api_key(env, "hostile")
@@ -560,6 +566,56 @@ def _raw_exchange(host: str, port: int, head: bytes, body: bytes) -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+#: The body time limit of the real server (seconds): a slow upload must end in 408.
+SLOW_BODY_LIMIT = 2
+
+
+def _slow_exchange(host: str, port: int, head: bytes, body: bytes) -> bytes:
+    """Send the head, then trickle the body a byte every 0.2 s until the server answers."""
+    with socket.create_connection((host, port), timeout=WAIT_SECONDS) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.2)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + WAIT_SECONDS
+        for byte in body:
+            if time.monotonic() > deadline:
+                break
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                sock.sendall(bytes([byte]))
+                continue
+            chunks.append(chunk)
+            break
+    # The status line and headers arrive in the first chunk; that is all the test reads.
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("path", [BULK, RES])
+def test_a_body_trickled_slowly_is_cut_off_with_408_and_changes_nothing(
+    real_server: tuple[str, int, str, str], path: str
+) -> None:
+    host, port, key, url = real_server
+    # Long enough that trickling it all would take far longer than the limit.
+    body = orjson.dumps({"operations": [_op(data={"pad": "x" * 2000})]})
+    method = b"POST" if path == BULK else b"PUT"
+    head = (
+        method + b" " + path.encode() + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    before = _server_counts(url)
+    answer = _slow_exchange(host, port, head, body)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert int(status_line.split()[1]) == 408, answer[:2000]
+    assert b"request_timeout" in rest
+    assert b"application/problem+json" in rest.lower()
+    assert _server_counts(url) == before
 
 
 def _server_counts(url: str) -> int:

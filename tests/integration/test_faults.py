@@ -296,7 +296,16 @@ class Stack:
 @contextmanager
 def deployment(tmp: Path, database_url: str, broker_url: str, namespace: str) -> Iterator[Stack]:
     """Schema, an API key and a normal ``bulkapi serve``; workers are the test's to start."""
-    env = service_env(database_url, broker_url, namespace, BULKAPI_SWEEP_INTERVAL="1")
+    # Short drains and small batches keep a fault mid-job: with the defaults, a graceful
+    # SIGTERM lets in-flight drains finish so much that little may be left to recover.
+    env = service_env(
+        database_url,
+        broker_url,
+        namespace,
+        BULKAPI_SWEEP_INTERVAL="1",
+        BULKAPI_DRAIN_BUDGET="0.2",
+        BULKAPI_BATCH_SIZE="100",
+    )
     engine = make_engine(database_url)
     try:
         upgrade(engine)
