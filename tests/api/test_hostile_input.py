@@ -9,6 +9,7 @@ problem without a stack trace, and every response carries the security headers.
 from __future__ import annotations
 
 import io
+import re
 import socket
 import time
 import uuid
@@ -589,8 +590,16 @@ def _slow_exchange(host: str, port: int, head: bytes, body: bytes) -> bytes:
                 continue
             chunks.append(chunk)
             break
-    # The status line and headers arrive in the first chunk; that is all the test reads.
-    return b"".join(chunks)
+        # Read the rest of the answer: its headers, then Content-Length bytes of body.
+        sock.settimeout(WAIT_SECONDS)
+        answer = b"".join(chunks)
+        while answer and b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        while length is not None and len(body) < int(length.group(1)):
+            body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
 
 
 @pytest.mark.parametrize("path", [BULK, RES])
