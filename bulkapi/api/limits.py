@@ -22,12 +22,14 @@ from bulkapi.store.tables import operations
 class TenantRateLimiter:
     def __init__(self, settings: Settings) -> None:
         self._item = parse(settings.rate_limit) if settings.rate_limit else None
-        uri = "memory://" if settings.broker_url is None else settings.broker_url
-        self._limiter = strategies.FixedWindowRateLimiter(
-            storage.storage_from_string(uri, key_prefix=f"{settings.broker_namespace}-rate")
-            if settings.broker_url
-            else storage.storage_from_string(uri)
+        counts = (
+            storage.MemoryStorage()
+            if settings.broker_url is None
+            else storage.storage_from_string(
+                settings.broker_url, key_prefix=f"{settings.broker_namespace}-rate"
+            )
         )
+        self._limiter = strategies.FixedWindowRateLimiter(counts)
 
     def check(self, tenant_id: str) -> None:
         """Count one request; raise ``RateLimited`` (429) once the tenant is over its rate."""

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,25 +42,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def importable_types(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the repository on PYTHONPATH when it names a types module.
-
-    ``service_env`` registers ``tests.types_for_tests``; ``python -m`` finds it from the
-    working directory, an installed script does not (as for any operator's own module).
-    """
-    env = dict(env)
-    if env.get("BULKAPI_TYPES"):
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def run_cli(
     args: list[str], env: Mapping[str, str], cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     """Run ``bulkapi ARGS`` to completion; the caller checks the exit code."""
     return subprocess.run(
         [BULKAPI, *args],
-        env=importable_types(env),
+        env=dict(env),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -82,7 +69,7 @@ class CwdProcess(ManagedProcess):
     def __init__(
         self, argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path = ROOT
     ) -> None:
-        super().__init__(argv, importable_types(env), log_path, cwd)
+        super().__init__(argv, env, log_path, cwd)
 
     def terminate(self) -> int:
         """SIGTERM the process itself (as a supervisor would) and wait for its exit code."""
@@ -93,16 +80,6 @@ class CwdProcess(ManagedProcess):
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"{self.argv} ignored SIGTERM: {self.log()}") from None
-
-
-@contextmanager
-def stopping(proc: ManagedProcess) -> Iterator[ManagedProcess]:
-    """Stop an already started process on exit (``ManagedProcess.__enter__`` would start
-    a second one, as ``start_workers`` returns its process started)."""
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def serve(

@@ -23,7 +23,6 @@ from tests.integration.conftest import (
     create_key,
     run_cli,
     serve,
-    stopping,
 )
 from tests.support import (
     REDIS_URL,
@@ -236,7 +235,7 @@ def test_gunicorn_serves_wsgi_app_in_production_mode(
     base = f"http://127.0.0.1:{port}"
     argv = [GUNICORN, "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
     with (
-        stopping(start_workers(env, tmp_path)),
+        start_workers(env, tmp_path),
         CwdProcess(argv, env, tmp_path / "gunicorn.log", ROOT) as web,
     ):
         wait_ready(web, base)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import create_key, run_cli, serve, stopping
+from tests.integration.conftest import create_key, run_cli, serve
 from tests.support import (
     REDIS_URL,
     WAIT_SECONDS,
@@ -213,7 +213,7 @@ def test_writes_to_each_key_take_effect_once_in_acceptance_order_under_concurren
     upgraded = run_cli(["db", "upgrade"], env)
     assert upgraded.returncode == 0, upgraded.stderr
     key = create_key(env, "ordering")
-    with stopping(start_workers(env, tmp_path, processes=2, threads=4)) as workers:
+    with start_workers(env, tmp_path, processes=2, threads=4) as workers:
         server, base_url = serve(env, tmp_path / "api.log")
         with server:
             assert len(server.children()) == 2, "gunicorn should run 2 API processes"
