@@ -44,7 +44,7 @@ def serve(host: str, port: int) -> None:
 @click.option("--threads", default=4, show_default=True, type=int)
 def worker(processes: int, threads: int) -> None:
     """Run Dramatiq worker processes against the configured broker."""
-    from bulkapi.dispatch.actors import DRAIN_QUEUES
+    from bulkapi.dispatch.actors import WORKER_QUEUES
 
     if Settings.from_env().broker_url is None:
         raise click.UsageError("Set BULKAPI_BROKER_URL (redis://...) to run separate workers.")
@@ -58,7 +58,7 @@ def worker(processes: int, threads: int) -> None:
         "--threads",
         str(threads),
         "--queues",
-        *DRAIN_QUEUES,
+        *WORKER_QUEUES,
     ]
     os.execv(sys.executable, argv)
 

@@ -19,6 +19,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return default if raw in (None, "") else float(raw)
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (true/false), not {raw!r}")
+
+
 #: Partitions are stored in a 16-bit column.
 MAX_PARTITIONS = 32767
 
@@ -72,6 +83,12 @@ class Settings:
     types_module: str | None = None
     #: Attempts a crashing business rule gets before its write fails (apply_failed).
     rule_attempts: int = 3
+    #: Refuse writes to types the types module does not register (422 unknown_type).
+    strict_types: bool = False
+    #: Attempts a side effect gets before it is marked failed (the write stays).
+    effect_attempts: int = 5
+    #: Seconds before a failed side effect's first retry; doubles on every further one.
+    effect_backoff: float = 1.0
     #: Fault injection for recovery tests only: the API process dies right after
     #: committing an admission, before its wake-ups are sent.
     fault_crash_after_commit: bool = False
@@ -98,8 +115,12 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise ValueError(f"BULKAPI_PARTITIONS must be between 1 and {MAX_PARTITIONS}")
-        if self.batch_size < 1 or self.rule_attempts < 1 or self.max_operations < 1:
-            raise ValueError("batch size, rule attempts and max operations must be >= 1")
+        if min(self.batch_size, self.rule_attempts, self.effect_attempts, self.max_operations) < 1:
+            raise ValueError(
+                "batch size, rule attempts, effect attempts and max operations must be >= 1"
+            )
+        if self.effect_backoff < 0:
+            raise ValueError("BULKAPI_EFFECT_BACKOFF must be >= 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +160,9 @@ class Settings:
             retention_seconds=_int(env, "BULKAPI_RETENTION_SECONDS", defaults.retention_seconds),
             types_module=env.get("BULKAPI_TYPES") or None,
             rule_attempts=_int(env, "BULKAPI_RULE_ATTEMPTS", defaults.rule_attempts),
+            strict_types=_bool(env, "BULKAPI_STRICT_TYPES", defaults.strict_types),
+            effect_attempts=_int(env, "BULKAPI_EFFECT_ATTEMPTS", defaults.effect_attempts),
+            effect_backoff=_float(env, "BULKAPI_EFFECT_BACKOFF", defaults.effect_backoff),
             fault_crash_after_commit=env.get("BULKAPI_FAULT_CRASH_AFTER_COMMIT") == "1",
             api_url=env.get("BULKAPI_API_URL") or defaults.api_url,
             api_key=env.get("BULKAPI_API_KEY") or None,

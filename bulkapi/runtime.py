@@ -8,14 +8,16 @@ from datetime import timedelta
 import dramatiq
 from sqlalchemy import Engine
 
+from bulkapi.applier import Applier
 from bulkapi.config import Settings
-from bulkapi.dispatch.actors import declare_drain_actors
+from bulkapi.dispatch.actors import declare_partition_actors
 from bulkapi.dispatch.broker import build_broker, scheduled_flags
 from bulkapi.dispatch.drainer import PartitionDrainer
+from bulkapi.dispatch.effects import EffectRunner
 from bulkapi.dispatch.sweeper import Sweeper
 from bulkapi.dispatch.wakeups import Waker
+from bulkapi.registry import load_registry
 from bulkapi.store.database import make_engine
-from bulkapi.types import Applier, load_registry
 
 logger = logging.getLogger(__name__)
 
@@ -28,23 +30,35 @@ class Runtime:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url, settings.db_pool_size)
         self.broker = build_broker(settings)
-        self.registry = load_registry(settings.types_module)
+        self.registry = load_registry(settings.types_module, strict=settings.strict_types)
         self.apply = Applier(self.registry, attempts=settings.rule_attempts)
         drainer = PartitionDrainer(
             self.engine, settings.batch_size, settings.drain_budget, self.apply
         )
-        self.drain_actors = declare_drain_actors(
-            self.broker, drainer, settings.busy_retry_delay, scheduled_flags(self.broker, settings)
+        effect_runner = EffectRunner(
+            self.engine,
+            self.registry,
+            settings.effect_attempts,
+            settings.effect_backoff,
+            settings.drain_budget,
+        )
+        self.actors = declare_partition_actors(
+            self.broker,
+            drainer,
+            effect_runner.run,
+            settings.busy_retry_delay,
+            scheduled_flags(self.broker, settings),
         )
         self.broker.add_middleware(
             Sweeper(
                 self.engine,
-                self.drain_actors.regular.send,
+                self.actors.lanes["regular"].send,
+                self.actors.lanes["effects"].send,
                 settings.sweep_interval,
                 timedelta(seconds=settings.retention_seconds),
             )
         )
-        self.waker = Waker(self.drain_actors.wake, self.drain_actors.wake_promptly)
+        self.waker = Waker(self.actors.senders())
         self._worker: dramatiq.Worker | None = None
         self._booted = False
 

@@ -23,6 +23,7 @@ def write_now_or_wait(
     tenant_id: str,
     operation: Operation,
     *,
+    partition: int,
     wait_seconds: float,
     if_none_match: bool,
     retry_after: int,
@@ -35,7 +36,13 @@ def write_now_or_wait(
         try:
             with engine.begin() as conn:
                 return write_resource(
-                    conn, tenant_id, operation, utcnow(), apply, if_none_match=if_none_match
+                    conn,
+                    tenant_id,
+                    operation,
+                    utcnow(),
+                    apply,
+                    partition=partition,
+                    if_none_match=if_none_match,
                 )
         except ResourceBusy as busy:
             remaining = deadline - time.monotonic()

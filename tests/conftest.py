@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ from bulkapi.store.tenants import create_key
 from tests.support import (
     REDIS_URL,
     TERMINAL,
+    TEST_EFFECT_BACKOFF,
     TEST_TYPES,
     WAIT_SECONDS,
     ManagedProcess,
@@ -40,6 +43,13 @@ from tests.support import (
     service_env,
     start_workers,
 )
+from tests.types_for_tests import EFFECT_LOG
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One effect log per test run, shared with every process the tests start."""
+    log_dir = Path(tempfile.mkdtemp(prefix="bulkapi-effects-"))
+    os.environ[EFFECT_LOG] = str(log_dir / "effects.ndjson")
 
 
 @dataclass
@@ -150,6 +160,7 @@ class Service:
 
 def embedded_service(tmp: Path, **settings: Any) -> Iterator[Service]:
     """An embedded service (SQLite file in ``tmp``, in-process workers) with ``settings``."""
+    settings = {"effect_backoff": TEST_EFFECT_BACKOFF, "effect_attempts": 3, **settings}
     runtime = Runtime(
         Settings(database_url=f"sqlite:///{tmp / 'embedded.db'}", sweep_interval=1.0, **settings)
     )
@@ -171,6 +182,8 @@ def _production(tmp: Path) -> Iterator[Service]:
             broker_namespace=namespace,
             sweep_interval=1.0,
             types_module=TEST_TYPES,
+            effect_backoff=TEST_EFFECT_BACKOFF,
+            effect_attempts=3,
         )
         runtime = Runtime(settings)
         upgrade(runtime.engine)

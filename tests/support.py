@@ -29,6 +29,8 @@ PG_ADMIN_URL = os.environ.get("BULKAPI_TEST_PG_ADMIN", "postgresql://postgres@12
 REDIS_URL = os.environ.get("BULKAPI_TEST_REDIS", "redis://127.0.0.1:6379/0")
 #: The resource types module every test service loads (see tests/types_for_tests.py).
 TEST_TYPES = "tests.types_for_tests"
+#: Seconds before a failed test effect's first retry (retries come due at sweeps).
+TEST_EFFECT_BACKOFF = 0.1
 #: Generous bound for anything a test waits on (jobs, processes); never a performance claim.
 WAIT_SECONDS = 120
 TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
@@ -166,6 +168,8 @@ def service_env(
     env["BULKAPI_BROKER_NAMESPACE"] = namespace
     env["BULKAPI_SWEEP_INTERVAL"] = extra.pop("BULKAPI_SWEEP_INTERVAL", "1")
     env["BULKAPI_TYPES"] = extra.pop("BULKAPI_TYPES", TEST_TYPES)
+    env["BULKAPI_EFFECT_BACKOFF"] = str(TEST_EFFECT_BACKOFF)
+    env["BULKAPI_EFFECT_ATTEMPTS"] = "3"
     # The test types module lives in this checkout, not in the installed package.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)

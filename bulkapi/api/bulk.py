@@ -97,6 +97,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     job_deadline = parse_deadline(envelope.deadline, now)
     idempotency = _idempotency(body.raw)
     operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
+    rt.registry.check_operations(operations)
     partitions = [partition_of(tenant_id, op.key, settings.partitions) for op in operations]
     job = NewJob(
         tenant_id,
@@ -118,7 +119,8 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
             record = get_job(conn, tenant_id, admitted.job_id)
         headers["Idempotent-Replayed"] = "true"
     else:
-        rt.waker.wake(admitted.partitions, prompt=len(operations) <= settings.prompt_job_operations)
+        small = len(operations) <= settings.prompt_job_operations
+        rt.waker.wake(admitted.partitions, lane="prompt" if small else "regular")
         record = JobRecord(
             admitted.job_id,
             JobStatus.QUEUED,

@@ -19,6 +19,7 @@ PROBLEM_TYPE = "application/problem+json"
 #: Status and title for each domain error; the code comes from the exception.
 _DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
     errors.DuplicateResources: (422, "Duplicate resource"),
+    errors.UnknownType: (422, "Unknown resource type"),
     errors.ValidationFailed: (422, "Validation failed"),
     errors.MalformedBody: (400, "Malformed body"),
     errors.TooManyOperations: (413, "Too many operations"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from bulkapi.core.effects import summary_status
+from bulkapi.store.effects import EffectRecord
 from bulkapi.store.jobs import JobRecord, ResultRecord
 from bulkapi.store.resources import StoredResource
 
@@ -57,7 +59,26 @@ def result_body(result: ResultRecord) -> dict[str, Any]:
         body["version"] = result.version
     if result.error_code is not None:
         body["error"] = {"code": result.error_code, "message": result.error_message or ""}
+    status = summary_status(effect.status for effect in result.effects)
+    if status is not None:
+        body["effects_status"] = status.value
+        body["effects"] = [effect_body(effect) for effect in result.effects]
     return body
+
+
+def effect_body(effect: EffectRecord) -> dict[str, Any]:
+    return {
+        "name": effect.name,
+        "status": effect.status,
+        "attempts": effect.attempts,
+        "last_error": effect.last_error,
+        "version": effect.version,
+        "operation_id": effect.operation_id,
+        "job_id": effect.job_id,
+        "index": effect.index,
+        "created_at": rfc3339(effect.created_at),
+        "finished_at": rfc3339(effect.finished_at),
+    }
 
 
 def resource_body(resource: StoredResource) -> dict[str, Any]:

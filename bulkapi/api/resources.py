@@ -14,13 +14,14 @@ from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
 from bulkapi.api.pagination import decode_cursor, page_body
 from bulkapi.api.preconditions import etag, parse_if_match, parse_prefer_wait
-from bulkapi.api.representations import resource_body
+from bulkapi.api.representations import effect_body, resource_body
 from bulkapi.api.responses import json_response
-from bulkapi.api.schemas import PageArgs, ResourcePageSchema, ResourceSchema
+from bulkapi.api.schemas import EffectPageSchema, PageArgs, ResourcePageSchema, ResourceSchema
 from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
-from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type
+from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type, partition_of
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
+from bulkapi.store.effects import effects_of_resource
 from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
 from bulkapi.writes import write_now_or_wait
 
@@ -72,17 +73,23 @@ def _document() -> dict[str, Any]:
 def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> WriteResult:
     tenant_id = require_tenant()
     key = _key(rtype, rid)
-    settings = runtime().settings
+    rt = runtime()
     operation = Operation(kind, key, data, parse_if_match(request.headers.get("If-Match")))
-    return write_now_or_wait(
-        runtime().engine,
-        runtime().apply,
+    rt.registry.check_write(operation)
+    partition = partition_of(tenant_id, key, rt.settings.partitions)
+    result = write_now_or_wait(
+        rt.engine,
+        rt.apply,
         tenant_id,
         operation,
+        partition=partition,
         wait_seconds=parse_prefer_wait(request.headers.get("Prefer")),
         if_none_match=request.headers.get("If-None-Match", "").strip() == "*",
-        retry_after=settings.retry_after,
+        retry_after=rt.settings.retry_after,
     )
+    if result.effects:
+        rt.waker.wake([partition], lane="effects")
+    return result
 
 
 #: Errors a document write may answer besides the authenticated set.
@@ -183,3 +190,32 @@ def list_of_type(rtype: str, limit: int, cursor: str | None) -> Response:
     with runtime().engine.connect() as conn:
         page = list_resources(conn, tenant_id, rtype, limit + 1, after)  # type: ignore[arg-type]
     return json_response(page_body(page, limit, resource_body, lambda resource: resource.id))
+
+
+def _effects_cursor(cursor: str | None) -> tuple[int, int] | None:
+    position = decode_cursor(cursor, str)
+    if position is None:
+        return None
+    version, _, place = str(position).partition(".")
+    if not (version.isdigit() and place.isdigit()):
+        raise ValidationFailed(
+            "The cursor is not one this API handed out.", {"cursor": ["Invalid cursor."]}
+        )
+    return int(version), int(place)
+
+
+@blp.route("/<rtype>/<rid>/effects", methods=["GET"])
+@blp.arguments(PageArgs, location="query", as_kwargs=True)
+@blp.response(200, EffectPageSchema)
+@problems(blp)
+def effects_of(rtype: str, rid: str, limit: int, cursor: str | None) -> Response:
+    """The side effects of a resource's changes, newest change first: status, attempts
+    and last error of each (sync writes' effects are visible only here)."""
+    tenant_id = require_tenant()
+    key = _key(rtype, rid)
+    after = _effects_cursor(cursor)
+    with runtime().engine.connect() as conn:
+        page = effects_of_resource(conn, tenant_id, key, limit + 1, after)
+    return json_response(
+        page_body(page, limit, effect_body, lambda effect: f"{effect.version}.{effect.position}")
+    )

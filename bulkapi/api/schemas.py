@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from bulkapi.core.effects import EffectStatus
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import OpKind, OpStatus
 
@@ -127,6 +128,29 @@ class ResultErrorSchema(_Strict):
     message = fields.String(required=True)
 
 
+_EFFECT_STATUSES = validate.OneOf([s.value for s in EffectStatus])
+
+
+class EffectSchema(_Strict):
+    name = fields.String(required=True)
+    status = fields.String(required=True, validate=_EFFECT_STATUSES)
+    attempts = fields.Integer(required=True)
+    last_error = fields.String(required=True, allow_none=True)
+    version = fields.Integer(required=True, metadata={"description": "The change's version."})
+    operation_id = fields.String(
+        required=True, metadata={"description": "The handler's idempotency key."}
+    )
+    job_id = fields.String(required=True, allow_none=True)
+    index = fields.Integer(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+
+
+class EffectPageSchema(_Strict):
+    items = fields.List(fields.Nested(EffectSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
 class ResultSchema(_Strict):
     index = fields.Integer(required=True)
     op = fields.String(required=True)
@@ -135,6 +159,11 @@ class ResultSchema(_Strict):
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in OpStatus]))
     version = fields.Integer()
     error = fields.Nested(ResultErrorSchema)
+    effects_status = fields.String(
+        validate=_EFFECT_STATUSES,
+        metadata={"description": "failed if any effect failed, else pending until all ran."},
+    )
+    effects = fields.List(fields.Nested(EffectSchema))
 
 
 class ResultPageSchema(_Strict):
@@ -153,6 +182,24 @@ class ResourceSchema(_Strict):
 class ResourcePageSchema(_Strict):
     items = fields.List(fields.Nested(ResourceSchema), required=True)
     next_cursor = fields.String(allow_none=True)
+
+
+class ResourceTypeSchema(_Strict):
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    schema = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata={"description": "JSON Schema of data; null: free-form object."},
+    )
+    effects = fields.List(fields.String(), required=True)
+
+
+class ResourceTypeListSchema(_Strict):
+    items = fields.List(fields.Nested(ResourceTypeSchema), required=True)
+    strict = fields.Boolean(
+        required=True, metadata={"description": "Whether unregistered types are refused."}
+    )
 
 
 class ProblemSchema(_Strict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,10 @@ class Outcome:
     state: ResourceState
     error: OpError | None = None
     message: str | None = None
+    #: Field errors behind a rejection, in marshmallow's shape (schema checks).
+    details: Mapping[str, Any] | None = None
+    #: Names of the side effects this write triggers, in their declared order.
+    effects: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -41,9 +45,11 @@ class Outcome:
 class RuleRejected(Exception):
     """Raised by an operator's business rule to refuse one write (``rule_rejected``)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, errors: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: Optional field errors (marshmallow's shape) a caller can show per field.
+        self.errors = errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +80,7 @@ def apply_operation(state: ResourceState, op: Operation, rules: Sequence[Rule] =
         for rule in rules:
             rule(change)
     except RuleRejected as rejection:
-        return Outcome(state, OpError.RULE_REJECTED, rejection.message)
+        return Outcome(state, OpError.RULE_REJECTED, rejection.message, rejection.errors)
     return outcome
 
 

@@ -2,7 +2,8 @@
 
 BulkapiError
 ├── ValidationFailed            validation_error (errors by field or op index)
-│   └── DuplicateResources      duplicate_resource
+│   ├── DuplicateResources      duplicate_resource
+│   └── UnknownType             unknown_type (BULKAPI_STRICT_TYPES and an unregistered type)
 ├── MalformedBody               malformed_body (not parseable as the declared type)
 ├── TooManyOperations           too_many_operations
 ├── PayloadTooLarge             payload_too_large
@@ -42,6 +43,10 @@ class ValidationFailed(BulkapiError):
 
 class DuplicateResources(ValidationFailed):
     code = "duplicate_resource"
+
+
+class UnknownType(ValidationFailed):
+    code = "unknown_type"
 
 
 class MalformedBody(BulkapiError):

@@ -1,13 +1,15 @@
-"""The drain actors. Thin: decode the partition, call the drainer, schedule what comes next.
+"""The partition actors. Thin: decode the partition, do the work, schedule what comes next.
 
-Two lanes share one function: wake-ups for small jobs travel on a prompt queue whose
+Three lanes, one actor each. Drain wake-ups for small jobs travel on a prompt queue whose
 actor has the higher priority, so a tenant's ten operations do not wait behind another
-tenant's hundreds of queued partition wake-ups. Long drains always continue in the
-regular lane.
+tenant's hundreds of queued partition wake-ups; long drains always continue in the
+regular lane. Side effects run in their own lane, after the drains: they call systems we
+do not own, and must not hold up the writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dramatiq
@@ -19,72 +21,107 @@ from bulkapi.dispatch.scheduled import ScheduledFlags
 DRAIN_QUEUE = "bulkapi-drain"
 #: Queue of wake-ups for small jobs; workers take these first.
 PROMPT_DRAIN_QUEUE = "bulkapi-drain-prompt"
+#: Queue of side-effect wake-ups.
+EFFECTS_QUEUE = "bulkapi-effects"
 #: Every queue a worker must consume.
-DRAIN_QUEUES = (DRAIN_QUEUE, PROMPT_DRAIN_QUEUE)
+WORKER_QUEUES = (DRAIN_QUEUE, PROMPT_DRAIN_QUEUE, EFFECTS_QUEUE)
 #: Dramatiq priorities (lower runs first among messages a worker holds).
 _PROMPT_PRIORITY = 0
 _REGULAR_PRIORITY = 10
-#: Retries of a failed drain (a database hiccup); the sweeper re-sends wake-ups anyway.
-DRAIN_MAX_RETRIES = 10
-DRAIN_MIN_BACKOFF_MS = 100
-DRAIN_MAX_BACKOFF_MS = 10_000
-DRAIN_TIME_LIMIT_MS = 5 * 60 * 1000
+_EFFECTS_PRIORITY = 20
+#: Retries of a failed run (a database hiccup); the sweeper re-sends wake-ups anyway.
+MAX_RETRIES = 10
+MIN_BACKOFF_MS = 100
+MAX_BACKOFF_MS = 10_000
+TIME_LIMIT_MS = 5 * 60 * 1000
 
-DrainActor = dramatiq.Actor[[int], None]
+PartitionActor = dramatiq.Actor[[int], None]
+#: The work behind a lane: run a partition for a while, say how it left it.
+PartitionWork = Callable[[int], DrainState]
 
 
 @dataclass(frozen=True)
-class DrainActors:
-    regular: DrainActor
-    prompt: DrainActor
+class PartitionActors:
+    lanes: dict[str, PartitionActor]
     flags: ScheduledFlags
 
-    def wake(self, partition: int) -> None:
-        """A regular wake-up, unless one is already queued for the partition."""
-        if self.flags.claim("regular", partition):
-            self.regular.send(partition)
+    def wake(self, lane: str, partition: int) -> None:
+        """A wake-up on ``lane``, unless one is already queued for the partition."""
+        if self.flags.claim(lane, partition):
+            self.lanes[lane].send(partition)
 
-    def wake_promptly(self, partition: int) -> None:
-        """A prompt-lane wake-up, unless one is already queued for the partition."""
-        if self.flags.claim("prompt", partition):
-            self.prompt.send(partition)
+    def senders(self) -> dict[str, Callable[[int], None]]:
+        """Per lane, a function that sends a (coalesced) wake-up."""
+        return {lane: self._sender(lane) for lane in self.lanes}
+
+    def _sender(self, lane: str) -> Callable[[int], None]:
+        return lambda partition: self.wake(lane, partition)
 
 
-def declare_drain_actors(
+def declare_partition_actors(
     broker: dramatiq.Broker,
     drainer: PartitionDrainer,
+    run_effects: PartitionWork,
     busy_retry_delay: float,
     flags: ScheduledFlags,
-) -> DrainActors:
-    """Declare both lanes on ``broker``; every process declares them the same way."""
-    lanes: dict[str, DrainActor] = {}
+) -> PartitionActors:
+    """Declare every lane on ``broker``; every process declares them the same way."""
+    actors = PartitionActors({}, flags)
 
-    def declare(name: str, queue: str, priority: int) -> DrainActor:
-        def drain(partition: int) -> None:
+    def drain(partition: int) -> DrainState:
+        drained = drainer.drain(partition)
+        if drained.effects:
+            actors.wake("effects", partition)
+        return drained.state
+
+    def declare(
+        name: str, *, actor_name: str, queue: str, priority: int, work: PartitionWork, then: str
+    ) -> None:
+        def run(partition: int) -> None:
             flags.release(name, partition)  # before looking: later work sends anew
-            state = drainer.drain(partition)
+            state = work(partition)
             if state is DrainState.BUSY:
                 # The holder may be finishing its last batch right now and miss our
                 # work: come back once it has let go, rather than dropping the wake-up.
-                lanes[name].send_with_options(args=(partition,), delay=int(busy_retry_delay * 1000))
-            elif state is DrainState.MORE and flags.claim("regular", partition):
-                lanes["regular"].send(partition)
+                actors.lanes[name].send_with_options(
+                    args=(partition,), delay=int(busy_retry_delay * 1000)
+                )
+            elif state is DrainState.MORE:
+                actors.wake(then, partition)
 
-        actor: DrainActor = dramatiq.actor(
+        actors.lanes[name] = dramatiq.actor(
             broker=broker,
-            actor_name=f"drain_partition_{name}",
+            actor_name=actor_name,
             queue_name=queue,
             priority=priority,
-            max_retries=DRAIN_MAX_RETRIES,
-            min_backoff=DRAIN_MIN_BACKOFF_MS,
-            max_backoff=DRAIN_MAX_BACKOFF_MS,
-            time_limit=DRAIN_TIME_LIMIT_MS,
-        )(drain)
-        lanes[name] = actor
-        return actor
+            max_retries=MAX_RETRIES,
+            min_backoff=MIN_BACKOFF_MS,
+            max_backoff=MAX_BACKOFF_MS,
+            time_limit=TIME_LIMIT_MS,
+        )(run)
 
-    return DrainActors(
-        regular=declare("regular", DRAIN_QUEUE, _REGULAR_PRIORITY),
-        prompt=declare("prompt", PROMPT_DRAIN_QUEUE, _PROMPT_PRIORITY),
-        flags=flags,
+    declare(
+        "regular",
+        actor_name="drain_partition_regular",
+        queue=DRAIN_QUEUE,
+        priority=_REGULAR_PRIORITY,
+        work=drain,
+        then="regular",
     )
+    declare(
+        "prompt",
+        actor_name="drain_partition_prompt",
+        queue=PROMPT_DRAIN_QUEUE,
+        priority=_PROMPT_PRIORITY,
+        work=drain,
+        then="regular",
+    )
+    declare(
+        "effects",
+        actor_name="run_partition_effects",
+        queue=EFFECTS_QUEUE,
+        priority=_EFFECTS_PRIORITY,
+        work=run_effects,
+        then="effects",
+    )
+    return actors

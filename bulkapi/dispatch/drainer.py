@@ -22,6 +22,13 @@ class DrainState(Enum):
     MORE = "more"
 
 
+@dataclass(frozen=True, slots=True)
+class Drained:
+    state: DrainState
+    #: Side effects recorded by the batches of this drain.
+    effects: int = 0
+
+
 @dataclass(frozen=True)
 class PartitionDrainer:
     engine: Engine
@@ -29,17 +36,19 @@ class PartitionDrainer:
     budget_seconds: float
     apply: Apply
 
-    def drain(self, partition: int) -> DrainState:
+    def drain(self, partition: int) -> Drained:
         deadline = time.monotonic() + self.budget_seconds
+        effects = 0
         while True:
             with self.engine.begin() as conn:
                 result = drain_batch(conn, partition, self.batch_size, utcnow(), self.apply)
             if not result.locked:
-                return DrainState.BUSY
+                return Drained(DrainState.BUSY, effects)
+            effects += result.effects
             if result.jobs:
                 with self.engine.begin() as conn:
                     settle(conn, result.jobs, utcnow())
             if result.finished < self.batch_size:
-                return DrainState.EMPTY
+                return Drained(DrainState.EMPTY, effects)
             if time.monotonic() >= deadline:
-                return DrainState.MORE
+                return Drained(DrainState.MORE, effects)

@@ -18,6 +18,7 @@ import dramatiq
 from sqlalchemy import Engine
 
 from bulkapi.store.database import utcnow
+from bulkapi.store.effects import due_partitions
 from bulkapi.store.jobs import open_job_ids, pending_partitions, purge_finished, settle
 
 logger = logging.getLogger(__name__)
@@ -28,16 +29,25 @@ SETTLE_CHUNK = 500
 PURGE_CHUNK = 200
 
 
-def sweep_once(engine: Engine, wake: Callable[[int], Any], retention: timedelta) -> int:
-    """Wake every partition with pending work, settle open jobs, purge expired ones.
+def sweep_once(
+    engine: Engine,
+    wake: Callable[[int], Any],
+    wake_effects: Callable[[int], Any],
+    retention: timedelta,
+) -> int:
+    """Wake every partition with pending work or due side effects (retries come due
+    here), settle open jobs, purge expired ones.
 
-    Returns how many partitions were woken.
+    Returns how many partitions were woken for pending operations.
     """
     with engine.begin() as conn:
         partitions = pending_partitions(conn)
+        effect_partitions = due_partitions(conn, utcnow())
         job_ids = open_job_ids(conn)
     for partition in partitions:
         wake(partition)
+    for partition in effect_partitions:
+        wake_effects(partition)
     for start in range(0, len(job_ids), SETTLE_CHUNK):
         with engine.begin() as conn:
             settle(conn, job_ids[start : start + SETTLE_CHUNK], utcnow())
@@ -50,10 +60,16 @@ class Sweeper(dramatiq.Middleware):
     """Runs the sweep in a thread of every worker process, from boot to shutdown."""
 
     def __init__(
-        self, engine: Engine, wake: Callable[[int], Any], interval: float, retention: timedelta
+        self,
+        engine: Engine,
+        wake: Callable[[int], Any],
+        wake_effects: Callable[[int], Any],
+        interval: float,
+        retention: timedelta,
     ) -> None:
         self.engine = engine
         self.wake = wake
+        self.wake_effects = wake_effects
         self.interval = interval
         self.retention = retention
         self._stop = threading.Event()
@@ -72,7 +88,7 @@ class Sweeper(dramatiq.Middleware):
     def _run(self) -> None:
         while True:
             try:
-                sweep_once(self.engine, self.wake, self.retention)
+                sweep_once(self.engine, self.wake, self.wake_effects, self.retention)
             except Exception:
                 logger.exception("sweep failed; trying again in %ss", self.interval)
             if self._stop.wait(self.interval):

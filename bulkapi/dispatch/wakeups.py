@@ -10,27 +10,30 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 
 class Waker:
-    def __init__(self, send: Callable[[int], Any], send_prompt: Callable[[int], Any]) -> None:
-        self._send = send
-        self._send_prompt = send_prompt
-        self._wanted: set[int] = set()
-        self._wanted_prompt: set[int] = set()
+    """Sends wake-ups per lane (``senders``: lane name to send function).
+
+    A partition asked for on the ``prompt`` lane is not sent on ``regular`` as well.
+    """
+
+    def __init__(self, senders: Mapping[str, Callable[[int], Any]]) -> None:
+        self._senders = dict(senders)
+        self._wanted: dict[str, set[int]] = {lane: set() for lane in senders}
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
 
-    def wake(self, partitions: Iterable[int], *, prompt: bool = False) -> None:
-        """Ask for a drain of each partition; ``prompt`` uses the small-jobs lane."""
+    def wake(self, partitions: Iterable[int], *, lane: str = "regular") -> None:
+        """Ask for a wake-up of each partition on ``lane``."""
         with self._condition:
-            (self._wanted_prompt if prompt else self._wanted).update(partitions)
+            self._wanted[lane].update(partitions)
             self._ensure_thread()
             self._condition.notify()
 
@@ -42,17 +45,22 @@ class Waker:
             self._thread = threading.Thread(target=self._run, name="bulkapi-waker", daemon=True)
             self._thread.start()
 
+    def _anything_wanted(self) -> bool:
+        return any(self._wanted.values())
+
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not (self._wanted or self._wanted_prompt) and not self._stopping:
+                while not self._anything_wanted() and not self._stopping:
                     self._condition.wait()
-                if self._stopping and not (self._wanted or self._wanted_prompt):
+                if self._stopping and not self._anything_wanted():
                     return
-                prompt, self._wanted_prompt = self._wanted_prompt, set()
-                regular, self._wanted = self._wanted - prompt, set()
-            self._send_all(prompt, self._send_prompt)
-            self._send_all(regular, self._send)
+                wanted = self._wanted
+                self._wanted = {lane: set() for lane in self._senders}
+            if "prompt" in wanted and "regular" in wanted:
+                wanted["regular"] -= wanted["prompt"]
+            for lane, partitions in wanted.items():
+                self._send_all(partitions, self._senders[lane])
 
     @staticmethod
     def _send_all(partitions: set[int], send: Callable[[int], Any]) -> None:

@@ -23,6 +23,7 @@ from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
 from bulkapi.store.bulk_sql import OperationOutcome, ResourceWrite, bulk_sql_for
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
+from bulkapi.store.effects import AppliedChange, operation_id, record_effects
 from bulkapi.store.tables import job_counts, jobs, operations
 
 #: How a drain applies one write (the operator's rules included).
@@ -44,6 +45,8 @@ class BatchResult:
     #: Operations that left ``pending`` in this batch.
     finished: int = 0
     jobs: frozenset[str] = frozenset()
+    #: Side effects the batch's changes recorded (to be run after commit).
+    effects: int = 0
 
 
 def lock_partition(conn: Connection, partition: int) -> bool:
@@ -115,6 +118,7 @@ def _select_batch(conn: Connection, partition: int, batch_size: int) -> list[Any
     columns = (
         o.c.id,
         o.c.job_id,
+        o.c.idx,
         o.c.tenant_id,
         o.c.type,
         o.c.rid,
@@ -157,6 +161,7 @@ def drain_batch(
     states = bulk.lock_resources(conn, keys)
 
     outcomes: list[OperationOutcome] = []
+    applied_changes: list[AppliedChange] = []
     changed: set[tuple[str, str, str]] = set()
     counts: dict[str, Counter[str]] = {}
     for row in sorted(batch, key=lambda row: (row.tenant_id, row.type, row.rid, row.seq)):
@@ -175,6 +180,22 @@ def drain_batch(
         outcome = apply(states[key], operation)
         status = OpStatus.SUCCEEDED if outcome.succeeded else OpStatus.FAILED
         if outcome.succeeded:
+            if outcome.effects:
+                applied_changes.append(
+                    AppliedChange(
+                        row.tenant_id,
+                        operation.key,
+                        partition,
+                        operation_id(row.job_id, row.idx),
+                        row.job_id,
+                        row.idx,
+                        operation.kind,
+                        outcome.state.version,
+                        states[key].data,
+                        outcome.state.data,
+                        outcome.effects,
+                    )
+                )
             states[key] = outcome.state
             changed.add(key)
         outcomes.append(
@@ -196,4 +217,5 @@ def drain_batch(
         )
     bulk.finish_operations(conn, outcomes, now)
     add_counts(conn, partition, counts)
-    return BatchResult(locked=True, finished=len(batch), jobs=frozenset(counts))
+    recorded = record_effects(conn, applied_changes, now)
+    return BatchResult(locked=True, finished=len(batch), jobs=frozenset(counts), effects=recorded)

@@ -16,6 +16,7 @@ from bulkapi.core.jobs import STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert
 from bulkapi.store.drain import add_counts
+from bulkapi.store.effects import EffectRecord, effects_of_operations, purge_effects
 from bulkapi.store.tables import (
     job_counts,
     job_status_history,
@@ -51,7 +52,12 @@ class ResultRecord:
     version: int | None
     error_code: str | None
     error_message: str | None
+    #: Side effects the operation triggered, in the order they run.
+    effects: tuple[EffectRecord, ...] = ()
 
+
+#: Results read per round trip (their effects come with each chunk).
+_RESULTS_CHUNK = 1000
 
 _JOB_COLUMNS = (
     jobs.c.id,
@@ -169,17 +175,20 @@ def list_results(
         query = query.where(o.c.status == status)
     if limit is not None:
         query = query.limit(limit)
-    for row in conn.execute(query):
-        yield ResultRecord(
-            row.idx,
-            row.op,
-            row.type,
-            row.rid,
-            row.status,
-            row.version,
-            row.error_code,
-            row.error_message,
-        )
+    for chunk in conn.execute(query).partitions(_RESULTS_CHUNK):
+        effects = effects_of_operations(conn, job_id, [row.idx for row in chunk])
+        for row in chunk:
+            yield ResultRecord(
+                row.idx,
+                row.op,
+                row.type,
+                row.rid,
+                row.status,
+                row.version,
+                row.error_code,
+                row.error_message,
+                tuple(effects.get(row.idx, ())),
+            )
 
 
 def _record_status(conn: Connection, job_id: str, status: JobStatus, at: datetime) -> None:
@@ -307,6 +316,7 @@ def purge_finished(conn: Connection, finished_before: datetime, limit: int) -> i
             .limit(limit)
         ).scalars()
     )
+    purge_effects(conn, job_ids, finished_before)
     if not job_ids:
         return 0
     for table in (operations, job_counts, job_status_history, status_tokens):

@@ -16,11 +16,14 @@ from bulkapi.core.errors import (
     PreconditionFailed,
     ResourceBusy,
     RuleRejectedWrite,
+    ValidationFailed,
 )
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
+from bulkapi.ids import new_id
 from bulkapi.store.database import as_utc, dialect_insert
 from bulkapi.store.drain import Apply
+from bulkapi.store.effects import AppliedChange, record_effects
 from bulkapi.store.tables import operations, resources
 
 
@@ -37,6 +40,8 @@ class StoredResource:
 class WriteResult:
     resource: StoredResource
     created: bool
+    #: Side effects the write recorded (to be run after commit).
+    effects: int = 0
 
 
 def _where_key(tenant_id: str, key: ResourceKey) -> tuple[Any, ...]:
@@ -125,6 +130,7 @@ def write_resource(
     now: datetime,
     apply: Apply,
     *,
+    partition: int,
     if_none_match: bool = False,
 ) -> WriteResult:
     """Apply one write now, unless accepted bulk work on the key must go first.
@@ -158,6 +164,8 @@ def write_resource(
     if outcome.error is OpError.NOT_FOUND:
         raise NotFound(f"No resource {key.type}/{key.id}.")
     if outcome.error is OpError.RULE_REJECTED:
+        if outcome.details:
+            raise ValidationFailed(outcome.message or "invalid document", dict(outcome.details))
         raise RuleRejectedWrite(outcome.message or "rejected by a business rule")
     if outcome.error is not None:
         raise ApplyFailed(outcome.message or "the write could not be applied")
@@ -172,5 +180,27 @@ def write_resource(
             updated_at=now,
         )
     )
+    changes = (
+        [
+            AppliedChange(
+                tenant_id,
+                key,
+                partition,
+                new_id("wr"),
+                None,
+                None,
+                operation.kind,
+                outcome.state.version,
+                state.data,
+                outcome.state.data,
+                outcome.effects,
+            )
+        ]
+        if outcome.effects
+        else []
+    )
+    recorded = record_effects(conn, changes, now)
     stored = StoredResource(key.type, key.id, outcome.state.version, outcome.state.data, now)
-    return WriteResult(stored, created=operation.kind is OpKind.UPSERT and not state.exists)
+    return WriteResult(
+        stored, created=operation.kind is OpKind.UPSERT and not state.exists, effects=recorded
+    )

@@ -161,3 +161,40 @@ operations = Table(
         sqlite_where=_PENDING,
     ),
 )
+
+#: The side-effect outbox: one row per (change, effect), written in the transaction that
+#: applied the change, run after commit in per-resource order (version, then position).
+effects = Table(
+    "effects",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("rid", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("position", SmallInteger, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("partition", SmallInteger, nullable=False),
+    Column("operation_id", String(80), nullable=False),
+    Column("job_id", String(40)),
+    Column("idx", Integer),
+    Column("op", String(8), nullable=False),
+    Column("before", Document),
+    Column("after", Document),
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Timestamp, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    UniqueConstraint("tenant_id", "type", "rid", "version", "position", name="uq_effects_change"),
+    Index(
+        "ix_effects_pending_partition",
+        "partition",
+        "next_attempt_at",
+        postgresql_where=_PENDING,
+        sqlite_where=_PENDING,
+    ),
+    Index("ix_effects_job", "job_id", "idx"),
+    Index("ix_effects_finished_at", "finished_at"),
+)

@@ -120,7 +120,7 @@ def test_job_stays_queued_until_an_operation_is_applied(
     with drains_held(service):
         job = api.submit([_upsert("a")])
         # A sweep (it runs periodically in every worker) must not start the job either.
-        sweep_once(service.runtime.engine, lambda partition: None, timedelta(days=1))
+        sweep_once(service.runtime.engine, lambda _: None, lambda _: None, timedelta(days=1))
         response = api.get(f"/v1/jobs/{job['id']}")
         current = response.get_json()
         assert current["status"] == "queued"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from bulkapi.applier import Applier
 from bulkapi.core.apply import ABSENT, Change, ResourceState, RuleRejected
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpError, OpKind
-from bulkapi.types import Applier, ResourceType, TypeRegistry
+from bulkapi.registry import TypeRegistry
+from bulkapi.types import ResourceType
 
 UPSERT = Operation(OpKind.UPSERT, ResourceKey("order", "o-1"), {"total": 5})
 
@@ -31,7 +33,7 @@ class FlakyRule:
 
 def applier_with(rule: FlakyRule | None, attempts: int = 3) -> Applier:
     rules = () if rule is None else (rule,)
-    return Applier(TypeRegistry([ResourceType("order", rules)]), attempts, first_backoff=0)
+    return Applier(TypeRegistry([ResourceType("order", rules=rules)]), attempts, first_backoff=0)
 
 
 def test_a_rule_that_crashes_twice_then_accepts_succeeds_after_retries() -> None:
@@ -69,7 +71,7 @@ def test_a_rule_rejection_is_an_answer_and_is_not_retried() -> None:
         calls.append(change)
         raise RuleRejected("orders are frozen")
 
-    applier = Applier(TypeRegistry([ResourceType("order", (refuse,))]), 3, first_backoff=0)
+    applier = Applier(TypeRegistry([ResourceType("order", rules=(refuse,))]), 3, first_backoff=0)
     outcome = applier(ABSENT, UPSERT)
     assert outcome.error is OpError.RULE_REJECTED
     assert outcome.message == "orders are frozen"
@@ -78,7 +80,7 @@ def test_a_rule_rejection_is_an_answer_and_is_not_retried() -> None:
 
 def test_rules_of_other_types_do_not_apply() -> None:
     rule = FlakyRule(failures=10**6)
-    applier = Applier(TypeRegistry([ResourceType("invoice", (rule,))]), 3, first_backoff=0)
+    applier = Applier(TypeRegistry([ResourceType("invoice", rules=(rule,))]), 3, first_backoff=0)
     assert applier(ABSENT, UPSERT).succeeded
     assert rule.calls == 0
 

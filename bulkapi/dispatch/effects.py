@@ -1,0 +1,151 @@
+"""Running a partition's side effects: one runner per partition, heads of keys only.
+
+Per-resource order needs one runner per partition at a time, held for the whole run,
+handler calls included (they happen outside any transaction). PostgreSQL: a session
+advisory lock on the runner's own connection, freed by the server if the process dies.
+SQLite runs every worker in one process (embedded mode), so a lock in memory does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import Connection
+
+from bulkapi.core.effects import EffectStatus, backoff_seconds
+from bulkapi.dispatch.drainer import DrainState
+from bulkapi.registry import TypeRegistry
+from bulkapi.store.database import is_postgres, utcnow
+from bulkapi.store.effects import PendingEffect, claim_attempt, due_heads, finish_effect
+from bulkapi.types import EffectEvent
+
+logger = logging.getLogger(__name__)
+
+#: First half of the PostgreSQL advisory-lock key for effect runners ("ef").
+EFFECTS_LOCK_SPACE = 0x6566
+#: Heads read per pass; a key contributes at most one per pass.
+HEADS_PER_PASS = 100
+
+_DIED = "the attempt did not finish (the worker stopped or timed out during the handler)"
+
+
+@dataclass
+class EffectRunner:
+    engine: Engine
+    registry: TypeRegistry
+    attempts: int
+    first_backoff: float
+    budget_seconds: float
+    _local_locks: dict[int, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, partition: int) -> DrainState:
+        with self._held(partition) as conn:
+            if conn is None:
+                return DrainState.BUSY
+            deadline = time.monotonic() + self.budget_seconds
+            while True:
+                with conn.begin():
+                    heads = due_heads(conn, partition, utcnow(), HEADS_PER_PASS)
+                if not heads:
+                    return DrainState.EMPTY
+                for head in heads:
+                    self._run_one(conn, head)
+                    if time.monotonic() >= deadline:
+                        return DrainState.MORE
+
+    def _run_one(self, conn: Connection, head: PendingEffect) -> None:
+        found = self.registry.effect(head.type, head.name)
+        if found is None or head.attempts >= self.attempts:
+            reason = (
+                f"effect {head.name!r} of type {head.type!r} is no longer registered"
+                if found is None
+                else f"gave up after {head.attempts} attempts: {_DIED}"
+            )
+            with conn.begin():
+                finish_effect(conn, head.id, EffectStatus.FAILED, reason, utcnow())
+            return
+        _, effect = found
+        attempt = head.attempts + 1
+        retry_at = utcnow() + timedelta(seconds=backoff_seconds(attempt, self.first_backoff))
+        with conn.begin():
+            claim_attempt(conn, head.id, attempt, retry_at)
+        event = EffectEvent(
+            idempotency_key=head.operation_id,
+            tenant_id=head.tenant_id,
+            type=head.type,
+            id=head.rid,
+            op=head.op,
+            version=head.version,
+            before=head.before,
+            after=head.after,
+            attempt=attempt,
+            job_id=head.job_id,
+        )
+        try:
+            effect.handler(event)
+        except Exception as error:
+            gave_up = attempt >= self.attempts
+            logger.warning(
+                "effect %s of %s/%s v%s failed (attempt %s of %s)%s",
+                head.name,
+                head.type,
+                head.rid,
+                head.version,
+                attempt,
+                self.attempts,
+                "; giving up" if gave_up else "",
+                exc_info=True,
+            )
+            status = EffectStatus.FAILED if gave_up else EffectStatus.PENDING
+            with conn.begin():
+                finish_effect(conn, head.id, status, f"{type(error).__name__}: {error}", utcnow())
+            return
+        with conn.begin():
+            finish_effect(conn, head.id, EffectStatus.SUCCEEDED, None, utcnow())
+
+    @contextmanager
+    def _held(self, partition: int) -> Iterator[Connection | None]:
+        """The partition's runner lock and a connection to work with, or None if busy."""
+        with self.engine.connect() as conn:
+            if not is_postgres(conn):
+                with self._locks_guard:
+                    lock = self._local_locks.setdefault(partition, threading.Lock())
+                if not lock.acquire(blocking=False):
+                    yield None
+                    return
+                try:
+                    yield conn
+                finally:
+                    lock.release()
+                return
+            locked = conn.execute(
+                select(func.pg_try_advisory_lock(EFFECTS_LOCK_SPACE, partition))
+            ).scalar()
+            conn.commit()
+            if not locked:
+                yield None
+                return
+            try:
+                yield conn
+            finally:
+                _unlock(conn, partition)
+
+
+def _unlock(conn: Connection, partition: int) -> None:
+    """Free the session lock; if the connection is broken, drop it (the server frees it)."""
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.execute(select(func.pg_advisory_unlock(EFFECTS_LOCK_SPACE, partition)))
+        conn.commit()
+    except Exception:
+        logger.warning("could not free effects lock %s; dropping the connection", partition)
+        conn.invalidate()

@@ -1,0 +1,267 @@
+"""The side-effect outbox: recording effects with their change, and running them in order.
+
+An effect row is written in the transaction that applies its change, so a committed
+change always has its effects recorded and a rolled-back one never does. Rows of one
+resource are run strictly one after another in (version, position) order: only a key's
+*head* (its earliest pending effect) is ever eligible, so a failing effect holds back the
+later effects of its resource (and only of its resource) until it succeeds or gives up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from bulkapi.core.effects import EffectStatus
+from bulkapi.core.keys import ResourceKey
+from bulkapi.core.operations import OpKind
+from bulkapi.store.database import as_utc
+from bulkapi.store.tables import effects
+
+_PENDING = EffectStatus.PENDING.value
+
+
+def operation_id(job_id: str, index: int) -> str:
+    """A bulk operation's id: stable, so it can serve as an idempotency key downstream."""
+    return f"{job_id}.{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """One applied write whose type asked for effects."""
+
+    tenant_id: str
+    key: ResourceKey
+    partition: int
+    operation_id: str
+    job_id: str | None
+    index: int | None
+    kind: OpKind
+    version: int
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    effects: tuple[str, ...]
+
+
+def record_effects(conn: Connection, changes: Iterable[AppliedChange], now: datetime) -> int:
+    """Insert one pending row per triggered effect; returns how many."""
+    rows = [
+        {
+            "tenant_id": change.tenant_id,
+            "type": change.key.type,
+            "rid": change.key.id,
+            "version": change.version,
+            "position": position,
+            "name": name,
+            "partition": change.partition,
+            "operation_id": change.operation_id,
+            "job_id": change.job_id,
+            "idx": change.index,
+            "op": change.kind.value,
+            "before": change.before,
+            "after": change.after,
+            "status": _PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for change in changes
+        for position, name in enumerate(change.effects)
+    ]
+    if rows:
+        conn.execute(insert(effects), rows)
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEffect:
+    id: int
+    tenant_id: str
+    type: str
+    rid: str
+    version: int
+    name: str
+    operation_id: str
+    job_id: str | None
+    op: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    attempts: int
+
+
+def due_heads(conn: Connection, partition: int, now: datetime, limit: int) -> list[PendingEffect]:
+    """The partition's resources' earliest pending effects, where those are due now.
+
+    A key whose earliest effect waits for a retry contributes nothing: its later effects
+    must not overtake it.
+    """
+    e = effects
+    earlier = effects.alias("earlier")
+    ahead = exists().where(
+        earlier.c.tenant_id == e.c.tenant_id,
+        earlier.c.type == e.c.type,
+        earlier.c.rid == e.c.rid,
+        earlier.c.status == _PENDING,
+        or_(
+            earlier.c.version < e.c.version,
+            and_(earlier.c.version == e.c.version, earlier.c.position < e.c.position),
+        ),
+    )
+    rows = conn.execute(
+        select(
+            e.c.id,
+            e.c.tenant_id,
+            e.c.type,
+            e.c.rid,
+            e.c.version,
+            e.c.name,
+            e.c.operation_id,
+            e.c.job_id,
+            e.c.op,
+            e.c.before,
+            e.c.after,
+            e.c.attempts,
+        )
+        .where(
+            e.c.partition == partition,
+            e.c.status == _PENDING,
+            e.c.next_attempt_at <= now,
+            ~ahead,
+        )
+        .order_by(e.c.next_attempt_at, e.c.id)
+        .limit(limit)
+    ).all()
+    return [PendingEffect(**row._asdict()) for row in rows]
+
+
+def claim_attempt(conn: Connection, effect_id: int, attempts: int, retry_at: datetime) -> None:
+    """Count an attempt before making it: a worker that dies mid-handler still used one,
+    and the effect is not due again before ``retry_at``."""
+    conn.execute(
+        update(effects)
+        .where(effects.c.id == effect_id)
+        .values(attempts=attempts, next_attempt_at=retry_at)
+    )
+
+
+def finish_effect(
+    conn: Connection, effect_id: int, status: EffectStatus, error: str | None, now: datetime
+) -> None:
+    """Record an attempt's end; a success keeps the error of any attempt before it."""
+    values: dict[str, Any] = {"status": status.value}
+    if error is not None:
+        values["last_error"] = error
+    if status is not EffectStatus.PENDING:
+        values["finished_at"] = now
+    conn.execute(update(effects).where(effects.c.id == effect_id).values(**values))
+
+
+def due_partitions(conn: Connection, now: datetime) -> list[int]:
+    e = effects
+    return list(
+        conn.execute(
+            select(e.c.partition)
+            .where(e.c.status == _PENDING, e.c.next_attempt_at <= now)
+            .distinct()
+        ).scalars()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRecord:
+    name: str
+    version: int
+    position: int
+    operation_id: str
+    job_id: str | None
+    index: int | None
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+_RECORD_COLUMNS = (
+    effects.c.name,
+    effects.c.version,
+    effects.c.position,
+    effects.c.operation_id,
+    effects.c.job_id,
+    effects.c.idx,
+    effects.c.status,
+    effects.c.attempts,
+    effects.c.last_error,
+    effects.c.created_at,
+    effects.c.finished_at,
+)
+
+
+def _record(row: Any) -> EffectRecord:
+    return EffectRecord(
+        row.name,
+        row.version,
+        row.position,
+        row.operation_id,
+        row.job_id,
+        row.idx,
+        row.status,
+        row.attempts,
+        row.last_error,
+        as_utc(row.created_at),  # type: ignore[arg-type]
+        None if row.finished_at is None else as_utc(row.finished_at),
+    )
+
+
+def effects_of_operations(
+    conn: Connection, job_id: str, indexes: Sequence[int]
+) -> dict[int, list[EffectRecord]]:
+    """The effects of some of a job's operations, by operation index."""
+    if not indexes:
+        return {}
+    e = effects
+    rows = conn.execute(
+        select(*_RECORD_COLUMNS)
+        .where(e.c.job_id == job_id, e.c.idx >= min(indexes), e.c.idx <= max(indexes))
+        .order_by(e.c.idx, e.c.position)
+    )
+    found: dict[int, list[EffectRecord]] = {}
+    for row in rows:
+        found.setdefault(row.idx, []).append(_record(row))
+    return found
+
+
+def effects_of_resource(
+    conn: Connection,
+    tenant_id: str,
+    key: ResourceKey,
+    limit: int,
+    after: tuple[int, int] | None,
+) -> list[EffectRecord]:
+    """A resource's effects, newest change first; ``after`` is the last (version,
+    position) of the previous page."""
+    e = effects
+    query = select(*_RECORD_COLUMNS).where(
+        e.c.tenant_id == tenant_id, e.c.type == key.type, e.c.rid == key.id
+    )
+    if after is not None:
+        version, position = after
+        query = query.where(
+            or_(e.c.version < version, and_(e.c.version == version, e.c.position > position))
+        )
+    rows = conn.execute(query.order_by(e.c.version.desc(), e.c.position).limit(limit))
+    return [_record(row) for row in rows]
+
+
+def purge_effects(conn: Connection, job_ids: Sequence[str], finished_before: datetime) -> None:
+    """Drop finished effects of purged jobs and of old sync writes; pending ones stay."""
+    e = effects
+    finished = e.c.status != _PENDING
+    if job_ids:
+        conn.execute(delete(e).where(e.c.job_id.in_(job_ids), finished))
+    conn.execute(delete(e).where(e.c.job_id.is_(None), finished, e.c.finished_at < finished_before))

@@ -1,0 +1,1 @@
+"""Example resource-type modules (``BULKAPI_TYPES=examples.crm``)."""
