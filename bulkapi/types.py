@@ -29,6 +29,8 @@ class EffectEvent:
     """
 
     idempotency_key: str
+    #: The effect being run (one write may trigger several, sharing the key above).
+    effect: str
     tenant_id: str
     type: str
     id: str

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import urllib.request
+from typing import Any
 
 from marshmallow import Schema, fields, validate
 
@@ -45,10 +46,19 @@ def lead_never_returns_to_new(change: Change) -> None:
         raise RuleRejected(f"a {before['status']} lead cannot go back to new")
 
 
+class StrictBoolean(fields.Boolean):
+    """Only JSON true and false: marshmallow's Boolean also takes "yes", "on", 1 and 0
+    (and bulkapi stores documents as sent, so 0 would stay 0)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class OrgSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    # Only JSON true/false: marshmallow would otherwise accept "yes", 1, "on"...
-    allow_custom_sso = fields.Boolean(truthy={True}, falsy={False})
+    allow_custom_sso = StrictBoolean()
     domains = fields.List(fields.String(validate=validate.Length(min=1, max=253)))
 
 

@@ -172,7 +172,8 @@ def embedded_service(tmp: Path, **settings: Any) -> Iterator[Service]:
         runtime.stop()
 
 
-def _production(tmp: Path) -> Iterator[Service]:
+def production_service(tmp: Path, types_module: str = TEST_TYPES) -> Iterator[Service]:
+    """PostgreSQL (a fresh database) + Redis (a fresh namespace) + 2 worker processes."""
     require_redis()
     namespace = f"bulkapi-test-{uuid.uuid4().hex[:8]}"
     with fresh_postgres_database() as url:
@@ -181,13 +182,15 @@ def _production(tmp: Path) -> Iterator[Service]:
             broker_url=REDIS_URL,
             broker_namespace=namespace,
             sweep_interval=1.0,
-            types_module=TEST_TYPES,
+            types_module=types_module,
             effect_backoff=TEST_EFFECT_BACKOFF,
             effect_attempts=3,
         )
         runtime = Runtime(settings)
         upgrade(runtime.engine)
-        workers = start_workers(service_env(url, REDIS_URL, namespace), tmp)
+        workers = start_workers(
+            service_env(url, REDIS_URL, namespace, BULKAPI_TYPES=types_module), tmp
+        )
         try:
             yield Service("postgres", runtime, create_app(runtime), workers)
         finally:
@@ -206,7 +209,7 @@ def service(
     if request.param == "embedded":
         yield from embedded_service(tmp, types_module=TEST_TYPES)
     else:
-        yield from _production(tmp)
+        yield from production_service(tmp)
 
 
 @pytest.fixture

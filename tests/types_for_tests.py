@@ -5,22 +5,29 @@
 - ``recorded``: every applied write runs the ``record`` effect, which appends the change
   to the file named by ``TEST_BULKAPI_EFFECT_LOG`` (one JSON line per attempt, written by
   whichever process ran it). ``{"effect_fails": n}`` fails its first n attempts;
-  ``{"effect_fails": "always"}`` fails every one.
-- The example CRM types (``lead``, ``org``) too, so the suite runs them on both modes.
+  ``{"effect_fails": "always"}`` fails every one. ``{"effect_blocks": true}`` makes the
+  first attempt hang (for a test to kill the worker running it).
+- ``window``: ``start`` <= ``end`` (a cross-field check only a whole document can fail).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 import orjson
+from marshmallow import Schema, ValidationError, fields, validates_schema
 
 from bulkapi.core.apply import Change, RuleRejected
 from bulkapi.types import Effect, EffectEvent, ResourceType
-from examples import crm
 
 #: Environment variable naming the effect log (a path every test process can append to).
 EFFECT_LOG = "TEST_BULKAPI_EFFECT_LOG"
+
+
+#: How long a blocking effect hangs: longer than any test waits for it.
+BLOCK_SECONDS = 600
 
 
 class PoisonError(RuntimeError):
@@ -54,13 +61,26 @@ def record(event: EffectEvent) -> None:
     }
     with open(os.environ[EFFECT_LOG], "ab") as log:  # one write per line: O_APPEND is atomic
         log.write(orjson.dumps(line) + b"\n")
-    failures = (event.after or event.before or {}).get("effect_fails", 0)
+    document = event.after if event.after is not None else event.before or {}
+    if document.get("effect_blocks") and event.attempt == 1:
+        time.sleep(BLOCK_SECONDS)
+    failures = document.get("effect_fails", 0)
     if failures == "always" or (isinstance(failures, int) and event.attempt <= failures):
         raise DownstreamError(f"downstream refused attempt {event.attempt}")
+
+
+class WindowSchema(Schema):
+    start = fields.Integer(required=True, strict=True)
+    end = fields.Integer(required=True, strict=True)
+
+    @validates_schema
+    def end_not_before_start(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "start" in data and "end" in data and data["end"] < data["start"]:
+            raise ValidationError("end must not be before start", "end")
 
 
 TYPES = [
     ResourceType("guarded", rules=(guard,)),
     ResourceType("recorded", effects=(Effect("record", record),)),
-    *crm.TYPES,
+    ResourceType("window", schema=WindowSchema),
 ]

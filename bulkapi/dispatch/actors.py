@@ -69,10 +69,7 @@ def declare_partition_actors(
     actors = PartitionActors({}, flags)
 
     def drain(partition: int) -> DrainState:
-        drained = drainer.drain(partition)
-        if drained.effects:
-            actors.wake("effects", partition)
-        return drained.state
+        return drainer.drain(partition, lambda: actors.wake("effects", partition))
 
     def declare(
         name: str, *, actor_name: str, queue: str, priority: int, work: PartitionWork, then: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -22,13 +23,6 @@ class DrainState(Enum):
     MORE = "more"
 
 
-@dataclass(frozen=True, slots=True)
-class Drained:
-    state: DrainState
-    #: Side effects recorded by the batches of this drain.
-    effects: int = 0
-
-
 @dataclass(frozen=True)
 class PartitionDrainer:
     engine: Engine
@@ -36,19 +30,21 @@ class PartitionDrainer:
     budget_seconds: float
     apply: Apply
 
-    def drain(self, partition: int) -> Drained:
+    def drain(self, partition: int, on_effects: Callable[[], None]) -> DrainState:
+        """Apply batches until the partition is empty or the budget is spent;
+        ``on_effects`` runs after every batch that recorded side effects."""
         deadline = time.monotonic() + self.budget_seconds
-        effects = 0
         while True:
             with self.engine.begin() as conn:
                 result = drain_batch(conn, partition, self.batch_size, utcnow(), self.apply)
             if not result.locked:
-                return Drained(DrainState.BUSY, effects)
-            effects += result.effects
+                return DrainState.BUSY
+            if result.effects:
+                on_effects()
             if result.jobs:
                 with self.engine.begin() as conn:
                     settle(conn, result.jobs, utcnow())
             if result.finished < self.batch_size:
-                return Drained(DrainState.EMPTY, effects)
+                return DrainState.EMPTY
             if time.monotonic() >= deadline:
-                return Drained(DrainState.MORE, effects)
+                return DrainState.MORE

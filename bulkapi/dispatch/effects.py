@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from dramatiq.middleware import Interrupt
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
@@ -62,54 +63,71 @@ class EffectRunner:
                         return DrainState.MORE
 
     def _run_one(self, conn: Connection, head: PendingEffect) -> None:
-        found = self.registry.effect(head.type, head.name)
-        if found is None or head.attempts >= self.attempts:
-            reason = (
-                f"effect {head.name!r} of type {head.type!r} is no longer registered"
-                if found is None
-                else f"gave up after {head.attempts} attempts: {_DIED}"
-            )
+        if head.attempts >= self.attempts:
             with conn.begin():
-                finish_effect(conn, head.id, EffectStatus.FAILED, reason, utcnow())
+                finish_effect(
+                    conn,
+                    head.id,
+                    EffectStatus.FAILED,
+                    f"gave up after {head.attempts} attempts: {_DIED}",
+                    utcnow(),
+                )
             return
-        _, effect = found
         attempt = head.attempts + 1
         retry_at = utcnow() + timedelta(seconds=backoff_seconds(attempt, self.first_backoff))
         with conn.begin():
             claim_attempt(conn, head.id, attempt, retry_at)
-        event = EffectEvent(
-            idempotency_key=head.operation_id,
-            tenant_id=head.tenant_id,
-            type=head.type,
-            id=head.rid,
-            op=head.op,
-            version=head.version,
-            before=head.before,
-            after=head.after,
-            attempt=attempt,
-            job_id=head.job_id,
-        )
         try:
-            effect.handler(event)
+            self._call_handler(head, attempt)
+        except Interrupt:  # the actor's time limit, or shutdown: the attempt is spent
+            self._failed(conn, head, attempt, "the handler ran past the worker's time limit")
+            raise
         except Exception as error:
-            gave_up = attempt >= self.attempts
-            logger.warning(
-                "effect %s of %s/%s v%s failed (attempt %s of %s)%s",
-                head.name,
-                head.type,
-                head.rid,
-                head.version,
-                attempt,
-                self.attempts,
-                "; giving up" if gave_up else "",
-                exc_info=True,
-            )
-            status = EffectStatus.FAILED if gave_up else EffectStatus.PENDING
-            with conn.begin():
-                finish_effect(conn, head.id, status, f"{type(error).__name__}: {error}", utcnow())
+            self._failed(conn, head, attempt, f"{type(error).__name__}: {error}")
             return
         with conn.begin():
             finish_effect(conn, head.id, EffectStatus.SUCCEEDED, None, utcnow())
+
+    def _call_handler(self, head: PendingEffect, attempt: int) -> None:
+        found = self.registry.effect(head.type, head.name)
+        if found is None:
+            # Retried like a failure, not failed at once: during a rolling deploy an
+            # older worker may meet an effect only the newer types module declares.
+            raise LookupError(f"effect {head.name!r} of {head.type!r} is not registered here")
+        _, effect = found
+        effect.handler(
+            EffectEvent(
+                idempotency_key=head.operation_id,
+                effect=head.name,
+                tenant_id=head.tenant_id,
+                type=head.type,
+                id=head.rid,
+                op=head.op,
+                version=head.version,
+                before=head.before,
+                after=head.after,
+                attempt=attempt,
+                job_id=head.job_id,
+            )
+        )
+
+    def _failed(self, conn: Connection, head: PendingEffect, attempt: int, error: str) -> None:
+        gave_up = attempt >= self.attempts
+        logger.warning(
+            "effect %s of %s/%s v%s failed (attempt %s of %s)%s: %s",
+            head.name,
+            head.type,
+            head.rid,
+            head.version,
+            attempt,
+            self.attempts,
+            "; giving up" if gave_up else "",
+            error,
+            exc_info=True,  # called while handling the handler's exception
+        )
+        status = EffectStatus.FAILED if gave_up else EffectStatus.PENDING
+        with conn.begin():
+            finish_effect(conn, head.id, status, error, utcnow())
 
     @contextmanager
     def _held(self, partition: int) -> Iterator[Connection | None]:

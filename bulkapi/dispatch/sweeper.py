@@ -18,14 +18,14 @@ import dramatiq
 from sqlalchemy import Engine
 
 from bulkapi.store.database import utcnow
-from bulkapi.store.effects import due_partitions
+from bulkapi.store.effects import due_partitions, purge_finished_effects
 from bulkapi.store.jobs import open_job_ids, pending_partitions, purge_finished, settle
 
 logger = logging.getLogger(__name__)
 
 #: Jobs settled per statement when the sweeper catches up.
 SETTLE_CHUNK = 500
-#: Expired jobs purged per sweep (bounded, so a sweep stays short).
+#: Expired jobs purged per sweep (bounded, so a sweep stays short); effects: ten times it.
 PURGE_CHUNK = 200
 
 
@@ -53,6 +53,7 @@ def sweep_once(
             settle(conn, job_ids[start : start + SETTLE_CHUNK], utcnow())
     with engine.begin() as conn:
         purge_finished(conn, utcnow() - retention, PURGE_CHUNK)
+        purge_finished_effects(conn, utcnow() - retention, PURGE_CHUNK * 10)
     return len(partitions)
 
 

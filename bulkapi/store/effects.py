@@ -258,10 +258,15 @@ def effects_of_resource(
     return [_record(row) for row in rows]
 
 
-def purge_effects(conn: Connection, job_ids: Sequence[str], finished_before: datetime) -> None:
-    """Drop finished effects of purged jobs and of old sync writes; pending ones stay."""
+def purge_finished_effects(conn: Connection, finished_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` effects that ended before the cutoff (pending ones stay,
+    whatever became of their job)."""
     e = effects
-    finished = e.c.status != _PENDING
-    if job_ids:
-        conn.execute(delete(e).where(e.c.job_id.in_(job_ids), finished))
-    conn.execute(delete(e).where(e.c.job_id.is_(None), finished, e.c.finished_at < finished_before))
+    expired = (
+        select(e.c.id)
+        .where(e.c.finished_at < finished_before)
+        .order_by(e.c.finished_at)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return conn.execute(delete(e).where(e.c.id.in_(expired))).rowcount

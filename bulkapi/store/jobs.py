@@ -16,7 +16,7 @@ from bulkapi.core.jobs import STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert
 from bulkapi.store.drain import add_counts
-from bulkapi.store.effects import EffectRecord, effects_of_operations, purge_effects
+from bulkapi.store.effects import EffectRecord, effects_of_operations
 from bulkapi.store.tables import (
     job_counts,
     job_status_history,
@@ -316,7 +316,6 @@ def purge_finished(conn: Connection, finished_before: datetime, limit: int) -> i
             .limit(limit)
         ).scalars()
     )
-    purge_effects(conn, job_ids, finished_before)
     if not job_ids:
         return 0
     for table in (operations, job_counts, job_status_history, status_tokens):

@@ -249,3 +249,52 @@ def test_gunicorn_serves_wsgi_app_in_production_mode(
         assert waited.json()["version"] == 2
         assert requests.get(base + "/openapi.json", timeout=30).status_code == 200
         assert web.terminate() == 0, web.log()
+
+
+def test_serve_with_the_example_types_module_checks_leads_and_runs_org_effects(
+    tmp_path: Path,
+) -> None:
+    """``BULKAPI_TYPES=examples.crm bulkapi serve`` in a checkout, as docs/extending.md
+    tells an operator to try it: the module is found in the working directory."""
+    env = clean_env(
+        BULKAPI_DATABASE_URL=f"sqlite:///{tmp_path / 'crm.db'}", BULKAPI_TYPES="examples.crm"
+    )
+    env.pop("PYTHONPATH", None)
+    server, base = serve(env, tmp_path / "serve.log", ROOT)
+    with server:
+        api = HttpApi(base, create_key(env, "crm", ROOT))
+        bad = api.request("PUT", "/v1/resources/lead/l-1", json={"score": "abc"})
+        assert bad.status_code == 422, bad.text
+        assert bad.headers["Content-Type"] == "application/problem+json"
+        assert set(bad.json()["errors"]) == {"score"}
+
+        leads = [
+            {"op": "upsert", "type": "lead", "id": f"l-{i}", "data": {"score": i}}
+            for i in range(1000)
+        ]
+        leads[999]["data"] = {"score": 1, "status": "won"}
+        refused = api.request("POST", "/v1/bulk", json={"operations": leads})
+        assert refused.status_code == 422, refused.text
+        assert set(refused.json()["errors"]) == {"999"}
+        assert api.request("GET", "/v1/jobs").json()["items"] == []
+
+        names = {item["name"] for item in api.request("GET", "/v1/types").json()["items"]}
+        assert names == {"lead", "org"}
+
+        org = {"name": "Acme", "allow_custom_sso": True}
+        assert api.request("PUT", "/v1/resources/org/acme", json=org).status_code == 201
+        off = {"op": "patch", "type": "org", "id": "acme", "data": {"allow_custom_sso": False}}
+        job = _submit(api, [off])
+        assert api.wait_job(job["id"])["status"] == "succeeded"
+
+        def unlinked() -> list[dict[str, Any]]:
+            (result,) = api.results(job["id"])
+            return [] if result.get("effects_status") != "succeeded" else result["effects"]
+
+        (effect,) = wait_until(unlinked, what="the unlink_sso effect to run")
+        assert (effect["name"], effect["version"]) == ("unlink_sso", 2)
+        assert effect["operation_id"] == f"{job['id']}.0"
+        assert server.terminate() == 0, server.log()
+    assert f"would unlink SSO connections of org acme (version 2, key {job['id']}.0)" in (
+        server.log()
+    )

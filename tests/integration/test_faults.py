@@ -18,6 +18,7 @@ Recovery times (fault → every job terminal) are printed, never asserted on.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -28,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 import requests
 
 from bulkapi.store.database import make_engine
 from bulkapi.store.migrate import upgrade
-from bulkapi.store.tenants import create_key
+from bulkapi.store.tenants import authenticate, create_key
 from tests.integration.private_services import private_postgres, private_redis
 from tests.support import (
     REDIS_URL,
@@ -47,6 +49,7 @@ from tests.support import (
     start_workers,
     wait_until,
 )
+from tests.types_for_tests import EFFECT_LOG
 
 pytestmark = pytest.mark.slow
 
@@ -519,3 +522,54 @@ def test_sigterm_to_the_worker_mid_job_loses_nothing(
             workload.total,
         )
         verify_exactly_once(stack.api, stack.database_url, workload, recovery.jobs)
+
+
+def _effect_log(tenant_id: str, rid: str) -> list[tuple[int, int]]:
+    """(version, attempt) of every run of the ``record`` effect of one key, in order."""
+    path = Path(os.environ[EFFECT_LOG])
+    if not path.exists():
+        return []
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return [
+        (line["version"], line["attempt"])
+        for line in lines
+        if line["tenant_id"] == tenant_id and line["id"] == rid
+    ]
+
+
+def test_a_worker_killed_inside_an_effect_handler_runs_it_again_and_keeps_the_order(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    with deployment(tmp_path, postgres_url, REDIS_URL, redis_namespace) as stack:
+        workers = stack.start_workers()
+        rid = f"fx-{uuid.uuid4().hex[:6]}"
+        blocked = {"op": "upsert", "type": "recorded", "id": rid, "data": {"effect_blocks": True}}
+        later = {"op": "patch", "type": "recorded", "id": rid, "data": {"effect_blocks": None}}
+        first = stack.api.request("POST", "/v1/bulk", json={"operations": [blocked]}).json()
+        second = stack.api.request("POST", "/v1/bulk", json={"operations": [later]}).json()
+        for job in (first, second):
+            assert stack.api.wait_job(job["id"])["status"] == "succeeded"
+        engine = make_engine(stack.database_url)
+        try:
+            with engine.connect() as conn:
+                tenant_id = authenticate(conn, stack.api.key).tenant_id  # type: ignore[union-attr]
+        finally:
+            engine.dispose()
+        wait_until(lambda: _effect_log(tenant_id, rid) == [(1, 1)], what="the handler to start")
+        workers.kill()  # mid-handler: the attempt never reports back
+        assert _effect_log(tenant_id, rid) == [(1, 1)]  # version 2's effect waited
+        stack.start_workers()
+
+        def settled() -> bool:
+            effects = stack.api.request("GET", f"/v1/resources/recorded/{rid}/effects").json()
+            return len(effects["items"]) == 2 and all(
+                effect["status"] == "succeeded" for effect in effects["items"]
+            )
+
+        wait_until(settled, what="both effects to succeed after the restart")
+        assert _effect_log(tenant_id, rid) == [(1, 1), (1, 2), (2, 1)]
+        newest, oldest = stack.api.request("GET", f"/v1/resources/recorded/{rid}/effects").json()[
+            "items"
+        ]
+        assert (oldest["version"], oldest["attempts"]) == (1, 2)
+        assert (newest["version"], newest["attempts"]) == (2, 1)
