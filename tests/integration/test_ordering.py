@@ -28,6 +28,7 @@ from tests.support import (
     HttpApi,
     service_env,
     start_workers,
+    wait_until,
 )
 
 CLIENT_THREADS = 8
@@ -216,8 +217,9 @@ def test_writes_to_each_key_take_effect_once_in_acceptance_order_under_concurren
     with start_workers(env, tmp_path, processes=2, threads=4) as workers:
         server, base_url = serve(env, tmp_path / "api.log")
         with server:
-            assert len(server.children()) == 2, "gunicorn should run 2 API processes"
-            assert len(workers.children()) == 2, "dramatiq should run 2 worker processes"
+            # Both forked their processes by now, but give a loaded machine time to show them.
+            wait_until(lambda: len(server.children()) == 2, what="gunicorn's 2 API processes")
+            wait_until(lambda: len(workers.children()) == 2, what="dramatiq's 2 worker processes")
             ledger = Ledger()
             deadline = time.monotonic() + RUN_SECONDS
             threads = [
