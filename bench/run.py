@@ -30,9 +30,10 @@ from bench.stack import (
     WORKER_THREADS,
     running_stack,
 )
+from bench.typed import types_case
 
 HERE = Path(__file__).resolve().parent
-CASES = ("admission", "throughput", "sync", "growth")
+CASES = ("admission", "throughput", "sync", "growth", "types")
 
 FULL = Config(
     reps=3,
@@ -144,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": throughput,
             "sync": single_put,
             "growth": growth,
+            "types": types_case,
         }
         for case in CASES:
             if case not in args.cases:
                 continue
-            if case == "admission" and stack.worker_count != 2:
+            if case in ("admission", "types") and stack.worker_count != 2:
                 stack.start_workers(2)
             case_started = time.monotonic()
             log(f"[{case}]")

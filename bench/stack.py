@@ -30,6 +30,7 @@ from tests.support import (
     service_env,
     wait_until,
 )
+from tests.types_for_tests import EFFECT_LOG
 
 PG_ADMIN_URL = os.environ.get("BULKAPI_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BULKAPI_BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -110,6 +111,8 @@ class Stack:
             BULKAPI_WEB_PROCESSES=str(WEB_PROCESSES),
             BULKAPI_WEB_THREADS=str(WEB_THREADS),
         )
+        # The test types module's ``recorded`` effect appends to this file.
+        self.env[EFFECT_LOG] = str(self.logs / "effects.ndjson")
         subprocess.run(
             bulkapi_argv("db", "upgrade"), env=self.env, cwd=ROOT, check=True, capture_output=True
         )

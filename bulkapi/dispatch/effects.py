@@ -24,7 +24,15 @@ from bulkapi.core.effects import EffectStatus, backoff_seconds
 from bulkapi.dispatch.drainer import DrainState
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import is_postgres, utcnow
-from bulkapi.store.effects import PendingEffect, claim_attempt, due_heads, finish_effect
+from bulkapi.store.effects import (
+    AttemptOutcome,
+    Claim,
+    PendingEffect,
+    claim_attempts,
+    due_heads,
+    record_outcomes,
+    release_claims,
+)
 from bulkapi.types import EffectEvent
 
 logger = logging.getLogger(__name__)
@@ -34,7 +42,11 @@ EFFECTS_LOCK_SPACE = 0x6566
 #: Heads read per pass; a key contributes at most one per pass.
 HEADS_PER_PASS = 100
 
-_DIED = "the attempt did not finish (the worker stopped or timed out during the handler)"
+_DIED = (
+    "gave up after {attempts} attempts: the last did not finish "
+    "(the worker stopped or timed out during the handler)"
+)
+_TIME_LIMIT = "the handler ran past the worker's time limit"
 
 
 @dataclass
@@ -57,36 +69,55 @@ class EffectRunner:
                     heads = due_heads(conn, partition, utcnow(), HEADS_PER_PASS)
                 if not heads:
                     return DrainState.EMPTY
-                for head in heads:
-                    self._run_one(conn, head)
-                    if time.monotonic() >= deadline:
-                        return DrainState.MORE
+                if not self._run_pass(conn, heads, deadline):
+                    return DrainState.MORE
 
-    def _run_one(self, conn: Connection, head: PendingEffect) -> None:
-        if head.attempts >= self.attempts:
-            with conn.begin():
-                finish_effect(
-                    conn,
-                    head.id,
-                    EffectStatus.FAILED,
-                    f"gave up after {head.attempts} attempts: {_DIED}",
-                    utcnow(),
-                )
-            return
-        attempt = head.attempts + 1
-        retry_at = utcnow() + timedelta(seconds=backoff_seconds(attempt, self.first_backoff))
+    def _run_pass(self, conn: Connection, heads: list[PendingEffect], deadline: float) -> bool:
+        """Claim the heads in one transaction, call their handlers one by one, record the
+        outcomes in one more. False when the budget ran out first: the heads not reached
+        get their claimed attempt back."""
+        now = utcnow()
+        outcomes = [
+            AttemptOutcome(head.id, EffectStatus.FAILED, _DIED.format(attempts=head.attempts))
+            for head in heads
+            if head.attempts >= self.attempts
+        ]
+        to_run = [head for head in heads if head.attempts < self.attempts]
+        claims = {
+            head.id: Claim(
+                head.id,
+                head.attempts + 1,
+                now + timedelta(seconds=backoff_seconds(head.attempts + 1, self.first_backoff)),
+            )
+            for head in to_run
+        }
         with conn.begin():
-            claim_attempt(conn, head.id, attempt, retry_at)
+            claim_attempts(conn, list(claims.values()))
+        made = 0
+        try:
+            for head in to_run:
+                made += 1
+                try:
+                    outcomes.append(self._attempt(head, claims[head.id].attempt))
+                except Interrupt:  # the actor's time limit, or shutdown: the attempt is spent
+                    outcomes.append(
+                        self._failed(head, claims[head.id].attempt, _TIME_LIMIT, exc_info=False)
+                    )
+                    raise
+                if time.monotonic() >= deadline:
+                    break
+        finally:
+            with conn.begin():
+                record_outcomes(conn, outcomes, utcnow())
+                release_claims(conn, [head.id for head in to_run[made:]], utcnow())
+        return made == len(to_run)
+
+    def _attempt(self, head: PendingEffect, attempt: int) -> AttemptOutcome:
         try:
             self._call_handler(head, attempt)
-        except Interrupt:  # the actor's time limit, or shutdown: the attempt is spent
-            self._failed(conn, head, attempt, "the handler ran past the worker's time limit")
-            raise
         except Exception as error:
-            self._failed(conn, head, attempt, f"{type(error).__name__}: {error}")
-            return
-        with conn.begin():
-            finish_effect(conn, head.id, EffectStatus.SUCCEEDED, None, utcnow())
+            return self._failed(head, attempt, f"{type(error).__name__}: {error}")
+        return AttemptOutcome(head.id, EffectStatus.SUCCEEDED, None)
 
     def _call_handler(self, head: PendingEffect, attempt: int) -> None:
         found = self.registry.effect(head.type, head.name)
@@ -111,7 +142,11 @@ class EffectRunner:
             )
         )
 
-    def _failed(self, conn: Connection, head: PendingEffect, attempt: int, error: str) -> None:
+    def _failed(
+        self, head: PendingEffect, attempt: int, error: str, *, exc_info: bool = True
+    ) -> AttemptOutcome:
+        """Log a failed attempt: pending again (due at its claim's retry time), or failed
+        for good when it was the last."""
         gave_up = attempt >= self.attempts
         logger.warning(
             "effect %s of %s/%s v%s failed (attempt %s of %s)%s: %s",
@@ -123,11 +158,10 @@ class EffectRunner:
             self.attempts,
             "; giving up" if gave_up else "",
             error,
-            exc_info=True,  # called while handling the handler's exception
+            exc_info=exc_info,  # the handler's traceback
         )
         status = EffectStatus.FAILED if gave_up else EffectStatus.PENDING
-        with conn.begin():
-            finish_effect(conn, head.id, status, error, utcnow())
+        return AttemptOutcome(head.id, status, error)
 
     @contextmanager
     def _held(self, partition: int) -> Iterator[Connection | None]:

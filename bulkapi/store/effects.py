@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, or_, select, update
+from sqlalchemy import Text, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.effects import EffectStatus
@@ -139,26 +139,69 @@ def due_heads(conn: Connection, partition: int, now: datetime, limit: int) -> li
     return [PendingEffect(**row._asdict()) for row in rows]
 
 
-def claim_attempt(conn: Connection, effect_id: int, attempts: int, retry_at: datetime) -> None:
-    """Count an attempt before making it: a worker that dies mid-handler still used one,
-    and the effect is not due again before ``retry_at``."""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    effect_id: int
+    #: The attempt about to be made (1-based).
+    attempt: int
+    #: When the effect is due again if this attempt does not report back.
+    retry_at: datetime
+
+
+def claim_attempts(conn: Connection, claims: Sequence[Claim]) -> None:
+    """Count attempts before making them: a worker that dies mid-handler still used one,
+    and the effect is not due again before its ``retry_at``."""
+    if not claims:
+        return
     conn.execute(
         update(effects)
-        .where(effects.c.id == effect_id)
-        .values(attempts=attempts, next_attempt_at=retry_at)
+        .where(effects.c.id == bindparam("effect_id"))
+        .values(attempts=bindparam("attempt"), next_attempt_at=bindparam("retry_at")),
+        [{"effect_id": c.effect_id, "attempt": c.attempt, "retry_at": c.retry_at} for c in claims],
     )
 
 
-def finish_effect(
-    conn: Connection, effect_id: int, status: EffectStatus, error: str | None, now: datetime
-) -> None:
-    """Record an attempt's end; a success keeps the error of any attempt before it."""
-    values: dict[str, Any] = {"status": status.value}
-    if error is not None:
-        values["last_error"] = error
-    if status is not EffectStatus.PENDING:
-        values["finished_at"] = now
-    conn.execute(update(effects).where(effects.c.id == effect_id).values(**values))
+def release_claims(conn: Connection, effect_ids: Sequence[int], now: datetime) -> None:
+    """Give back attempts claimed but not made (the run's time was up): due at once."""
+    if effect_ids:
+        conn.execute(
+            update(effects)
+            .where(effects.c.id.in_(effect_ids))
+            .values(attempts=effects.c.attempts - 1, next_attempt_at=now)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    effect_id: int
+    #: PENDING: failed, to be retried at the claim's ``retry_at``.
+    status: EffectStatus
+    error: str | None
+
+
+def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: datetime) -> None:
+    """Record how attempts ended; a success keeps the error of any attempt before it."""
+    if not outcomes:
+        return
+    e = effects
+    conn.execute(
+        update(e)
+        .where(e.c.id == bindparam("effect_id"))
+        .values(
+            status=bindparam("new_status"),
+            last_error=func.coalesce(bindparam("error", type_=Text), e.c.last_error),
+            finished_at=bindparam("ended_at", type_=e.c.finished_at.type),
+        ),
+        [
+            {
+                "effect_id": o.effect_id,
+                "new_status": o.status.value,
+                "error": o.error,
+                "ended_at": None if o.status is EffectStatus.PENDING else now,
+            }
+            for o in outcomes
+        ],
+    )
 
 
 def due_partitions(conn: Connection, now: datetime) -> list[int]:

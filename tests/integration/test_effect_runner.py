@@ -1,0 +1,152 @@
+"""The effect runner against real databases, without a broker: passes, budgets, locks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from bulkapi.core.keys import ResourceKey
+from bulkapi.core.operations import OpKind
+from bulkapi.dispatch.drainer import DrainState
+from bulkapi.dispatch.effects import EffectRunner
+from bulkapi.registry import TypeRegistry
+from bulkapi.store.database import make_engine, utcnow
+from bulkapi.store.effects import AppliedChange, record_effects
+from bulkapi.store.migrate import upgrade
+from bulkapi.store.tables import effects
+from bulkapi.types import Effect, EffectEvent, ResourceType
+from tests.support import fresh_postgres_database
+
+PARTITION = 3
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'runner.db'}")
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+        return
+    with fresh_postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+
+
+class Calls:
+    def __init__(self, failing: frozenset[tuple[str, int]] = frozenset()) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+        self.failing = failing
+
+    def __call__(self, event: EffectEvent) -> None:
+        self.seen.append((event.id, event.version, event.attempt))
+        if (event.id, event.version) in self.failing:
+            raise RuntimeError(f"{event.id} v{event.version} refused")
+
+
+def _record(engine: Engine, changes: list[tuple[str, int]]) -> None:
+    with engine.begin() as conn:
+        record_effects(
+            conn,
+            [
+                AppliedChange(
+                    "tenant",
+                    ResourceKey("thing", rid),
+                    PARTITION,
+                    f"job_x.{n}",
+                    "job_x",
+                    n,
+                    OpKind.UPSERT,
+                    version,
+                    None,
+                    {"v": version},
+                    ("call",),
+                )
+                for n, (rid, version) in enumerate(changes)
+            ],
+            utcnow(),
+        )
+
+
+def _runner(engine: Engine, calls: Calls, budget: float = 60.0) -> EffectRunner:
+    registry = TypeRegistry([ResourceType("thing", effects=(Effect("call", calls),))])
+    return EffectRunner(engine, registry, attempts=2, first_backoff=0, budget_seconds=budget)
+
+
+def _states(engine: Engine) -> dict[tuple[str, int], tuple[str, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(effects.c.rid, effects.c.version, effects.c.status, effects.c.attempts)
+        )
+        return {(row.rid, row.version): (row.status, row.attempts) for row in rows}
+
+
+def test_each_resource_runs_in_version_order_one_head_per_pass(engine: Engine) -> None:
+    _record(engine, [("a", 2), ("b", 1), ("a", 1), ("a", 3), ("b", 2)])
+    calls = Calls()
+    assert _runner(engine, calls).run(PARTITION) is DrainState.EMPTY
+    by_key: dict[str, list[int]] = {}
+    for rid, version, _ in calls.seen:
+        by_key.setdefault(rid, []).append(version)
+    assert by_key == {"a": [1, 2, 3], "b": [1, 2]}
+    assert set(_states(engine).values()) == {("succeeded", 1)}
+
+
+def test_a_failure_holds_its_resource_while_it_waits_for_a_retry(engine: Engine) -> None:
+    _record(engine, [("a", 1), ("a", 2), ("b", 1)])
+    calls = Calls(failing=frozenset({("a", 1)}))
+    runner = _runner(engine, calls)
+    runner.first_backoff = 3600.0  # the retry is not due within this test
+    assert runner.run(PARTITION) is DrainState.EMPTY
+    assert sorted(calls.seen) == [("a", 1, 1), ("b", 1, 1)]
+    assert _states(engine) == {
+        ("a", 1): ("pending", 1),
+        ("a", 2): ("pending", 0),
+        ("b", 1): ("succeeded", 1),
+    }
+
+
+def test_a_failure_that_gives_up_lets_its_resource_go_on(engine: Engine) -> None:
+    _record(engine, [("a", 1), ("a", 2), ("b", 1)])
+    calls = Calls(failing=frozenset({("a", 1)}))
+    assert _runner(engine, calls).run(PARTITION) is DrainState.EMPTY  # retries due at once
+    of_a = [seen for seen in calls.seen if seen[0] == "a"]
+    assert of_a == [("a", 1, 1), ("a", 1, 2), ("a", 2, 1)]
+    assert _states(engine) == {
+        ("a", 1): ("failed", 2),
+        ("a", 2): ("succeeded", 1),
+        ("b", 1): ("succeeded", 1),
+    }
+
+
+def test_heads_a_pass_did_not_reach_get_their_attempt_back(engine: Engine) -> None:
+    _record(engine, [(f"k{n}", 1) for n in range(5)])
+    calls = Calls()
+    assert _runner(engine, calls, budget=0).run(PARTITION) is DrainState.MORE
+    assert len(calls.seen) == 1  # the budget is checked after each handler
+    states = _states(engine)
+    assert sorted(states.values()) == [("pending", 0)] * 4 + [("succeeded", 1)]
+
+
+def test_a_second_runner_of_the_partition_finds_it_busy(engine: Engine) -> None:
+    """PostgreSQL: two runners (as in two worker processes) meet at the advisory lock.
+    SQLite: one process, one runner, whose threads meet at its in-memory lock."""
+    _record(engine, [("a", 1)])
+    inner: list[DrainState] = []
+
+    def nested(event: EffectEvent) -> None:
+        inner.append(other.run(PARTITION))
+
+    registry = TypeRegistry([ResourceType("thing", effects=(Effect("call", nested),))])
+    runner = EffectRunner(engine, registry, attempts=2, first_backoff=0, budget_seconds=60)
+    other = runner
+    if engine.dialect.name == "postgresql":
+        other = EffectRunner(engine, registry, attempts=2, first_backoff=0, budget_seconds=60)
+    assert runner.run(PARTITION) is DrainState.EMPTY
+    assert inner == [DrainState.BUSY]
+    assert _states(engine) == {("a", 1): ("succeeded", 1)}
