@@ -15,6 +15,26 @@ from bulkapi.store.migrate import upgrade
 from bulkapi.store.tenants import create_key, list_keys, revoke_key
 
 
+def _settings(*, load_types: bool = False) -> Settings:
+    """The configuration, or a one-line error instead of a traceback; ``load_types``
+    also imports BULKAPI_TYPES, so a broken types module stops the command at once."""
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        raise click.UsageError(f"configuration: {error}") from None
+    if load_types and settings.types_module:
+        from bulkapi.registry import load_registry
+
+        try:
+            load_registry(settings.types_module, strict=settings.strict_types)
+        except Exception as error:
+            raise click.UsageError(
+                f"BULKAPI_TYPES={settings.types_module} could not be loaded: "
+                f"{type(error).__name__}: {error}"
+            ) from None
+    return settings
+
+
 @click.group()
 def main() -> None:
     """bulkapi: ordered bulk operations for any API."""
@@ -30,7 +50,7 @@ def serve(host: str, port: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = Settings.from_env()
+    settings = _settings(load_types=True)
     if settings.embedded:
         engine = make_engine(settings.database_url)
         upgrade(engine)  # embedded mode is one command: the schema comes with it
@@ -46,7 +66,7 @@ def worker(processes: int, threads: int) -> None:
     """Run Dramatiq worker processes against the configured broker."""
     from bulkapi.dispatch.actors import WORKER_QUEUES
 
-    if Settings.from_env().broker_url is None:
+    if _settings(load_types=True).broker_url is None:
         raise click.UsageError("Set BULKAPI_BROKER_URL (redis://...) to run separate workers.")
     argv = [
         sys.executable,
@@ -74,7 +94,7 @@ def submit(file: Path, wait: bool) -> None:
     """
     from bulkapi.client import SubmitError, follow, submit_file
 
-    settings = Settings.from_env()
+    settings = _settings()
     if not settings.api_key:
         raise click.UsageError("Set BULKAPI_API_KEY to the key `bulkapi keys create` printed.")
     try:
@@ -103,7 +123,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the latest version."""
-    settings = Settings.from_env()
+    settings = _settings()
     engine = make_engine(settings.database_url)
     upgrade(engine)
     engine.dispose()
@@ -119,7 +139,7 @@ def keys() -> None:
 @click.option("--tenant", required=True, help="Tenant name; created if new.")
 def keys_create(tenant: str) -> None:
     """Create an API key; the key alone is the last line printed (shown only once)."""
-    engine = make_engine(Settings.from_env().database_url)
+    engine = make_engine(_settings().database_url)
     with engine.begin() as conn:
         key_id, secret = create_key(conn, tenant)
     engine.dispose()
@@ -130,7 +150,7 @@ def keys_create(tenant: str) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List keys (ids and tenants, never secrets)."""
-    engine = make_engine(Settings.from_env().database_url)
+    engine = make_engine(_settings().database_url)
     with engine.connect() as conn:
         found = list_keys(conn)
     engine.dispose()
@@ -143,7 +163,7 @@ def keys_list() -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by id; requests with it get 401 from then on."""
-    engine = make_engine(Settings.from_env().database_url)
+    engine = make_engine(_settings().database_url)
     with engine.begin() as conn:
         revoked = revoke_key(conn, key_id)
     engine.dispose()

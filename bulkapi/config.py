@@ -10,13 +10,19 @@ from bulkapi.core.validation import AdmissionLimits
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    return default if raw in (None, "") else int(raw)
+    raw = env.get(name, "")
+    try:
+        return default if raw == "" else int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    return default if raw in (None, "") else float(raw)
+    raw = env.get(name, "")
+    try:
+        return default if raw == "" else float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -298,3 +298,25 @@ def test_serve_with_the_example_types_module_checks_leads_and_runs_org_effects(
     assert f"would unlink SSO connections of org acme (version 2, key {job['id']}.0)" in (
         server.log()
     )
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "message"),
+    [
+        (["serve"], {"BULKAPI_TYPES": "no_such_types_module"}, "could not be loaded"),
+        (
+            ["worker"],
+            {"BULKAPI_TYPES": "no_such_types_module", "BULKAPI_BROKER_URL": REDIS_URL},
+            "could not be loaded",
+        ),
+        (["keys", "list"], {"BULKAPI_PARTITIONS": "many"}, "BULKAPI_PARTITIONS must be"),
+    ],
+)
+def test_a_broken_configuration_stops_the_command_with_one_clear_line(
+    tmp_path: Path, command: list[str], extra: dict[str, str], message: str
+) -> None:
+    env = clean_env(BULKAPI_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}", **extra)
+    result = run_cli(command, env, tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,36 @@
+"""Settings from the environment: what an operator mistypes is named, not a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkapi.config import Settings
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BULKAPI_PARTITIONS": "abc"}, "BULKAPI_PARTITIONS must be an integer, not 'abc'"),
+        ({"BULKAPI_EFFECT_BACKOFF": "soon"}, "BULKAPI_EFFECT_BACKOFF must be a number"),
+        ({"BULKAPI_STRICT_TYPES": "maybe"}, "BULKAPI_STRICT_TYPES must be 1 or 0"),
+        ({"BULKAPI_EFFECT_ATTEMPTS": "0"}, "effect attempts"),
+        ({"BULKAPI_EFFECT_BACKOFF": "-1"}, "BULKAPI_EFFECT_BACKOFF must be >= 0"),
+    ],
+)
+def test_a_bad_value_is_refused_by_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("raw", "strict"), [("1", True), ("true", True), ("0", False), ("", False), ("off", False)]
+)
+def test_strict_types_reads_the_usual_spellings(raw: str, strict: bool) -> None:
+    assert Settings.from_env({"BULKAPI_STRICT_TYPES": raw}).strict_types is strict
+
+
+def test_effect_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"BULKAPI_EFFECT_ATTEMPTS": "7", "BULKAPI_EFFECT_BACKOFF": "0.5"})
+    assert (settings.effect_attempts, settings.effect_backoff) == (7, 0.5)
+    defaults = Settings.from_env({})
+    assert (defaults.effect_attempts, defaults.effect_backoff) == (5, 1.0)
