@@ -24,7 +24,14 @@ from bulkapi.api.schemas import (
     ResultPageSchema,
 )
 from bulkapi.store.database import utcnow
-from bulkapi.store.jobs import JobRecord, cancel, get_job, list_jobs, list_results
+from bulkapi.store.jobs import (
+    JobRecord,
+    ResultFilter,
+    cancel,
+    get_job,
+    list_jobs,
+    list_results,
+)
 
 blp = Blueprint(
     "jobs",
@@ -62,11 +69,11 @@ def get(job_id: str, wait: float) -> Response:
     return json_response(job_body(job), headers=headers)
 
 
-def _stream_results(job_id: str, status: str | None) -> Iterator[bytes]:
+def _stream_results(job_id: str, wanted: ResultFilter) -> Iterator[bytes]:
     after = -1
     while True:
         with runtime().engine.connect() as conn:
-            page = list(list_results(conn, job_id, status, _STREAM_PAGE, after))
+            page = list(list_results(conn, job_id, wanted, _STREAM_PAGE, after))
         for result in page:
             yield orjson.dumps(result_body(result)) + b"\n"
         if len(page) < _STREAM_PAGE:
@@ -78,19 +85,26 @@ def _stream_results(job_id: str, status: str | None) -> Iterator[bytes]:
 @blp.arguments(ResultArgs, location="query", as_kwargs=True)
 @blp.response(200, ResultPageSchema, description="In request order; NDJSON if asked.")
 @problems(blp, 404)
-def results(job_id: str, status: str | None, limit: int, cursor: str | None) -> Response:
+def results(
+    job_id: str,
+    status: str | None,
+    effects_status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Response:
     """Per-operation results in request order; ``Accept: application/x-ndjson`` streams all."""
+    wanted = ResultFilter(status, effects_status)
     tenant_id = require_job_reader(job_id)
     _read_job(tenant_id, job_id)  # 404 unless the job is the caller's
     if request.accept_mimetypes.best_match(["application/json", "application/x-ndjson"]) == (
         "application/x-ndjson"
     ):
         return Response(
-            stream_with_context(_stream_results(job_id, status)), mimetype="application/x-ndjson"
+            stream_with_context(_stream_results(job_id, wanted)), mimetype="application/x-ndjson"
         )
     after = decode_cursor(cursor, int)
     with runtime().engine.connect() as conn:
-        page = list(list_results(conn, job_id, status, limit + 1, -1 if after is None else after))  # type: ignore[arg-type]
+        page = list(list_results(conn, job_id, wanted, limit + 1, -1 if after is None else after))  # type: ignore[arg-type]
     return json_response(page_body(page, limit, result_body, lambda result: result.index))
 
 

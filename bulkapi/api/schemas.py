@@ -34,6 +34,11 @@ class JobListArgs(PageArgs):
 
 class ResultArgs(PageArgs):
     status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in OpStatus]))
+    effects_status = fields.String(
+        load_default=None,
+        validate=validate.OneOf([s.value for s in EffectStatus]),
+        metadata={"description": "Only operations whose effects_status is this."},
+    )
 
 
 class JobWaitArgs(_Strict):

@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import Text, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Exists
 
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.keys import ResourceKey
@@ -277,6 +279,23 @@ def effects_of_operations(
     for row in rows:
         found.setdefault(row.idx, []).append(_record(row))
     return found
+
+
+def effects_summary_is(job_id: Any, index: Any, summary: str) -> ColumnElement[bool]:
+    """SQL for "the operation (``job_id``, ``index``) has this effects summary", the same
+    rule as ``core.effects.summary_status``: failed if any failed, else pending if any is
+    pending, else succeeded."""
+
+    def having(*conditions: ColumnElement[bool]) -> Exists:
+        return exists().where(effects.c.job_id == job_id, effects.c.idx == index, *conditions)
+
+    failed = having(effects.c.status == EffectStatus.FAILED.value)
+    pending = having(effects.c.status == _PENDING)
+    if summary == EffectStatus.FAILED.value:
+        return failed
+    if summary == EffectStatus.PENDING.value:
+        return and_(pending, ~failed)
+    return and_(having(), ~failed, ~pending)
 
 
 def effects_of_resource(

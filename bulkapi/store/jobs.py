@@ -16,7 +16,7 @@ from bulkapi.core.jobs import STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert
 from bulkapi.store.drain import add_counts
-from bulkapi.store.effects import EffectRecord, effects_of_operations
+from bulkapi.store.effects import EffectRecord, effects_of_operations, effects_summary_is
 from bulkapi.store.tables import (
     job_counts,
     job_status_history,
@@ -153,8 +153,16 @@ def list_jobs(
     return _records(conn, rows)
 
 
+@dataclass(frozen=True, slots=True)
+class ResultFilter:
+    #: An operation status (pending, succeeded, failed, cancelled), or None for all.
+    status: str | None = None
+    #: A summary of the operation's effects (``core.effects.summary_status``), or None.
+    effects_status: str | None = None
+
+
 def list_results(
-    conn: Connection, job_id: str, status: str | None, limit: int | None, after: int
+    conn: Connection, job_id: str, wanted: ResultFilter, limit: int | None, after: int
 ) -> Iterable[ResultRecord]:
     o = operations
     query = (
@@ -171,8 +179,10 @@ def list_results(
         .where(o.c.job_id == job_id, o.c.idx > after)
         .order_by(o.c.idx)
     )
-    if status is not None:
-        query = query.where(o.c.status == status)
+    if wanted.status is not None:
+        query = query.where(o.c.status == wanted.status)
+    if wanted.effects_status is not None:
+        query = query.where(effects_summary_is(o.c.job_id, o.c.idx, wanted.effects_status))
     if limit is not None:
         query = query.limit(limit)
     for chunk in conn.execute(query).partitions(_RESULTS_CHUNK):

@@ -311,6 +311,35 @@ def test_a_failing_effect_is_retried_shows_failed_and_never_undoes_the_write(
     assert logged == list(range(1, attempts + 1))
 
 
+def test_results_filter_by_effects_status_finds_the_failures(api: InProcessApi) -> None:
+    job = api.submit(
+        [
+            _recorded("q-0", n=0),
+            _recorded("q-1", effect_fails="always"),
+            {"op": "upsert", "type": "window", "id": "q-2", "data": {"start": 0, "end": 1}},
+            _recorded("q-3", effect_fails="always"),
+        ]
+    )
+    _settled_results(api, job["id"])
+
+    def indexes(query: str, **headers: str) -> list[int]:
+        response = api.get(f"/v1/jobs/{job['id']}/results?{query}", headers=headers)
+        assert response.status_code == 200, response.get_json()
+        if response.mimetype == "application/x-ndjson":
+            return [orjson.loads(line)["index"] for line in response.data.splitlines()]
+        return [item["index"] for item in response.get_json()["items"]]
+
+    assert indexes("effects_status=failed") == [1, 3]
+    assert indexes("effects_status=failed&limit=1") == [1]
+    assert indexes("effects_status=failed", Accept="application/x-ndjson") == [1, 3]
+    assert indexes("effects_status=succeeded") == [0]
+    assert indexes("effects_status=pending") == []
+    assert indexes("effects_status=failed&status=failed") == []  # the writes succeeded
+    assert_problem(
+        api.get(f"/v1/jobs/{job['id']}/results?effects_status=broken"), 422, "validation_error"
+    )
+
+
 def _neighbour(service: Service, api: InProcessApi, rid: str) -> str:
     """Another ``recorded`` id in the same partition as ``rid`` (one runner serves both)."""
     home = partition(service, api, "recorded", rid)
