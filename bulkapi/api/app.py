@@ -54,6 +54,7 @@ def create_app(runtime: Runtime) -> Flask:
     )
     app.extensions["bulkapi"] = runtime
     app.extensions["bulkapi.rate"] = TenantRateLimiter(runtime.settings)
+    app.extensions["bulkapi.types"] = types.describe_types(runtime.registry)
     app.extensions["bulkapi.credentials"] = CredentialCache(
         runtime.settings.credential_cache_seconds
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Response
+from flask import Response, current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema
 
@@ -16,7 +16,7 @@ from bulkapi.api.documented import problems
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import ResourceTypeListSchema, ResourceTypeSchema
 from bulkapi.core.errors import NotFound
-from bulkapi.registry import RegisteredType
+from bulkapi.registry import RegisteredType, TypeRegistry
 
 blp = Blueprint(
     "types",
@@ -51,15 +51,25 @@ def type_body(registered: RegisteredType) -> dict[str, Any]:
     }
 
 
+def describe_types(registry: TypeRegistry) -> dict[str, dict[str, Any]]:
+    """Every type's body, by name: built once at start, so a schema apispec cannot
+    convert stops the process there rather than failing requests."""
+    return {t.name: type_body(t) for t in sorted(registry, key=lambda t: t.name)}
+
+
+def _described() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = current_app.extensions["bulkapi.types"]
+    return found
+
+
 @blp.route("", methods=["GET"])
 @blp.response(200, ResourceTypeListSchema)
 @problems(blp)
 def list_types() -> Response:
     """Every registered type; ``strict`` says whether other types are refused."""
     require_tenant()
-    registry = runtime().registry
-    items = [type_body(registered) for registered in sorted(registry, key=lambda t: t.name)]
-    return json_response({"items": items, "strict": registry.strict})
+    items = list(_described().values())
+    return json_response({"items": items, "strict": runtime().registry.strict})
 
 
 @blp.route("/<name>", methods=["GET"])
@@ -68,7 +78,7 @@ def list_types() -> Response:
 def get_type(name: str) -> Response:
     """One registered type; 404 if it is not registered."""
     require_tenant()
-    registered = runtime().registry.get(name)
-    if registered is None:
+    found = _described().get(name)
+    if found is None:
         raise NotFound(f"No registered resource type {name!r}.")
-    return json_response(type_body(registered))
+    return json_response(found)
