@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bulkapi.core.validation import AdmissionLimits
 
+T = TypeVar("T", int, float)
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+
+def _parsed(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
     raw = env.get(name, "")
     try:
-        return default if raw == "" else int(raw)
+        return default if raw == "" else parse(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+        kind = "an integer" if parse is int else "a number"
+        raise ValueError(f"{name} must be {kind}, not {raw!r}") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _parsed(env, name, default, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    try:
-        return default if raw == "" else float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    return _parsed(env, name, default, float)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
