@@ -9,7 +9,7 @@ from flask import Flask, Response, send_from_directory
 from flask_smorest import Api
 
 from bulkapi import __version__
-from bulkapi.api import bulk, health, jobs, problems, resources, types
+from bulkapi.api import bulk, events, health, jobs, problems, resources, types
 from bulkapi.api.auth import CredentialCache
 from bulkapi.api.limits import TenantRateLimiter
 from bulkapi.runtime import Runtime
@@ -59,7 +59,7 @@ def create_app(runtime: Runtime) -> Flask:
         runtime.settings.credential_cache_seconds
     )
     api = _Api(app)
-    for blueprint in (bulk.blp, jobs.blp, resources.blp, types.blp, health.blp):
+    for blueprint in (bulk.blp, jobs.blp, events.blp, resources.blp, types.blp, health.blp):
         api.register_blueprint(blueprint)
     problems.register(app)  # after Api(): replaces flask-smorest's own error bodies
     app.after_request(_add_security_headers)
