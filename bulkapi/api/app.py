@@ -9,7 +9,7 @@ from flask import Flask, Response, send_from_directory
 from flask_smorest import Api
 
 from bulkapi import __version__
-from bulkapi.api import bulk, events, health, jobs, problems, resources, types
+from bulkapi.api import bulk, events, health, jobs, metrics, problems, resources, types
 from bulkapi.api.auth import CredentialCache
 from bulkapi.api.limits import TenantRateLimiter
 from bulkapi.runtime import Runtime
@@ -61,6 +61,7 @@ def create_app(runtime: Runtime) -> Flask:
     api = _Api(app)
     for blueprint in (bulk.blp, jobs.blp, events.blp, resources.blp, types.blp, health.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(metrics.blp)
     problems.register(app)  # after Api(): replaces flask-smorest's own error bodies
     app.after_request(_add_security_headers)
 
