@@ -12,7 +12,7 @@ import click
 from bulkapi.config import Settings
 from bulkapi.store.database import make_engine
 from bulkapi.store.migrate import upgrade
-from bulkapi.store.tenants import create_key, list_keys, revoke_key
+from bulkapi.store.tenants import create_key, list_keys, revoke_key, signing_secret
 
 
 def _settings(*, load_types: bool = False) -> Settings:
@@ -138,11 +138,19 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--tenant", required=True, help="Tenant name; created if new.")
 def keys_create(tenant: str) -> None:
-    """Create an API key; the key alone is the last line printed (shown only once)."""
+    """Create an API key; the key alone is the last line printed (shown only once).
+
+    When the tenant is new, its webhook signing secret is printed on an earlier line
+    (`bulkapi tenants secret` shows it again).
+    """
     engine = make_engine(_settings().database_url)
     with engine.begin() as conn:
+        existed = signing_secret(conn, tenant) is not None
         key_id, secret = create_key(conn, tenant)
+        webhook_secret = None if existed else signing_secret(conn, tenant)
     engine.dispose()
+    if webhook_secret is not None:
+        click.echo(f"created tenant {tenant}; webhook signing secret: {webhook_secret}")
     click.echo(f"created key {key_id} for tenant {tenant}; store it now, it is not shown again:")
     click.echo(secret)
 
@@ -170,6 +178,25 @@ def keys_revoke(key_id: str) -> None:
     if not revoked:
         raise click.ClickException(f"no active key {key_id}")
     click.echo(f"revoked {key_id}")
+
+
+@main.group()
+def tenants() -> None:
+    """Tenants."""
+
+
+@tenants.command("secret")
+@click.option("--tenant", required=True, help="Tenant name.")
+@click.option("--rotate", is_flag=True, help="Replace the secret with a new one first.")
+def tenants_secret(tenant: str, rotate: bool) -> None:
+    """Print the tenant's webhook signing secret (alone, on one line)."""
+    engine = make_engine(_settings().database_url)
+    with engine.begin() as conn:
+        found = signing_secret(conn, tenant, rotate=rotate)
+    engine.dispose()
+    if found is None:
+        raise click.ClickException(f"no tenant {tenant}")
+    click.echo(found)
 
 
 if __name__ == "__main__":

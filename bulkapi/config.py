@@ -99,6 +99,17 @@ class Settings:
     effect_attempts: int = 5
     #: Seconds before a failed side effect's first retry; doubles on every further one.
     effect_backoff: float = 1.0
+    #: Attempts a webhook delivery gets before it is marked failed.
+    webhook_attempts: int = 8
+    #: Seconds before a failed delivery's first retry; doubles on every further one (±25 %).
+    webhook_backoff: float = 5.0
+    #: Longest wait between two delivery attempts, in seconds.
+    webhook_max_backoff: float = 1800.0
+    #: Seconds a receiver gets to connect and to answer each read; no answer is a failure.
+    webhook_timeout: float = 10.0
+    #: Let callback URLs target loopback, private, link-local and other non-global
+    #: addresses (refused with 422 callback_url_forbidden otherwise).
+    allow_private_callbacks: bool = False
     #: Fault injection for recovery tests only: the API process dies right after
     #: committing an admission, before its wake-ups are sent.
     fault_crash_after_commit: bool = False
@@ -131,6 +142,10 @@ class Settings:
             )
         if self.effect_backoff < 0:
             raise ValueError("BULKAPI_EFFECT_BACKOFF must be >= 0")
+        if self.webhook_attempts < 1:
+            raise ValueError("BULKAPI_WEBHOOK_ATTEMPTS must be >= 1")
+        if min(self.webhook_backoff, self.webhook_max_backoff) < 0 or self.webhook_timeout <= 0:
+            raise ValueError("BULKAPI_WEBHOOK_BACKOFF and _MAX_BACKOFF must be >= 0, _TIMEOUT > 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +188,15 @@ class Settings:
             strict_types=_bool(env, "BULKAPI_STRICT_TYPES", defaults.strict_types),
             effect_attempts=_int(env, "BULKAPI_EFFECT_ATTEMPTS", defaults.effect_attempts),
             effect_backoff=_float(env, "BULKAPI_EFFECT_BACKOFF", defaults.effect_backoff),
+            webhook_attempts=_int(env, "BULKAPI_WEBHOOK_ATTEMPTS", defaults.webhook_attempts),
+            webhook_backoff=_float(env, "BULKAPI_WEBHOOK_BACKOFF", defaults.webhook_backoff),
+            webhook_max_backoff=_float(
+                env, "BULKAPI_WEBHOOK_MAX_BACKOFF", defaults.webhook_max_backoff
+            ),
+            webhook_timeout=_float(env, "BULKAPI_WEBHOOK_TIMEOUT", defaults.webhook_timeout),
+            allow_private_callbacks=_bool(
+                env, "BULKAPI_ALLOW_PRIVATE_CALLBACKS", defaults.allow_private_callbacks
+            ),
             fault_crash_after_commit=env.get("BULKAPI_FAULT_CRASH_AFTER_COMMIT") == "1",
             api_url=env.get("BULKAPI_API_URL") or defaults.api_url,
             api_key=env.get("BULKAPI_API_KEY") or None,

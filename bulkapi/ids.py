@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import threading
@@ -57,6 +58,12 @@ def looks_like(prefix: str, value: str) -> bool:
 
 def new_secret(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def new_signing_secret() -> str:
+    """A webhook signing secret as Standard Webhooks libraries expect it: ``whsec_`` +
+    standard base64 of 32 random bytes (the HMAC key is those bytes)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def digest(secret: str) -> str:

@@ -8,14 +8,16 @@ from datetime import timedelta
 import dramatiq
 from sqlalchemy import Engine
 
+from bulkapi.api.representations import job_body
 from bulkapi.applier import Applier
 from bulkapi.config import Settings
-from bulkapi.dispatch.actors import declare_partition_actors
+from bulkapi.dispatch.actors import WEBHOOKS_SHARD, declare_partition_actors
 from bulkapi.dispatch.broker import build_broker, scheduled_flags
 from bulkapi.dispatch.drainer import PartitionDrainer
 from bulkapi.dispatch.effects import EffectRunner
 from bulkapi.dispatch.sweeper import Sweeper
 from bulkapi.dispatch.wakeups import Waker
+from bulkapi.dispatch.webhooks import WebhookSender
 from bulkapi.registry import load_registry
 from bulkapi.store.database import make_engine
 
@@ -42,12 +44,23 @@ class Runtime:
             settings.effect_backoff,
             settings.drain_budget,
         )
+        webhook_sender = WebhookSender(
+            self.engine,
+            job_body,
+            settings.webhook_attempts,
+            settings.webhook_backoff,
+            settings.webhook_max_backoff,
+            settings.webhook_timeout,
+            settings.allow_private_callbacks,
+            settings.drain_budget,
+        )
         self.actors = declare_partition_actors(
             self.broker,
             drainer,
             effect_runner.run,
-            settings.busy_retry_delay,
-            scheduled_flags(self.broker, settings),
+            send_webhooks=webhook_sender.run,
+            busy_retry_delay=settings.busy_retry_delay,
+            flags=scheduled_flags(self.broker, settings),
         )
         self.broker.add_middleware(
             Sweeper(
@@ -56,6 +69,7 @@ class Runtime:
                 self.actors.lanes["effects"].send,
                 settings.sweep_interval,
                 timedelta(seconds=settings.retention_seconds),
+                wake_webhooks=lambda: self.actors.lanes["webhooks"].send(WEBHOOKS_SHARD),
             )
         )
         self.waker = Waker(self.actors.senders())

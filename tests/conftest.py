@@ -34,7 +34,7 @@ from bulkapi.store.tenants import create_key
 from tests.support import (
     REDIS_URL,
     TERMINAL,
-    TEST_EFFECT_BACKOFF,
+    TEST_SETTINGS,
     TEST_TYPES,
     WAIT_SECONDS,
     ManagedProcess,
@@ -160,7 +160,7 @@ class Service:
 
 def embedded_service(tmp: Path, **settings: Any) -> Iterator[Service]:
     """An embedded service (SQLite file in ``tmp``, in-process workers) with ``settings``."""
-    settings = {"effect_backoff": TEST_EFFECT_BACKOFF, "effect_attempts": 3, **settings}
+    settings = {**TEST_SETTINGS, **settings}
     runtime = Runtime(
         Settings(database_url=f"sqlite:///{tmp / 'embedded.db'}", sweep_interval=1.0, **settings)
     )
@@ -183,8 +183,7 @@ def production_service(tmp: Path, types_module: str = TEST_TYPES) -> Iterator[Se
             broker_namespace=namespace,
             sweep_interval=1.0,
             types_module=types_module,
-            effect_backoff=TEST_EFFECT_BACKOFF,
-            effect_attempts=3,
+            **TEST_SETTINGS,
         )
         runtime = Runtime(settings)
         upgrade(runtime.engine)

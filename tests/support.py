@@ -31,6 +31,18 @@ REDIS_URL = os.environ.get("BULKAPI_TEST_REDIS", "redis://127.0.0.1:6379/0")
 TEST_TYPES = "tests.types_for_tests"
 #: Seconds before a failed test effect's first retry (retries come due at sweeps).
 TEST_EFFECT_BACKOFF = 0.1
+#: Seconds before a failed test webhook's first retry, and the attempts it gets.
+TEST_WEBHOOK_BACKOFF = 0.1
+TEST_WEBHOOK_ATTEMPTS = 3
+#: Settings every test service shares: fast retries, callbacks to the test's own
+#: receiver on 127.0.0.1 allowed (the default refuses them; see test_webhooks.py).
+TEST_SETTINGS: dict[str, Any] = {
+    "effect_backoff": TEST_EFFECT_BACKOFF,
+    "effect_attempts": 3,
+    "webhook_backoff": TEST_WEBHOOK_BACKOFF,
+    "webhook_attempts": TEST_WEBHOOK_ATTEMPTS,
+    "allow_private_callbacks": True,
+}
 #: Generous bound for anything a test waits on (jobs, processes); never a performance claim.
 WAIT_SECONDS = 120
 TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
@@ -170,6 +182,9 @@ def service_env(
     env["BULKAPI_TYPES"] = extra.pop("BULKAPI_TYPES", TEST_TYPES)
     env["BULKAPI_EFFECT_BACKOFF"] = str(TEST_EFFECT_BACKOFF)
     env["BULKAPI_EFFECT_ATTEMPTS"] = "3"
+    env["BULKAPI_WEBHOOK_BACKOFF"] = str(TEST_WEBHOOK_BACKOFF)
+    env["BULKAPI_WEBHOOK_ATTEMPTS"] = str(TEST_WEBHOOK_ATTEMPTS)
+    env["BULKAPI_ALLOW_PRIVATE_CALLBACKS"] = "1"
     # The test types module lives in this checkout, not in the installed package.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)

@@ -92,7 +92,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     )
     envelope = body.envelope
     now = utcnow()
-    check_callback_url(envelope.callback_url)
+    check_callback_url(envelope.callback_url, allow_private=settings.allow_private_callbacks)
     check_metadata(envelope.metadata, settings.admission_limits, orjson.dumps)
     job_deadline = parse_deadline(envelope.deadline, now)
     idempotency = _idempotency(body.raw)

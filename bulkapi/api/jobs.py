@@ -13,9 +13,10 @@ from bulkapi.api.auth import check_job_id, require_job_reader, require_tenant
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
 from bulkapi.api.pagination import decode_cursor, page_body
-from bulkapi.api.representations import job_body, result_body
+from bulkapi.api.representations import delivery_body, job_body, result_body
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import (
+    DeliveriesSchema,
     JobListArgs,
     JobPageSchema,
     JobSchema,
@@ -23,6 +24,7 @@ from bulkapi.api.schemas import (
     ResultArgs,
     ResultPageSchema,
 )
+from bulkapi.dispatch.actors import WEBHOOKS_SHARD
 from bulkapi.store.database import utcnow
 from bulkapi.store.jobs import (
     JobRecord,
@@ -32,6 +34,7 @@ from bulkapi.store.jobs import (
     list_jobs,
     list_results,
 )
+from bulkapi.store.webhooks import delivery_of_job
 
 blp = Blueprint(
     "jobs",
@@ -108,6 +111,23 @@ def results(
     return json_response(page_body(page, limit, result_body, lambda result: result.index))
 
 
+@blp.route("/<job_id>/deliveries", methods=["GET"])
+@blp.response(200, DeliveriesSchema)
+@problems(blp, 404)
+def deliveries(job_id: str) -> Response:
+    """Webhook delivery attempts to the job's ``callback_url``, oldest first.
+
+    ``items`` lists every attempt; ``delivery`` (absent until the job has finished with a
+    callback URL) carries the webhook id and the overall status: pending, delivered or
+    failed.
+    """
+    tenant_id = require_job_reader(job_id)
+    _read_job(tenant_id, job_id)  # 404 unless the job is the caller's
+    with runtime().engine.connect() as conn:
+        found = delivery_of_job(conn, job_id)
+    return json_response(delivery_body(found))
+
+
 @blp.route("/<job_id>/cancel", methods=["POST"])
 @blp.response(202, JobSchema)
 @problems(blp, 404, 409)
@@ -115,8 +135,11 @@ def cancel_job(job_id: str) -> Response:
     """Cancel the operations not yet applied; those applied stay applied."""
     tenant_id = require_tenant()
     check_job_id(job_id)
-    with runtime().engine.begin() as conn:
-        cancel(conn, tenant_id, job_id, utcnow())
+    rt = runtime()
+    with rt.engine.begin() as conn:
+        webhook = cancel(conn, tenant_id, job_id, utcnow())
+    if webhook:
+        rt.waker.wake([WEBHOOKS_SHARD], lane="webhooks")
     return json_response(job_body(_read_job(tenant_id, job_id)), 202)
 
 

@@ -20,6 +20,7 @@ PROBLEM_TYPE = "application/problem+json"
 _DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
     errors.DuplicateResources: (422, "Duplicate resource"),
     errors.UnknownType: (422, "Unknown resource type"),
+    errors.CallbackUrlForbidden: (422, "Callback URL forbidden"),
     errors.ValidationFailed: (422, "Validation failed"),
     errors.MalformedBody: (400, "Malformed body"),
     errors.TooManyOperations: (413, "Too many operations"),

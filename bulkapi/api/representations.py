@@ -9,6 +9,7 @@ from bulkapi.core.effects import summary_status
 from bulkapi.store.effects import EffectRecord
 from bulkapi.store.jobs import JobRecord, ResultRecord
 from bulkapi.store.resources import StoredResource
+from bulkapi.store.webhooks import DeliveryRecord
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -88,4 +89,31 @@ def resource_body(resource: StoredResource) -> dict[str, Any]:
         "version": resource.version,
         "data": resource.data,
         "updated_at": rfc3339(resource.updated_at),
+    }
+
+
+def delivery_body(delivery: DeliveryRecord | None) -> dict[str, Any]:
+    """A job's webhook attempts; ``{"items": []}`` when it has no delivery (yet)."""
+    if delivery is None:
+        return {"items": []}
+    return {
+        "items": [
+            {
+                "attempt": attempt.attempt,
+                "at": rfc3339(attempt.at),
+                "status_code": attempt.status_code,
+                "error": attempt.error,
+                "duration_ms": attempt.duration_ms,
+            }
+            for attempt in delivery.attempts
+        ],
+        "delivery": {
+            "webhook_id": delivery.id,
+            "url": delivery.url,
+            "status": delivery.status,
+            "attempts": len(delivery.attempts),
+            "next_attempt_at": rfc3339(delivery.next_attempt_at),
+            "created_at": rfc3339(delivery.created_at),
+            "finished_at": rfc3339(delivery.finished_at),
+        },
     }

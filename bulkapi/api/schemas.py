@@ -12,6 +12,7 @@ from marshmallow import Schema, fields, validate
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import OpKind, OpStatus
+from bulkapi.core.webhooks import DeliveryStatus
 
 #: Largest page a list endpoint returns.
 MAX_PAGE = 1000
@@ -174,6 +175,44 @@ class ResultSchema(_Strict):
 class ResultPageSchema(_Strict):
     items = fields.List(fields.Nested(ResultSchema), required=True)
     next_cursor = fields.String(allow_none=True)
+
+
+class DeliveryAttemptSchema(_Strict):
+    attempt = fields.Integer(required=True, metadata={"description": "1-based."})
+    at = fields.DateTime(required=True)
+    status_code = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: no answer."}
+    )
+    error = fields.String(
+        required=True, allow_none=True, metadata={"description": "null when answered 2xx."}
+    )
+    duration_ms = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null until it ended."}
+    )
+
+
+class DeliverySchema(_Strict):
+    webhook_id = fields.String(
+        required=True, metadata={"description": "The webhook-id header, the same on retries."}
+    )
+    url = fields.String(required=True)
+    status = fields.String(
+        required=True, validate=validate.OneOf([s.value for s in DeliveryStatus])
+    )
+    attempts = fields.Integer(required=True)
+    next_attempt_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "While pending."}
+    )
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+
+
+class DeliveriesSchema(_Strict):
+    items = fields.List(fields.Nested(DeliveryAttemptSchema), required=True)
+    delivery = fields.Nested(
+        DeliverySchema,
+        metadata={"description": "Absent until the job finished with a callback_url."},
+    )
 
 
 class ResourceSchema(_Strict):

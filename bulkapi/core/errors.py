@@ -3,7 +3,8 @@
 BulkapiError
 ├── ValidationFailed            validation_error (errors by field or op index)
 │   ├── DuplicateResources      duplicate_resource
-│   └── UnknownType             unknown_type (BULKAPI_STRICT_TYPES and an unregistered type)
+│   ├── UnknownType             unknown_type (BULKAPI_STRICT_TYPES and an unregistered type)
+│   └── CallbackUrlForbidden    callback_url_forbidden (a loopback, private, ... target)
 ├── MalformedBody               malformed_body (not parseable as the declared type)
 ├── TooManyOperations           too_many_operations
 ├── PayloadTooLarge             payload_too_large
@@ -47,6 +48,10 @@ class DuplicateResources(ValidationFailed):
 
 class UnknownType(ValidationFailed):
     code = "unknown_type"
+
+
+class CallbackUrlForbidden(ValidationFailed):
+    code = "callback_url_forbidden"
 
 
 class MalformedBody(BulkapiError):

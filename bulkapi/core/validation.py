@@ -13,9 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from bulkapi.core.errors import DuplicateResources, TooManyOperations, ValidationFailed
+from bulkapi.core.errors import (
+    CallbackUrlForbidden,
+    DuplicateResources,
+    TooManyOperations,
+    ValidationFailed,
+)
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type
 from bulkapi.core.operations import Operation, OpKind
+from bulkapi.core.webhooks import forbidden_host
 
 #: Furthest a job deadline may lie ahead.
 MAX_DEADLINE = timedelta(days=365)
@@ -238,7 +244,9 @@ def check_metadata(
         raise ValidationFailed("The metadata is invalid.", {"metadata": problems})
 
 
-def check_callback_url(url: str | None) -> None:
+def check_callback_url(url: str | None, *, allow_private: bool = False) -> None:
+    """An absolute http(s) URL; unless ``allow_private``, not aimed at this machine or a
+    private network as far as can be told without DNS (deliveries check again)."""
     if url is None:
         return
     if any(ord(char) < 0x21 for char in url):  # no NUL, control characters or spaces
@@ -255,6 +263,12 @@ def check_callback_url(url: str | None) -> None:
         raise ValidationFailed(
             "The callback URL is invalid.",
             {"callback_url": ["Must be an absolute http or https URL."]},
+        )
+    reason = None if allow_private else forbidden_host(hostname)
+    if reason is not None:
+        raise CallbackUrlForbidden(
+            "The callback URL targets an address webhooks may not reach.",
+            {"callback_url": [f"Must not target a {reason} address."]},
         )
 
 

@@ -1,10 +1,12 @@
-"""The partition actors. Thin: decode the partition, do the work, schedule what comes next.
+"""The lane actors. Thin: decode the partition, do the work, schedule what comes next.
 
-Three lanes, one actor each. Drain wake-ups for small jobs travel on a prompt queue whose
+Four lanes, one actor each. Drain wake-ups for small jobs travel on a prompt queue whose
 actor has the higher priority, so a tenant's ten operations do not wait behind another
 tenant's hundreds of queued partition wake-ups; long drains always continue in the
 regular lane. Side effects run in their own lane, after the drains: they call systems we
-do not own, and must not hold up the writes.
+do not own, and must not hold up the writes. Webhooks have a lane of their own, last of
+all: its messages carry no partition (always 0), since any sender may claim any due
+delivery.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ DRAIN_QUEUE = "bulkapi-drain"
 PROMPT_DRAIN_QUEUE = "bulkapi-drain-prompt"
 #: Queue of side-effect wake-ups.
 EFFECTS_QUEUE = "bulkapi-effects"
+#: Queue of webhook wake-ups.
+WEBHOOKS_QUEUE = "bulkapi-webhooks"
 #: Every queue a worker must consume.
-WORKER_QUEUES = (DRAIN_QUEUE, PROMPT_DRAIN_QUEUE, EFFECTS_QUEUE)
+WORKER_QUEUES = (DRAIN_QUEUE, PROMPT_DRAIN_QUEUE, EFFECTS_QUEUE, WEBHOOKS_QUEUE)
 #: Dramatiq priorities (lower runs first among messages a worker holds).
 _PROMPT_PRIORITY = 0
 _REGULAR_PRIORITY = 10
 _EFFECTS_PRIORITY = 20
+_WEBHOOKS_PRIORITY = 30
+#: The one "partition" webhook wake-ups name.
+WEBHOOKS_SHARD = 0
 #: Retries of a failed run (a database hiccup); the sweeper re-sends wake-ups anyway.
 MAX_RETRIES = 10
 MIN_BACKOFF_MS = 100
@@ -62,6 +69,8 @@ def declare_partition_actors(
     broker: dramatiq.Broker,
     drainer: PartitionDrainer,
     run_effects: PartitionWork,
+    *,
+    send_webhooks: PartitionWork,
     busy_retry_delay: float,
     flags: ScheduledFlags,
 ) -> PartitionActors:
@@ -69,7 +78,11 @@ def declare_partition_actors(
     actors = PartitionActors({}, flags)
 
     def drain(partition: int) -> DrainState:
-        return drainer.drain(partition, lambda: actors.wake("effects", partition))
+        return drainer.drain(
+            partition,
+            lambda: actors.wake("effects", partition),
+            lambda: actors.wake("webhooks", WEBHOOKS_SHARD),
+        )
 
     def declare(
         name: str, *, actor_name: str, queue: str, priority: int, work: PartitionWork, then: str
@@ -120,5 +133,13 @@ def declare_partition_actors(
         priority=_EFFECTS_PRIORITY,
         work=run_effects,
         then="effects",
+    )
+    declare(
+        "webhooks",
+        actor_name="send_webhooks",
+        queue=WEBHOOKS_QUEUE,
+        priority=_WEBHOOKS_PRIORITY,
+        work=send_webhooks,
+        then="webhooks",
     )
     return actors

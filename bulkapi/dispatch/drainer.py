@@ -30,9 +30,15 @@ class PartitionDrainer:
     budget_seconds: float
     apply: Apply
 
-    def drain(self, partition: int, on_effects: Callable[[], None]) -> DrainState:
+    def drain(
+        self,
+        partition: int,
+        on_effects: Callable[[], None],
+        on_webhooks: Callable[[], None] = lambda: None,
+    ) -> DrainState:
         """Apply batches until the partition is empty or the budget is spent;
-        ``on_effects`` runs after every batch that recorded side effects."""
+        ``on_effects`` runs after every batch that recorded side effects, ``on_webhooks``
+        after every settle that finished a job with a callback URL."""
         deadline = time.monotonic() + self.budget_seconds
         while True:
             with self.engine.begin() as conn:
@@ -43,7 +49,9 @@ class PartitionDrainer:
                 on_effects()
             if result.jobs:
                 with self.engine.begin() as conn:
-                    settle(conn, result.jobs, utcnow())
+                    settled = settle(conn, result.jobs, utcnow())
+                if settled.webhooks:
+                    on_webhooks()
             if result.finished < self.batch_size:
                 return DrainState.EMPTY
             if time.monotonic() >= deadline:

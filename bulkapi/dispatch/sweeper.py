@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from bulkapi.store.database import utcnow
 from bulkapi.store.effects import due_partitions, purge_finished_effects
 from bulkapi.store.jobs import open_job_ids, pending_partitions, purge_finished, settle
+from bulkapi.store.webhooks import any_due
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,11 @@ def sweep_once(
     wake: Callable[[int], Any],
     wake_effects: Callable[[int], Any],
     retention: timedelta,
+    wake_webhooks: Callable[[], Any] = lambda: None,
 ) -> int:
     """Wake every partition with pending work or due side effects (retries come due
-    here), settle open jobs, purge expired ones.
+    here), and the webhook lane if a delivery is due (retries, lost wake-ups); settle
+    open jobs, purge expired ones.
 
     Returns how many partitions were woken for pending operations.
     """
@@ -44,13 +47,17 @@ def sweep_once(
         partitions = pending_partitions(conn)
         effect_partitions = due_partitions(conn, utcnow())
         job_ids = open_job_ids(conn)
+        webhooks_due = any_due(conn, utcnow())
     for partition in partitions:
         wake(partition)
     for partition in effect_partitions:
         wake_effects(partition)
     for start in range(0, len(job_ids), SETTLE_CHUNK):
         with engine.begin() as conn:
-            settle(conn, job_ids[start : start + SETTLE_CHUNK], utcnow())
+            settled = settle(conn, job_ids[start : start + SETTLE_CHUNK], utcnow())
+        webhooks_due = webhooks_due or settled.webhooks > 0
+    if webhooks_due:
+        wake_webhooks()
     with engine.begin() as conn:
         purge_finished(conn, utcnow() - retention, PURGE_CHUNK)
         purge_finished_effects(conn, utcnow() - retention, PURGE_CHUNK * 10)
@@ -67,10 +74,13 @@ class Sweeper(dramatiq.Middleware):
         wake_effects: Callable[[int], Any],
         interval: float,
         retention: timedelta,
+        *,
+        wake_webhooks: Callable[[], Any] = lambda: None,
     ) -> None:
         self.engine = engine
         self.wake = wake
         self.wake_effects = wake_effects
+        self.wake_webhooks = wake_webhooks
         self.interval = interval
         self.retention = retention
         self._stop = threading.Event()
@@ -89,7 +99,9 @@ class Sweeper(dramatiq.Middleware):
     def _run(self) -> None:
         while True:
             try:
-                sweep_once(self.engine, self.wake, self.wake_effects, self.retention)
+                sweep_once(
+                    self.engine, self.wake, self.wake_effects, self.retention, self.wake_webhooks
+                )
             except Exception:
                 logger.exception("sweep failed; trying again in %ss", self.interval)
             if self._stop.wait(self.interval):

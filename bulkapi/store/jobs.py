@@ -24,6 +24,7 @@ from bulkapi.store.tables import (
     operations,
     status_tokens,
 )
+from bulkapi.store.webhooks import purge_deliveries, record_delivery
 
 _OPEN = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 
@@ -208,8 +209,20 @@ def _record_status(conn: Connection, job_id: str, status: JobStatus, at: datetim
     conn.execute(insert.on_conflict_do_nothing())
 
 
-def _finish(conn: Connection, job_id: str, counts: Counts, now: datetime) -> JobStatus | None:
-    """Move a job whose work is all done to its terminal status; caller holds the job row."""
+@dataclass(frozen=True, slots=True)
+class Finished:
+    status: JobStatus
+    #: Whether a webhook delivery was recorded (the job has a callback URL).
+    webhook: bool
+
+
+def _finish(conn: Connection, job_id: str, counts: Counts, now: datetime) -> Finished | None:
+    """Move a job whose work is all done to its terminal status; caller holds the job row.
+
+    Every path to a terminal status (settle after drains, the deadline, cancel) comes
+    through here, so this is where the job's webhook delivery is recorded: in the same
+    transaction, so a finished job with a callback URL always has one (an outbox).
+    """
     final = terminal_status(counts)
     if final is None:
         return None
@@ -223,11 +236,19 @@ def _finish(conn: Connection, job_id: str, counts: Counts, now: datetime) -> Job
             status=final.value, finished_at=now, started_at=func.coalesce(jobs.c.started_at, now)
         )
     )
-    return final
+    return Finished(final, record_delivery(conn, job_id, now))
 
 
-def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> list[str]:
-    """Bring job statuses in line with their counters; return the jobs that finished.
+@dataclass(frozen=True, slots=True)
+class Settled:
+    #: Jobs this settle moved to a terminal status.
+    finished: list[str]
+    #: How many of them recorded a webhook delivery (the webhook lane should be woken).
+    webhooks: int = 0
+
+
+def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
+    """Bring job statuses in line with their counters; say which jobs finished.
 
     Runs after the batch that changed the counters has committed. Of two partitions
     finishing a job's last operations at once, at least the later one sees every
@@ -239,8 +260,9 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> list[str]
         .order_by(jobs.c.id)  # job rows are locked below in this (one global) order
     ).all()
     if not rows:
-        return []
+        return Settled([])
     finished = []
+    webhooks = 0
     counts = _counts(conn, {row.id: row.total for row in rows})
     for row in rows:
         job_counts_now = counts[row.id]
@@ -248,10 +270,14 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> list[str]
             locked = conn.execute(
                 select(jobs.c.status).where(jobs.c.id == row.id).with_for_update()
             ).scalar()
-            if locked in _OPEN and _finish(
-                conn, row.id, _counts(conn, {row.id: row.total})[row.id], now
-            ):
+            done = (
+                _finish(conn, row.id, _counts(conn, {row.id: row.total})[row.id], now)
+                if locked in _OPEN
+                else None
+            )
+            if done is not None:
                 finished.append(row.id)
+                webhooks += done.webhook
         elif row.status == JobStatus.QUEUED.value and job_counts_now.pending < row.total:
             moved = conn.execute(
                 update(jobs)
@@ -260,7 +286,7 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> list[str]
             ).rowcount
             if moved:
                 _record_status(conn, row.id, JobStatus.PROCESSING, now)
-    return finished
+    return Settled(finished, webhooks)
 
 
 def open_job_ids(conn: Connection) -> list[str]:
@@ -276,8 +302,11 @@ def pending_partitions(conn: Connection) -> list[int]:
     )
 
 
-def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> None:
-    """Cancel every operation of the job not yet applied; applied ones stay."""
+def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> bool:
+    """Cancel every operation of the job not yet applied; applied ones stay.
+
+    Returns whether a webhook delivery was recorded (the webhook lane should be woken).
+    """
     status = conn.execute(
         select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
     ).scalar()
@@ -309,8 +338,10 @@ def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> None
         select(jobs.c.total).where(jobs.c.id == job_id).with_for_update()
     ).scalar_one()
     status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
-    if not JobStatus(status).is_terminal:
-        _finish(conn, job_id, _counts(conn, {job_id: total})[job_id], now)
+    if JobStatus(status).is_terminal:
+        return False
+    done = _finish(conn, job_id, _counts(conn, {job_id: total})[job_id], now)
+    return done is not None and done.webhook
 
 
 def purge_finished(conn: Connection, finished_before: datetime, limit: int) -> int:
@@ -328,6 +359,7 @@ def purge_finished(conn: Connection, finished_before: datetime, limit: int) -> i
     )
     if not job_ids:
         return 0
+    purge_deliveries(conn, job_ids)
     for table in (operations, job_counts, job_status_history, status_tokens):
         conn.execute(delete(table).where(table.c.job_id.in_(job_ids)))
     conn.execute(delete(jobs).where(jobs.c.id.in_(job_ids)))

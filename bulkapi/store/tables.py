@@ -198,3 +198,41 @@ effects = Table(
     Index("ix_effects_job", "job_id", "idx"),
     Index("ix_effects_finished_at", "finished_at"),
 )
+
+#: The webhook outbox: one row per job that finished with a ``callback_url``, written in
+#: the transaction that made the job terminal. ``id`` is the ``webhook-id`` header, the
+#: same on every attempt; ``payload`` is the job representation, fixed at the first attempt.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job_id", String(40), nullable=False, unique=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Timestamp, nullable=False),
+    Column("payload", Text),
+    Column("created_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=_PENDING,
+        sqlite_where=_PENDING,
+    ),
+)
+
+#: Every delivery attempt, recorded when it is claimed (before the request) and
+#: completed with its outcome; ``status_code`` NULL = no answer.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("delivery_id", String(40), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer),
+    PrimaryKeyConstraint("delivery_id", "attempt"),
+)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from bulkapi.ids import digest, new_id, new_secret
+from bulkapi.ids import digest, new_id, new_secret, new_signing_secret
 from bulkapi.store.database import as_utc, utcnow
 from bulkapi.store.tables import api_keys, jobs, status_tokens, tenants
 
@@ -36,10 +36,25 @@ def ensure_tenant(conn: Connection, name: str) -> str:
     tenant_id = new_id("ten")
     conn.execute(
         tenants.insert().values(
-            id=tenant_id, name=name, signing_secret=new_secret("whsec"), created_at=utcnow()
+            id=tenant_id, name=name, signing_secret=new_signing_secret(), created_at=utcnow()
         )
     )
     return tenant_id
+
+
+def signing_secret(conn: Connection, name: str, *, rotate: bool = False) -> str | None:
+    """The tenant's webhook signing secret (a new one if ``rotate``); None if no tenant.
+
+    A rotated secret signs every attempt made from then on, retries included.
+    """
+    if rotate:
+        conn.execute(
+            update(tenants)
+            .where(tenants.c.name == name)
+            .values(signing_secret=new_signing_secret())
+        )
+    found = conn.execute(select(tenants.c.signing_secret).where(tenants.c.name == name)).scalar()
+    return None if found is None else str(found)
 
 
 def create_key(conn: Connection, tenant_name: str) -> tuple[str, str]:

@@ -320,3 +320,27 @@ def test_a_broken_configuration_stops_the_command_with_one_clear_line(
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_new_tenant_shows_its_signing_secret_and_tenants_secret_prints_or_rotates_it(
+    tmp_path: Path,
+) -> None:
+    env = clean_env(BULKAPI_DATABASE_URL=f"sqlite:///{tmp_path / 'secrets.db'}")
+    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    created = run_cli(["keys", "create", "--tenant", "acme"], env, tmp_path)
+    assert created.returncode == 0, created.stderr
+    lines = created.stdout.strip().splitlines()
+    assert lines[-1].startswith("bk_")  # the key is still the last line
+    [shown] = [word for line in lines[:-1] for word in line.split() if word.startswith("whsec_")]
+    again = run_cli(["keys", "create", "--tenant", "acme"], env, tmp_path)
+    assert "whsec_" not in again.stdout  # only when the tenant is created
+
+    printed = run_cli(["tenants", "secret", "--tenant", "acme"], env, tmp_path)
+    assert printed.returncode == 0 and printed.stdout.strip() == shown
+    rotated = run_cli(["tenants", "secret", "--tenant", "acme", "--rotate"], env, tmp_path)
+    assert rotated.returncode == 0 and rotated.stdout.strip() not in ("", shown)
+    assert run_cli(["tenants", "secret", "--tenant", "acme"], env, tmp_path).stdout == (
+        rotated.stdout
+    )
+    missing = run_cli(["tenants", "secret", "--tenant", "nobody"], env, tmp_path)
+    assert missing.returncode != 0 and "no tenant nobody" in missing.stderr

@@ -101,8 +101,8 @@ def test_envelope_reports_every_bad_field_at_once() -> None:
         None,
         "http://hooks.example.com/bulk",
         "https://hooks.example.com:8443/bulk?tenant=acme",
-        "https://10.0.0.7/cb",
-        "https://[2001:db8::1]/cb",
+        "https://93.184.216.34/cb",
+        "https://[2606:4700:4700::1111]/cb",
     ],
     ids=["none", "http", "https-port-query", "ipv4", "ipv6"],
 )
