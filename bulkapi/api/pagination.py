@@ -19,7 +19,7 @@ def encode_cursor(position: str | int) -> str:
 
 
 #: Cursors point at a row: an index (int4) or a key (at most 128 characters, no NUL).
-_MAX_INDEX = 2**31 - 1
+MAX_INDEX = 2**31 - 1
 _MAX_KEY = 128
 
 
@@ -27,7 +27,7 @@ def _plausible(position: object, kind: type[str] | type[int]) -> bool:
     if isinstance(position, bool) or not isinstance(position, kind):
         return False
     if isinstance(position, int):
-        return 0 <= position <= _MAX_INDEX
+        return 0 <= position <= MAX_INDEX
     assert isinstance(position, str)
     return len(position) <= _MAX_KEY and "\x00" not in position
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_document
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
-from bulkapi.api.pagination import decode_cursor, page_body
+from bulkapi.api.pagination import MAX_INDEX, decode_cursor, page_body
 from bulkapi.api.preconditions import etag, parse_if_match, parse_prefer_wait
 from bulkapi.api.representations import effect_body, resource_body
 from bulkapi.api.responses import json_response
@@ -34,6 +35,8 @@ blp = Blueprint(
 
 #: Bytes a document may take on the wire beyond its serialized limit (whitespace).
 _WIRE_SLACK = 4096
+#: An effects cursor names a (version, position) pair: ASCII digits only.
+_EFFECTS_POSITION = re.compile(r"([0-9]{1,10})\.([0-9]{1,10})")
 
 
 def _key(rtype: str, rid: str) -> ResourceKey:
@@ -196,12 +199,13 @@ def _effects_cursor(cursor: str | None) -> tuple[int, int] | None:
     position = decode_cursor(cursor, str)
     if position is None:
         return None
-    version, _, place = str(position).partition(".")
-    if not (version.isdigit() and place.isdigit()):
+    found = _EFFECTS_POSITION.fullmatch(str(position))
+    numbers = (int(found[1]), int(found[2])) if found else None
+    if numbers is None or max(numbers) > MAX_INDEX:
         raise ValidationFailed(
             "The cursor is not one this API handed out.", {"cursor": ["Invalid cursor."]}
         )
-    return int(version), int(place)
+    return numbers
 
 
 @blp.route("/<rtype>/<rid>/effects", methods=["GET"])

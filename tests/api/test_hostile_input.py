@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from werkzeug.test import TestResponse
 
+from bulkapi.api.pagination import encode_cursor
 from bulkapi.store.tables import jobs, operations, resources
 from tests.api.conftest import (
     SMALL_MAX_BODY_BYTES,
@@ -362,6 +363,15 @@ CORPUS: dict[str, Any] = {
         "GET", "/v1/jobs?cursor=eyJhZnRlciI6IFsxXX0", 422, "validation_error"
     ),
     "cursor-too-long": lambda: Case("GET", "/v1/jobs?cursor=" + "A" * 513, 422, "validation_error"),
+    "effects-cursor-unicode-digits": lambda: Case(
+        "GET", f"{RES}/effects?cursor=" + encode_cursor("\u00b2.0"), 422, "validation_error"
+    ),
+    "effects-cursor-out-of-range": lambda: Case(
+        "GET", f"{RES}/effects?cursor={encode_cursor('9' * 20 + '.0')}", 422, "validation_error"
+    ),
+    "effects-cursor-no-dot": lambda: Case(
+        "GET", f"{RES}/effects?cursor={encode_cursor('12')}", 422, "validation_error"
+    ),
     "callback-url-query-too-long": lambda: Case(
         "POST",
         BULK + "?callback_url=http://x/" + "a" * 3000,
