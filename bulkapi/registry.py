@@ -9,6 +9,7 @@ applied, because only then is the document it patches known.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import sys
@@ -18,10 +19,12 @@ from typing import Any
 from marshmallow import Schema
 
 from bulkapi.core.apply import Change, Rule, RuleRejected
-from bulkapi.core.errors import UnknownType, ValidationFailed
+from bulkapi.core.errors import ApplyFailed, UnknownType, ValidationFailed
 from bulkapi.core.keys import is_valid_type
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.types import Effect, ResourceType
+
+logger = logging.getLogger(__name__)
 
 #: Effect names are stored and shown: keep them short identifiers.
 _EFFECT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -58,13 +61,28 @@ class RegisteredType:
         self.rules: tuple[Rule, ...] = checks + tuple(declared.rules)
 
     def data_errors(self, kind: OpKind, data: dict[str, Any]) -> dict[str, Any]:
-        """Field errors of a write's document (marshmallow's shape); empty when valid."""
+        """Field errors of a write's document (marshmallow's shape); empty when valid.
+
+        A schema that crashes (operator code: a validator raising something other than
+        ``ValidationError``) is ``ApplyFailed``, a 503 that names the type, not a 500.
+        """
         if self.schema is None:
             return {}
+        try:
+            return self._schema_errors(self.schema, kind, data)
+        except Exception as error:
+            logger.exception("the %s schema crashed while checking a document", self.name)
+            raise ApplyFailed(
+                f"The {self.name} schema failed while checking the document"
+                f" ({type(error).__name__}); nothing was recorded."
+            ) from error
+
+    @staticmethod
+    def _schema_errors(schema: Schema, kind: OpKind, data: dict[str, Any]) -> dict[str, Any]:
         if kind is OpKind.UPSERT:
-            return dict(self.schema.validate(data))
-        errors = dict(self.schema.validate(_without_nulls(data), partial=True))
-        for name, field in self.schema.fields.items():
+            return dict(schema.validate(data))
+        errors = dict(schema.validate(_without_nulls(data), partial=True))
+        for name, field in schema.fields.items():
             key = field.data_key or name
             if field.required and key in data and data[key] is None:
                 errors.setdefault(key, []).append(_REMOVED_REQUIRED)

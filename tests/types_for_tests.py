@@ -8,6 +8,7 @@
   ``{"effect_fails": "always"}`` fails every one. ``{"effect_blocks": true}`` makes the
   first attempt hang (for a test to kill the worker running it).
 - ``window``: ``start`` <= ``end`` (a cross-field check only a whole document can fail).
+- ``fragile``: its schema's validator crashes (not a ``ValidationError``) on ``n`` = 13.
 """
 
 from __future__ import annotations
@@ -79,8 +80,22 @@ class WindowSchema(Schema):
             raise ValidationError("end must not be before start", "end")
 
 
+#: The value of ``n`` that makes the ``fragile`` schema crash.
+FRAGILE_N = 13
+
+
+def _crash_on_fragile(value: int) -> None:
+    if value == FRAGILE_N:
+        raise ZeroDivisionError("the validator divided by zero")
+
+
+class FragileSchema(Schema):
+    n = fields.Integer(validate=_crash_on_fragile)
+
+
 TYPES = [
     ResourceType("guarded", rules=(guard,)),
     ResourceType("recorded", effects=(Effect("record", record),)),
     ResourceType("window", schema=WindowSchema),
+    ResourceType("fragile", schema=FragileSchema),
 ]

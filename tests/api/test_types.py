@@ -24,7 +24,7 @@ from bulkapi.store.tables import operations as operations_table
 from tests.api.conftest import assert_problem, partition, tenant_of
 from tests.conftest import InProcessApi, Service, embedded_service, production_service
 from tests.support import WAIT_SECONDS
-from tests.types_for_tests import EFFECT_LOG
+from tests.types_for_tests import EFFECT_LOG, FRAGILE_N
 
 
 def _lead(rid: str, **data: Any) -> dict[str, Any]:
@@ -249,6 +249,21 @@ def test_a_bulk_patch_whose_merged_document_is_invalid_fails_alone(api: InProces
     assert merged["error"]["code"] == "rule_rejected"
     assert "end" in merged["error"]["message"]
     assert api.get("/v1/resources/window/r-2").get_json()["data"] == {"start": 1, "end": 4}
+
+
+def test_a_crashing_schema_is_a_503_apply_failed_and_records_nothing(
+    service: Service, api: InProcessApi
+) -> None:
+    """Operator code that crashes while validating is not the client's fault: 503, never
+    a 500, and neither the sync write nor the bulk request leaves anything behind."""
+    assert_problem(api.put("/v1/resources/fragile/f-1", json={"n": FRAGILE_N}), 503, "apply_failed")
+    assert api.get("/v1/resources/fragile/f-1").status_code == 404
+    fine = {"op": "upsert", "type": "fragile", "id": "f-2", "data": {"n": 1}}
+    crashing = {"op": "upsert", "type": "fragile", "id": "f-3", "data": {"n": FRAGILE_N}}
+    assert_problem(api.post("/v1/bulk", json={"operations": [fine, crashing]}), 503, "apply_failed")
+    assert api.get("/v1/jobs").get_json()["items"] == []
+    assert api.get("/v1/resources/fragile").get_json()["items"] == []
+    assert api.put("/v1/resources/fragile/f-1", json={"n": 1}).status_code == 201
 
 
 # --- side effects ----------------------------------------------------------------------
