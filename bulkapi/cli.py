@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from bulkapi.config import Settings
-from bulkapi.store.database import make_engine
+from bulkapi.store.database import make_engine, reading
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tenants import create_key, list_keys, revoke_key, signing_secret
 
@@ -159,7 +159,7 @@ def keys_create(tenant: str) -> None:
 def keys_list() -> None:
     """List keys (ids and tenants, never secrets)."""
     engine = make_engine(_settings().database_url)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         found = list_keys(conn)
     engine.dispose()
     for key in found:

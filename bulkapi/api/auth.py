@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from bulkapi.api.context import runtime
 from bulkapi.core.errors import NotFound, Unauthorized
 from bulkapi.ids import digest, looks_like
+from bulkapi.store.database import reading
 from bulkapi.store.tenants import Principal, authenticate
 
 #: Most credentials remembered per process.
@@ -36,7 +37,7 @@ class CredentialCache:
             found = self._entries.get(key)
         if found is not None and found[1] > now:
             return found[0]
-        with engine.connect() as conn:
+        with reading(engine) as conn:
             principal = authenticate(conn, secret)
         if principal is not None and self.ttl > 0:
             with self._lock:

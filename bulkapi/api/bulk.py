@@ -33,7 +33,7 @@ from bulkapi.core.validation import (
     parse_operations,
 )
 from bulkapi.store.admission import Idempotency, NewJob, admit
-from bulkapi.store.database import utcnow
+from bulkapi.store.database import reading, utcnow
 from bulkapi.store.jobs import JobRecord, get_job
 
 #: Exit status of the injected crash (BULKAPI_FAULT_CRASH_AFTER_COMMIT), as after SIGKILL.
@@ -115,7 +115,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
         os._exit(CRASH_EXIT_CODE)
     headers = {"Location": f"/v1/jobs/{admitted.job_id}", "Retry-After": str(settings.retry_after)}
     if admitted.replayed:
-        with rt.engine.connect() as conn:
+        with reading(rt.engine) as conn:
             record = get_job(conn, tenant_id, admitted.job_id)
         headers["Idempotent-Replayed"] = "true"
     else:

@@ -47,6 +47,7 @@ from bulkapi.api.documented import problems
 from bulkapi.api.representations import job_body
 from bulkapi.core.errors import NotFound
 from bulkapi.core.jobs import STATUS_RANK, JobStatus
+from bulkapi.store.database import reading
 from bulkapi.store.jobs import JobRecord, get_job
 
 logger = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def events_after(job: JobRecord, seen: Position) -> list[Event]:
 
 
 def _read_job(tenant_id: str, job_id: str) -> JobRecord:
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         return get_job(conn, tenant_id, job_id)
 
 

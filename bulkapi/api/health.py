@@ -11,6 +11,7 @@ from bulkapi.api.problems import PROBLEM_TYPE, problem
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import HealthSchema, ProblemSchema
 from bulkapi.dispatch.broker import broker_reachable
+from bulkapi.store.database import reading
 
 blp = Blueprint("health", __name__, description="Operations endpoints.")
 
@@ -33,7 +34,7 @@ def readyz() -> Response:
     """The database and the broker are reachable."""
     rt = runtime()
     try:
-        with rt.engine.connect() as conn:
+        with reading(rt.engine) as conn:
             conn.execute(text("SELECT 1"))
     except Exception as error:
         return problem(

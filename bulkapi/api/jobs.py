@@ -25,7 +25,7 @@ from bulkapi.api.schemas import (
     ResultPageSchema,
 )
 from bulkapi.dispatch.actors import WEBHOOKS_SHARD
-from bulkapi.store.database import utcnow
+from bulkapi.store.database import reading, utcnow
 from bulkapi.store.jobs import (
     JobRecord,
     ResultFilter,
@@ -50,7 +50,7 @@ _LAST_POLL_SECONDS = 0.5
 
 
 def _read_job(tenant_id: str, job_id: str) -> JobRecord:
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         return get_job(conn, tenant_id, job_id)
 
 
@@ -75,7 +75,7 @@ def get(job_id: str, wait: float) -> Response:
 def _stream_results(job_id: str, wanted: ResultFilter) -> Iterator[bytes]:
     after = -1
     while True:
-        with runtime().engine.connect() as conn:
+        with reading(runtime().engine) as conn:
             page = list(list_results(conn, job_id, wanted, _STREAM_PAGE, after))
         for result in page:
             yield orjson.dumps(result_body(result)) + b"\n"
@@ -106,7 +106,7 @@ def results(
             stream_with_context(_stream_results(job_id, wanted)), mimetype="application/x-ndjson"
         )
     after = decode_cursor(cursor, int)
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         page = list(list_results(conn, job_id, wanted, limit + 1, -1 if after is None else after))  # type: ignore[arg-type]
     return json_response(page_body(page, limit, result_body, lambda result: result.index))
 
@@ -123,7 +123,7 @@ def deliveries(job_id: str) -> Response:
     """
     tenant_id = require_job_reader(job_id)
     _read_job(tenant_id, job_id)  # 404 unless the job is the caller's
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         found = delivery_of_job(conn, job_id)
     return json_response(delivery_body(found))
 
@@ -151,6 +151,6 @@ def list_all(status: str | None, limit: int, cursor: str | None) -> Response:
     """The tenant's jobs, newest first."""
     tenant_id = require_tenant()
     before = decode_cursor(cursor, str)
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         page = list_jobs(conn, tenant_id, status, limit + 1, before)  # type: ignore[arg-type]
     return json_response(page_body(page, limit, job_body, lambda job: job.id))

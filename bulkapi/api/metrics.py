@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 from bulkapi import __version__
 from bulkapi.config import Settings
 from bulkapi.runtime import Runtime
-from bulkapi.store.database import utcnow
+from bulkapi.store.database import reading, utcnow
 from bulkapi.store.stats import Stats, read_stats
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class BulkapiCollector:
 
     def _read_database(self) -> Reading:
         started, at = time.monotonic(), utcnow()
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             stats = read_stats(conn, at - FAILED_EFFECTS_WINDOW, statement_timeout=self._timeout)
         return Reading(stats, at, time.monotonic() - started)
 

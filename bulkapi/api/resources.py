@@ -22,6 +22,7 @@ from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type, partition_of
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
+from bulkapi.store.database import reading
 from bulkapi.store.effects import effects_of_resource
 from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
 from bulkapi.writes import write_now_or_wait
@@ -140,7 +141,7 @@ _IF_NONE_MATCH = {
 def get(rtype: str, rid: str) -> Response:
     """Read one resource; 404 if absent or deleted."""
     tenant_id = require_tenant()
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         resource = get_resource(conn, tenant_id, _key(rtype, rid))
     if request.headers.get("If-None-Match", "").strip() == etag(resource.version):
         return Response(status=304, headers={"ETag": etag(resource.version)})
@@ -190,7 +191,7 @@ def list_of_type(rtype: str, limit: int, cursor: str | None) -> Response:
             "The resource type is invalid.", {"type": ["Must match ^[a-z][a-z0-9_-]{0,63}$."]}
         )
     after = decode_cursor(cursor, str)
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         page = list_resources(conn, tenant_id, rtype, limit + 1, after)  # type: ignore[arg-type]
     return json_response(page_body(page, limit, resource_body, lambda resource: resource.id))
 
@@ -218,7 +219,7 @@ def effects_of(rtype: str, rid: str, limit: int, cursor: str | None) -> Response
     tenant_id = require_tenant()
     key = _key(rtype, rid)
     after = _effects_cursor(cursor)
-    with runtime().engine.connect() as conn:
+    with reading(runtime().engine) as conn:
         page = effects_of_resource(conn, tenant_id, key, limit + 1, after)
     return json_response(
         page_body(page, limit, effect_body, lambda effect: f"{effect.version}.{effect.position}")

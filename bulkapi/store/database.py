@@ -13,6 +13,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 #: SQLite waits this long for the single writer lock before giving up.
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
+#: Execution option of connections that only read (see ``reading``).
+READ_ONLY = "bulkapi_read_only"
 
 
 def _dumps(value: Any) -> str:
@@ -71,7 +73,17 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only. On SQLite its transactions begin DEFERRED, which WAL
+    runs beside the single writer: a status read, long poll, event stream, health check
+    or scrape never queues behind a drain batch for the write lock. Writing through it
+    would fail on SQLite (a deferred reader cannot always upgrade); use ``engine.begin()``.
+    """
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def is_postgres(connection: Connection) -> bool:
