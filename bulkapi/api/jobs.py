@@ -121,7 +121,8 @@ def deliveries(job_id: str) -> Response:
     callback URL) carries the webhook id and the overall status: pending, delivered or
     failed.
     """
-    tenant_id = require_job_reader(job_id)
+    tenant_id = require_tenant()  # not a status token: SPEC §5 limits those to
+    check_job_id(job_id)  # the job's status, results and events
     _read_job(tenant_id, job_id)  # 404 unless the job is the caller's
     with reading(runtime().engine) as conn:
         found = delivery_of_job(conn, job_id)
