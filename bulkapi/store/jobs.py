@@ -226,16 +226,12 @@ def _finish(conn: Connection, job_id: str, counts: Counts, now: datetime) -> Fin
     final = terminal_status(counts)
     if final is None:
         return None
-    if counts.succeeded or counts.failed:
+    values: dict[str, Any] = {"status": final.value, "finished_at": now}
+    if counts.succeeded or counts.failed:  # something ran: the job was processing
         _record_status(conn, job_id, JobStatus.PROCESSING, now)
+        values["started_at"] = func.coalesce(jobs.c.started_at, now)
     _record_status(conn, job_id, final, now)
-    conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id)
-        .values(
-            status=final.value, finished_at=now, started_at=func.coalesce(jobs.c.started_at, now)
-        )
-    )
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
     return Finished(final, record_delivery(conn, job_id, now))
 
 

@@ -92,6 +92,8 @@ def test_cancelled_job_ends_cancelled(service: Service, api: InProcessApi) -> No
     assert _history(cancelled)[0] == "queued"
     assert _history(cancelled)[-1] == "cancelled"
     assert len(set(_history(cancelled))) == len(_history(cancelled))
+    # started_at says when the job began processing: never, if it went straight to cancelled.
+    assert (cancelled["started_at"] is None) == ("processing" not in _history(cancelled))
     assert_job_representation(cancelled)
     _assert_history_in_time_order(cancelled)
     # Drains have resumed: nothing cancelled is ever applied.
