@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from bulkapi.core.errors import ResourceBusy
 from bulkapi.core.operations import Operation
+from bulkapi.core.preconditions import Preconditions
 from bulkapi.store.database import utcnow
 from bulkapi.store.drain import Apply
 from bulkapi.store.resources import WriteResult, write_resource
@@ -25,7 +26,7 @@ def write_now_or_wait(
     *,
     partition: int,
     wait_seconds: float,
-    if_none_match: bool,
+    preconditions: Preconditions,
     retry_after: int,
 ) -> WriteResult:
     """Apply the write; while bulk operations on the key are pending, wait up to
@@ -42,7 +43,7 @@ def write_now_or_wait(
                     utcnow(),
                     apply,
                     partition=partition,
-                    if_none_match=if_none_match,
+                    preconditions=preconditions,
                 )
         except ResourceBusy as busy:
             remaining = deadline - time.monotonic()

@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
-from bulkapi.core.errors import PreconditionFailed
+from bulkapi.core.preconditions import ANY_VERSION
 
 #: Longest ``Prefer: wait=N`` a sync write honours (SPEC §3).
 MAX_WRITE_WAIT_SECONDS = 30
-_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+#: A strong entity tag naming a version: ``"12"`` (ASCII digits only).
+_VERSION_TAG = re.compile(r'"([0-9]{1,18})"')
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?([0-9]+(?:\.[0-9]+)?)\"?", re.IGNORECASE)
 
 
 def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def parse_if_match(header: str | None) -> int | None:
-    """The version an ``If-Match: "<v>"`` demands, or None when absent.
-
-    Anything but one strong version tag can never match a version, so it fails the
-    precondition rather than being ignored.
-    """
+def parse_if_match(header: str | None) -> frozenset[int] | Literal["*"] | None:
+    """What ``If-Match`` demands: None when absent, ``*``, or the versions its strong
+    entity tags name (RFC 9110 13.1.1). Weak or malformed tags can never match a version
+    (strong comparison), so they are left out; none left means the write must fail."""
     if header is None:
         return None
-    value = header.strip()
-    if value.startswith('"') and value.endswith('"') and value[1:-1].isdigit():
-        return int(value[1:-1])
-    raise PreconditionFailed("version_mismatch", f"If-Match {value!r} matches no version.")
+    if header.strip() == ANY_VERSION:
+        return ANY_VERSION
+    return frozenset(
+        int(found[1]) for tag in header.split(",") if (found := _VERSION_TAG.fullmatch(tag.strip()))
+    )
 
 
 def parse_prefer_wait(header: str | None) -> float:

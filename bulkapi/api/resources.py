@@ -21,6 +21,7 @@ from bulkapi.api.schemas import EffectPageSchema, PageArgs, ResourcePageSchema, 
 from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type, partition_of
 from bulkapi.core.operations import Operation, OpKind
+from bulkapi.core.preconditions import Preconditions
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
 from bulkapi.store.database import reading
 from bulkapi.store.effects import effects_of_resource
@@ -78,7 +79,11 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
     tenant_id = require_tenant()
     key = _key(rtype, rid)
     rt = runtime()
-    operation = Operation(kind, key, data, parse_if_match(request.headers.get("If-Match")))
+    operation = Operation(kind, key, data)
+    preconditions = Preconditions(
+        parse_if_match(request.headers.get("If-Match")),
+        if_none_match=request.headers.get("If-None-Match", "").strip() == "*",
+    )
     rt.registry.check_write(operation)
     partition = partition_of(tenant_id, key, rt.settings.partitions)
     result = write_now_or_wait(
@@ -88,7 +93,7 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
         operation,
         partition=partition,
         wait_seconds=parse_prefer_wait(request.headers.get("Prefer")),
-        if_none_match=request.headers.get("If-None-Match", "").strip() == "*",
+        preconditions=preconditions,
         retry_after=rt.settings.retry_after,
     )
     if result.effects:

@@ -13,13 +13,13 @@ from bulkapi.core.apply import ResourceState
 from bulkapi.core.errors import (
     ApplyFailed,
     NotFound,
-    PreconditionFailed,
     ResourceBusy,
     RuleRejectedWrite,
     ValidationFailed,
 )
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
+from bulkapi.core.preconditions import Preconditions
 from bulkapi.ids import new_id
 from bulkapi.store.database import as_utc, dialect_insert
 from bulkapi.store.drain import Apply
@@ -131,7 +131,7 @@ def write_resource(
     apply: Apply,
     *,
     partition: int,
-    if_none_match: bool = False,
+    preconditions: Preconditions,
 ) -> WriteResult:
     """Apply one write now, unless accepted bulk work on the key must go first.
 
@@ -152,15 +152,8 @@ def write_resource(
         raise ResourceBusy(
             f"{key.type}/{key.id} has accepted bulk operations not yet applied.", job_id=holder
         )
-    if if_none_match and state.exists:
-        raise PreconditionFailed("already_exists", f"{key.type}/{key.id} already exists.")
-    if operation.if_version is not None and not state.exists:
-        # If-Match needs a current representation (RFC 9110 13.1.1); bulk if_version 0
-        # means "absent", but an ETag names a version that exists.
-        raise PreconditionFailed("version_mismatch", f"{key.type}/{key.id} does not exist.")
+    preconditions.check(state, f"{key.type}/{key.id}")
     outcome = apply(state, operation)
-    if outcome.error is OpError.VERSION_MISMATCH:
-        raise PreconditionFailed("version_mismatch", outcome.message or "version mismatch")
     if outcome.error is OpError.NOT_FOUND:
         raise NotFound(f"No resource {key.type}/{key.id}.")
     if outcome.error is OpError.RULE_REJECTED:

@@ -139,7 +139,9 @@ def test_if_match_with_stale_version_is_version_mismatch_and_changes_nothing(
     assert current.get_json()["data"] == {"a": 2}
 
 
-@pytest.mark.parametrize("value", ['"abc"', "1", 'W/"1"', '"1", "2"', '""'])
+@pytest.mark.parametrize(
+    "value", ['"abc"', "1", 'W/"1"', '"2", "3"', '""', '"\u00b2"', '"1' + "0" * 40 + '"', "**"]
+)
 def test_if_match_that_names_no_version_fails_the_precondition(
     api: InProcessApi, value: str
 ) -> None:
@@ -147,6 +149,31 @@ def test_if_match_that_names_no_version_fails_the_precondition(
     response = api.put("/v1/resources/user/u1", json={"a": 2}, headers={"If-Match": value})
     assert_problem(response, 412, "version_mismatch")
     assert api.get("/v1/resources/user/u1").get_json()["data"] == {"a": 1}
+
+
+def test_if_match_with_a_list_applies_when_any_tag_names_the_current_version(
+    api: InProcessApi,
+) -> None:
+    api.put("/v1/resources/user/u1", json={"a": 1})
+    listed = api.put("/v1/resources/user/u1", json={"a": 2}, headers={"If-Match": '"7", "1"'})
+    assert listed.status_code == 200
+    assert listed.headers["ETag"] == '"2"'
+
+
+def test_if_match_star_applies_to_an_existing_resource_only(api: InProcessApi) -> None:
+    """RFC 9110: ``If-Match: *`` holds when there is a current representation."""
+    absent = api.put("/v1/resources/user/u9", json={"a": 1}, headers={"If-Match": "*"})
+    assert_problem(absent, 412, "version_mismatch")
+    assert_problem(api.get("/v1/resources/user/u9"), 404, "not_found")
+    api.put("/v1/resources/user/u9", json={"a": 1})
+    updated = api.put("/v1/resources/user/u9", json={"a": 2}, headers={"If-Match": "*"})
+    assert updated.status_code == 200
+    assert updated.get_json()["data"] == {"a": 2}
+    assert api.delete("/v1/resources/user/u9", headers={"If-Match": "*"}).status_code == 204
+    gone = api.patch("/v1/resources/user/u9", json={"a": 3}, headers={"If-Match": "*"})
+    assert gone.status_code in (404, 412)
+    tombstone = api.put("/v1/resources/user/u9", json={"a": 3}, headers={"If-Match": "*"})
+    assert_problem(tombstone, 412, "version_mismatch")
 
 
 def test_if_match_on_an_absent_resource_fails_the_precondition(api: InProcessApi) -> None:
