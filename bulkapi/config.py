@@ -52,6 +52,8 @@ class Settings:
     broker_url: str | None = None
     #: Prefix of every Redis key the broker writes, so deployments can share a Redis.
     broker_namespace: str = "bulkapi"
+    #: Seconds any Redis connect or command may take before it counts as failed.
+    redis_timeout: float = 5.0
     #: Number of partitions; bounds drain parallelism. Change only while nothing is pending.
     partitions: int = 64
     #: Operations applied per drain transaction.
@@ -140,6 +142,8 @@ class Settings:
             raise ValueError(
                 "batch size, rule attempts, effect attempts and max operations must be >= 1"
             )
+        if self.redis_timeout <= 0:
+            raise ValueError("BULKAPI_REDIS_TIMEOUT must be > 0")
         if self.effect_backoff < 0:
             raise ValueError("BULKAPI_EFFECT_BACKOFF must be >= 0")
         if self.webhook_attempts < 1:
@@ -155,6 +159,7 @@ class Settings:
             database_url=env.get("BULKAPI_DATABASE_URL") or defaults.database_url,
             broker_url=env.get("BULKAPI_BROKER_URL") or None,
             broker_namespace=env.get("BULKAPI_BROKER_NAMESPACE") or defaults.broker_namespace,
+            redis_timeout=_float(env, "BULKAPI_REDIS_TIMEOUT", defaults.redis_timeout),
             partitions=_int(env, "BULKAPI_PARTITIONS", defaults.partitions),
             batch_size=_int(env, "BULKAPI_BATCH_SIZE", defaults.batch_size),
             drain_budget=_float(env, "BULKAPI_DRAIN_BUDGET", defaults.drain_budget),

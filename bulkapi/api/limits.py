@@ -6,10 +6,12 @@ one count; embedded mode counts in memory.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from limits import parse, storage, strategies
+from limits.errors import StorageError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
@@ -18,28 +20,59 @@ from bulkapi.core.errors import RateLimited
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.tables import operations
 
+logger = logging.getLogger(__name__)
+
+
+#: Seconds between two warnings that the shared rate count cannot be reached.
+_WARN_EVERY_SECONDS = 60.0
+
 
 class TenantRateLimiter:
+    """Counts requests per tenant; fails open when Redis is away.
+
+    The limit protects the service; it must not be the reason the service stops. An
+    unreachable Redis would otherwise turn every authenticated request into an error,
+    although neither admission nor sync writes need Redis. So a request the count cannot
+    be taken for is let through, and a warning is logged (at most once a minute).
+    """
+
     def __init__(self, settings: Settings) -> None:
         self._item = parse(settings.rate_limit) if settings.rate_limit else None
         counts = (
             storage.MemoryStorage()
             if settings.broker_url is None
-            else storage.storage_from_string(
-                settings.broker_url, key_prefix=f"{settings.broker_namespace}-rate"
+            else storage.RedisStorage(
+                settings.broker_url,
+                key_prefix=f"{settings.broker_namespace}-rate",
+                wrap_exceptions=True,
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
             )
         )
         self._limiter = strategies.FixedWindowRateLimiter(counts)
+        self._warned_at = -math.inf
 
     def check(self, tenant_id: str) -> None:
         """Count one request; raise ``RateLimited`` (429) once the tenant is over its rate."""
-        if self._item is None or self._limiter.hit(self._item, tenant_id):
+        if self._item is None:
             return
-        reset = self._limiter.get_window_stats(self._item, tenant_id).reset_time
+        try:
+            if self._limiter.hit(self._item, tenant_id):
+                return
+            reset = self._limiter.get_window_stats(self._item, tenant_id).reset_time
+        except StorageError:
+            self._warn()
+            return
         raise RateLimited(
             "Too many requests for this tenant; slow down.",
             retry_after=max(1, math.ceil(reset - time.time())),
         )
+
+    def _warn(self) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_SECONDS:
+            self._warned_at = now
+            logger.warning("rate limit not enforced: its Redis count is unreachable", exc_info=True)
 
 
 def check_pending_cap(conn: Connection, tenant_id: str, adding: int, cap: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
@@ -26,6 +27,18 @@ class PromptRedisBroker(RedisBroker):
         return super().consume(queue_name, prefetch, min(timeout, IDLE_POLL_MS))
 
 
+def redis_client(url: str, timeout: float) -> redis.Redis:
+    """A client whose every connect and command gives up after ``timeout`` seconds.
+
+    redis-py waits forever by default: a Redis that hangs (stopped, half-open network)
+    would hang each wake-up send, each readiness check and each rate-limit count with it.
+    None of our commands blocks on the server (Dramatiq polls), so a short limit is safe.
+    """
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+    )
+
+
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """Build the broker and make it the global one before any actor is declared.
 
@@ -37,7 +50,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker = StubBroker()
     else:
         broker = PromptRedisBroker(  # type: ignore[no-untyped-call]
-            url=settings.broker_url, namespace=settings.broker_namespace
+            client=redis_client(settings.broker_url, settings.redis_timeout),
+            namespace=settings.broker_namespace,
         )
     dramatiq.set_broker(broker)
     return broker

@@ -1,0 +1,93 @@
+"""Redis away or hung: the API keeps accepting work; only readiness says so.
+
+Neither admission nor sync writes need Redis (the database is the queue of record; a
+lost wake-up is healed by the sweeper). So with the broker's Redis killed, or stopped
+dead (SIGSTOP: connections open, nothing answers), writes must still succeed, `/readyz`
+must answer 503 promptly instead of hanging, and once Redis is back the accepted work
+is applied. Real processes over real HTTP, on a private Redis this test may stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import requests
+
+from bulkapi.store.database import make_engine
+from bulkapi.store.migrate import upgrade
+from bulkapi.store.tenants import create_key
+from tests.integration.private_services import PrivateRedis, private_redis
+from tests.support import WAIT_SECONDS, HttpApi, service_env, start_server, start_workers
+
+
+def _writes_succeed(api: HttpApi, label: str) -> str:
+    """A bulk submission and a sync PUT both succeed; returns the job id."""
+    job = api.request(
+        "POST",
+        "/v1/bulk",
+        json={"operations": [{"op": "upsert", "type": "item", "id": label, "data": {"n": 1}}]},
+    )
+    assert job.status_code == 202, job.text
+    put = api.request("PUT", f"/v1/resources/item/sync-{label}", json={"n": 1})
+    assert put.status_code == 201, put.text
+    read = api.request("GET", f"/v1/jobs/{job.json()['id']}")
+    assert read.status_code == 200, read.text
+    job_id: str = job.json()["id"]
+    return job_id
+
+
+def _not_ready(api: HttpApi) -> None:
+    # The client timeout is only a hang guard: a hung Redis must not hang the probe.
+    response = requests.get(api.base_url + "/readyz", timeout=WAIT_SECONDS)
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "not_ready"
+
+
+def _paused(redis_server: PrivateRedis) -> None:
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+
+
+def _resumed(redis_server: PrivateRedis) -> None:
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGCONT)
+
+
+def test_writes_are_accepted_while_redis_is_down_or_hung_and_applied_when_it_returns(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    with private_redis(tmp_path) as broker:
+        # The default per-tenant rate limit stays on: it counts in this Redis.
+        env = service_env(postgres_url, broker.url, redis_namespace, BULKAPI_REDIS_TIMEOUT="1")
+        engine = make_engine(postgres_url)
+        try:
+            upgrade(engine)
+            with engine.begin() as conn:
+                _, key = create_key(conn, f"outage-{uuid.uuid4().hex[:8]}")
+        finally:
+            engine.dispose()
+        server, base_url = start_server(env, tmp_path)
+        try:
+            api = HttpApi(base_url, key)
+            broker.kill()
+            down = _writes_succeed(api, "while-down")
+            _not_ready(api)
+
+            broker.start()
+            _paused(broker)
+            try:
+                hung = _writes_succeed(api, "while-hung")
+                _not_ready(api)
+            finally:
+                _resumed(broker)
+
+            workers = start_workers(env, tmp_path)
+            try:
+                for job_id in (down, hung):
+                    assert api.wait_job(job_id)["status"] == "succeeded"
+            finally:
+                workers.stop()
+        finally:
+            server.stop()
