@@ -37,6 +37,14 @@ _DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
     errors.ApplyFailed: (503, "Write could not be applied"),
 }
 
+#: Errors that go away by themselves: their answers say when to try again.
+_RETRYABLE = (
+    errors.ResourceBusy,
+    errors.RateLimited,
+    errors.IdempotencyKeyInUse,
+    errors.ApplyFailed,
+)
+
 #: Codes for HTTP errors raised by Flask, Werkzeug or flask-smorest themselves.
 _HTTP_CODES = {
     400: "bad_request",
@@ -83,7 +91,7 @@ def _domain_problem(error: errors.BulkapiError) -> Response:
     headers = {}
     if isinstance(error, errors.Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(error, errors.ResourceBusy | errors.RateLimited):
+    if isinstance(error, _RETRYABLE):
         headers["Retry-After"] = str(error.extra.get("retry_after", 1))
     extra = {name: value for name, value in error.extra.items() if name != "retry_after"}
     return problem(status, error.code, title, error.detail, headers, **extra)

@@ -53,6 +53,7 @@ def test_concurrent_duplicates_with_one_idempotency_key_create_one_job(
 ) -> None:
     operations = [{"op": "upsert", "type": "lead", "id": f"c{i}", "data": {}} for i in range(300)]
     answers: list[tuple[int, dict[str, object]]] = []
+    retry_afters: list[str | None] = []
     lock = threading.Lock()
 
     def submit() -> None:
@@ -62,6 +63,7 @@ def test_concurrent_duplicates_with_one_idempotency_key_create_one_job(
         )
         with lock:
             answers.append((response.status_code, response.get_json()))
+            retry_afters.append(response.headers.get("Retry-After"))
 
     threads = [threading.Thread(target=submit) for _ in range(8)]
     for thread in threads:
@@ -73,6 +75,8 @@ def test_concurrent_duplicates_with_one_idempotency_key_create_one_job(
     job_ids = {body["id"] for status, body in answers if status == 202}
     assert len(job_ids) == 1
     assert all(body["code"] == "idempotency_key_in_use" for s, body in answers if s == 409)
+    # An answer to an in-flight duplicate says when to retry (a 202 says when to poll).
+    assert all(value is not None and int(value) >= 1 for value in retry_afters)
     assert len(api.get("/v1/jobs").get_json()["items"]) == 1
 
 

@@ -256,7 +256,9 @@ def test_a_crashing_schema_is_a_503_apply_failed_and_records_nothing(
 ) -> None:
     """Operator code that crashes while validating is not the client's fault: 503, never
     a 500, and neither the sync write nor the bulk request leaves anything behind."""
-    assert_problem(api.put("/v1/resources/fragile/f-1", json={"n": FRAGILE_N}), 503, "apply_failed")
+    crashed = api.put("/v1/resources/fragile/f-1", json={"n": FRAGILE_N})
+    assert_problem(crashed, 503, "apply_failed")
+    assert int(crashed.headers["Retry-After"]) >= 1
     assert api.get("/v1/resources/fragile/f-1").status_code == 404
     fine = {"op": "upsert", "type": "fragile", "id": "f-2", "data": {"n": 1}}
     crashing = {"op": "upsert", "type": "fragile", "id": "f-3", "data": {"n": FRAGILE_N}}
