@@ -31,6 +31,18 @@ def parse_if_match(header: str | None) -> frozenset[int] | Literal["*"] | None:
     )
 
 
+def none_match(header: str | None, version: int) -> bool:
+    """Whether a GET's ``If-None-Match`` names the current version, so the answer is 304.
+
+    Weak comparison (RFC 9110 13.1.2): ``W/"3"`` matches ``"3"``; ``*`` matches any
+    version of an existing resource; a list matches if any of its tags does.
+    """
+    if header is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return ANY_VERSION in tags or etag(version) in tags
+
+
 def parse_prefer_wait(header: str | None) -> float:
     """Seconds the caller lets a busy write wait (``Prefer: wait=N``), capped at 30."""
     if not header:

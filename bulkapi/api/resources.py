@@ -14,7 +14,7 @@ from bulkapi.api.bodies import read_document
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
 from bulkapi.api.pagination import MAX_INDEX, decode_cursor, page_body
-from bulkapi.api.preconditions import etag, parse_if_match, parse_prefer_wait
+from bulkapi.api.preconditions import etag, none_match, parse_if_match, parse_prefer_wait
 from bulkapi.api.representations import effect_body, resource_body
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import EffectPageSchema, PageArgs, ResourcePageSchema, ResourceSchema
@@ -148,7 +148,7 @@ def get(rtype: str, rid: str) -> Response:
     tenant_id = require_tenant()
     with reading(runtime().engine) as conn:
         resource = get_resource(conn, tenant_id, _key(rtype, rid))
-    if request.headers.get("If-None-Match", "").strip() == etag(resource.version):
+    if none_match(request.headers.get("If-None-Match"), resource.version):
         return Response(status=304, headers={"ETag": etag(resource.version)})
     return _resource_response(resource)
 

@@ -183,6 +183,28 @@ def test_if_match_on_an_absent_resource_fails_the_precondition(api: InProcessApi
     assert_problem(api.get("/v1/resources/user/never"), 404, "not_found")
 
 
+@pytest.mark.parametrize("tag", ['"2"', 'W/"2"', "*", '"9", "2"'])
+def test_get_with_if_none_match_naming_the_current_version_is_304(
+    api: InProcessApi, tag: str
+) -> None:
+    api.put("/v1/resources/user/n1", json={"a": 1})
+    api.put("/v1/resources/user/n1", json={"a": 2})
+    unchanged = api.get("/v1/resources/user/n1", headers={"If-None-Match": tag})
+    assert unchanged.status_code == 304
+    assert unchanged.headers["ETag"] == '"2"'
+    assert unchanged.data == b""
+
+
+def test_get_with_if_none_match_naming_an_older_version_is_the_resource(
+    api: InProcessApi,
+) -> None:
+    api.put("/v1/resources/user/n2", json={"a": 1})
+    api.put("/v1/resources/user/n2", json={"a": 2})
+    changed = api.get("/v1/resources/user/n2", headers={"If-None-Match": '"1", W/"3"'})
+    assert changed.status_code == 200
+    assert changed.get_json()["data"] == {"a": 2}
+
+
 def test_if_none_match_star_on_existing_resource_is_already_exists(api: InProcessApi) -> None:
     api.put("/v1/resources/user/u1", json={"a": 1})
     response = api.put("/v1/resources/user/u1", json={"a": 2}, headers={"If-None-Match": "*"})
