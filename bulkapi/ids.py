@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import threading
 import time
+from datetime import UTC, datetime
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -45,6 +46,19 @@ def new_id(prefix: str) -> str:
     """``prefix_`` + 26 characters that sort by creation time (ms), then by creation order."""
     millis, randomness = _ids.next()
     return f"{prefix}_{_base32(millis, 10)}{_base32(randomness, 16)}"
+
+
+def id_time(value: str) -> datetime:
+    """The moment (to the millisecond, UTC) a ``new_id`` id was made.
+
+    A record stamped with its own id's time sorts the same by id and by timestamp, which
+    two separate clock reads could not promise (threads and processes interleave).
+    """
+    encoded = value.partition("_")[2][:10]
+    millis = 0
+    for char in encoded:
+        millis = millis * 32 + _ALPHABET.index(char)
+    return datetime.fromtimestamp(millis / 1000, UTC)
 
 
 def looks_like(prefix: str, value: str) -> bool:

@@ -124,11 +124,11 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
         record = JobRecord(
             admitted.job_id,
             JobStatus.QUEUED,
-            now,
+            admitted.created_at,
             None,
             None,
             Counts(len(operations)),
-            [(JobStatus.QUEUED, now)],
+            [(JobStatus.QUEUED, admitted.created_at)],
             envelope.callback_url,
             envelope.metadata,
             job_deadline,

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import Operation
-from bulkapi.ids import digest, new_id, new_secret
+from bulkapi.ids import digest, id_time, new_id, new_secret
 from bulkapi.store.bulk_sql import OperationRow, bulk_sql_for
 from bulkapi.store.database import as_utc
 from bulkapi.store.tables import job_status_history, jobs, status_tokens
@@ -46,6 +46,8 @@ class Admitted:
     job_id: str
     status_token: str
     partitions: frozenset[int]
+    #: The job's ``created_at``: its id's own time, so newest-first by id is by time too.
+    created_at: datetime
     #: True when an Idempotency-Key matched an earlier job: nothing new was recorded.
     replayed: bool = False
 
@@ -70,14 +72,18 @@ def find_replay(
     ).first()
     if row is None:
         return None
-    if now - as_utc(row.created_at) > IDEMPOTENCY_WINDOW:  # type: ignore[operator]
+    created_at = as_utc(row.created_at)
+    assert created_at is not None
+    if now - created_at > IDEMPOTENCY_WINDOW:
         conn.execute(update(jobs).where(jobs.c.id == row.id).values(idempotency_key=None))
         return None
     if row.request_hash != idempotency.request_hash:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used with a different request in the last 24 hours."
         )
-    return Admitted(row.id, issue_status_token(conn, row.id), frozenset(), replayed=True)
+    return Admitted(
+        row.id, issue_status_token(conn, row.id), frozenset(), created_at, replayed=True
+    )
 
 
 def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
@@ -87,6 +93,7 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
         if replay is not None:
             return replay
     job_id = new_id("job")
+    created_at = id_time(job_id)
     try:
         # First statement on purpose: a concurrent request with the same key waits
         # here on the unique index and fails fast, before any other work.
@@ -96,7 +103,7 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
                 tenant_id=job.tenant_id,
                 status=JobStatus.QUEUED.value,
                 total=len(job.operations),
-                created_at=now,
+                created_at=created_at,
                 callback_url=job.callback_url,
                 meta=job.metadata,
                 deadline=job.deadline,
@@ -111,7 +118,9 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
             "A request with this Idempotency-Key is being processed; retry shortly."
         ) from None
     conn.execute(
-        job_status_history.insert().values(job_id=job_id, status=JobStatus.QUEUED.value, at=now)
+        job_status_history.insert().values(
+            job_id=job_id, status=JobStatus.QUEUED.value, at=created_at
+        )
     )
     status_token = issue_status_token(conn, job_id)
     bulk = bulk_sql_for(conn)
@@ -125,4 +134,4 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
             )
         ],
     )
-    return Admitted(job_id, status_token, frozenset(job.partitions))
+    return Admitted(job_id, status_token, frozenset(job.partitions), created_at)

@@ -374,6 +374,29 @@ def test_job_list_is_newest_first_and_paginated(api: InProcessApi) -> None:
     assert seen == list(reversed(submitted))
 
 
+def test_concurrently_submitted_jobs_list_newest_first_by_created_at_too(
+    service: Service, api: InProcessApi
+) -> None:
+    """Id order and ``created_at`` order agree, however submissions interleave."""
+
+    def submit_some(worker: int) -> None:
+        client = InProcessApi(service.app.test_client(), api.key)
+        for n in range(5):
+            client.submit([_upsert(f"w{worker}-{n}")])
+
+    threads = [threading.Thread(target=submit_some, args=(worker,)) for worker in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    listed = api.get("/v1/jobs?limit=100").get_json()["items"]
+    assert len(listed) == 30
+    created = [parse_time(job["created_at"]) for job in listed]
+    assert created == sorted(created, reverse=True)
+    for job in listed:
+        assert job["status_history"][0]["at"] == job["created_at"]
+
+
 class _FrozenMillisecond:
     """Stands in for ``time`` in ``bulkapi.ids``: every id is minted in one millisecond."""
 
