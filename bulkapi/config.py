@@ -83,6 +83,10 @@ class Settings:
     web_processes: int = 0
     #: Threads per gunicorn process (long polls hold one each).
     web_threads: int = 16
+    #: Requests per API process that may wait (long polls, event streams, ``Prefer:
+    #: wait``), a tenant at most half of them; others answer at once. Keep it below
+    #: ``web_threads`` so waiting clients always leave threads for everything else.
+    max_waiting_requests: int = 8
     #: Seconds an API process remembers a valid key (a revocation takes this long at most).
     credential_cache_seconds: float = 5.0
     #: Requests per tenant (a `limits` rate string such as "200/second"; empty: no limit).
@@ -142,6 +146,8 @@ class Settings:
             raise ValueError(
                 "batch size, rule attempts, effect attempts and max operations must be >= 1"
             )
+        if self.max_waiting_requests < 0:
+            raise ValueError("BULKAPI_MAX_WAITING_REQUESTS must be >= 0")
         if self.redis_timeout <= 0:
             raise ValueError("BULKAPI_REDIS_TIMEOUT must be > 0")
         if self.effect_backoff < 0:
@@ -180,6 +186,9 @@ class Settings:
             retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
             web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
             web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
+            max_waiting_requests=_int(
+                env, "BULKAPI_MAX_WAITING_REQUESTS", defaults.max_waiting_requests
+            ),
             credential_cache_seconds=_float(
                 env, "BULKAPI_CREDENTIAL_CACHE_SECONDS", defaults.credential_cache_seconds
             ),

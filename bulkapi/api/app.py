@@ -11,6 +11,7 @@ from flask_smorest import Api
 from bulkapi import __version__
 from bulkapi.api import bulk, events, health, jobs, metrics, problems, resources, types
 from bulkapi.api.auth import CredentialCache
+from bulkapi.api.holds import wait_slots
 from bulkapi.api.limits import TenantRateLimiter
 from bulkapi.runtime import Runtime
 
@@ -55,6 +56,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.extensions["bulkapi"] = runtime
     app.extensions["bulkapi.rate"] = TenantRateLimiter(runtime.settings)
     app.extensions["bulkapi.types"] = types.describe_types(runtime.registry)
+    app.extensions["bulkapi.waits"] = wait_slots(runtime.settings.max_waiting_requests)
     app.extensions["bulkapi.credentials"] = CredentialCache(
         runtime.settings.credential_cache_seconds
     )

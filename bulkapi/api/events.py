@@ -24,8 +24,9 @@ repeat an event but never misses one. Resuming a terminal job with nothing newer
 **A first connection** gets the current state at once: the current status then a
 ``progress`` event, or, for a terminal job, the final ``progress`` then the terminal
 ``status``. The stream ends after the terminal ``status`` event, or after
-``STREAM_SECONDS`` so a server thread is never held for long; the client reconnects with
-``Last-Event-ID`` after the ``retry`` delay the stream sets.
+``STREAM_SECONDS``; the client reconnects with ``Last-Event-ID`` after the ``retry``
+delay the stream sets. A stream holds a server thread, so it needs one of the process's
+wait slots (``api/holds.py``); without one it sends what is new and closes at once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from sqlalchemy.exc import DBAPIError
 from bulkapi.api.auth import require_job_reader
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
+from bulkapi.api.holds import try_wait
 from bulkapi.api.representations import job_body
 from bulkapi.core.errors import NotFound
 from bulkapi.core.jobs import STATUS_RANK, JobStatus
@@ -62,8 +64,9 @@ blp = Blueprint(
 #: Seconds without an event after which a comment line keeps the connection (and any
 #: proxy in between) from timing out.
 HEARTBEAT_SECONDS = 15.0
-#: Longest one stream stays open; the client then reconnects with ``Last-Event-ID``.
-STREAM_SECONDS = 300.0
+#: Longest one stream stays open; the client then reconnects with ``Last-Event-ID``
+#: (and a revoked key is noticed then).
+STREAM_SECONDS = 60.0
 #: Milliseconds a client waits before reconnecting (the SSE ``retry`` field).
 RETRY_MILLISECONDS = 2000
 #: Polls of the job start this often and slow down to at most one a second, so a stream
@@ -217,8 +220,10 @@ def _read_job(tenant_id: str, job_id: str) -> JobRecord:
         return get_job(conn, tenant_id, job_id)
 
 
-def _stream(tenant_id: str, job: JobRecord, seen: Position) -> Iterator[bytes]:
-    """Events until the job is terminal or ``STREAM_SECONDS`` have passed.
+def _stream(
+    tenant_id: str, job: JobRecord, seen: Position, stream_seconds: float
+) -> Iterator[bytes]:
+    """Events until the job is terminal or ``stream_seconds`` have passed.
 
     Once the headers are sent an error can no longer be a problem response: if the
     database goes away the stream just ends, and the client resumes where it was.
@@ -236,13 +241,13 @@ def _stream(tenant_id: str, job: JobRecord, seen: Position) -> Iterator[bytes]:
         if job.status.is_terminal:
             return
         now = time.monotonic()
-        if now - started >= STREAM_SECONDS:
+        if now - started >= stream_seconds:
             return
         if now - last_sent >= HEARTBEAT_SECONDS:
             yield b": keep-alive\n\n"
             last_sent = now
         time.sleep(
-            max(0.0, min(poll, started + STREAM_SECONDS - now, last_sent + HEARTBEAT_SECONDS - now))
+            max(0.0, min(poll, started + stream_seconds - now, last_sent + HEARTBEAT_SECONDS - now))
         )
         poll = min(poll * 2, _LAST_POLL_SECONDS)
         try:
@@ -274,8 +279,15 @@ def events(job_id: str) -> Response:
         seen = first_position(job)
     elif job.status.is_terminal and not events_after(job, seen):
         return Response(status=204)
-    return Response(
-        stream_with_context(_stream(tenant_id, job, seen)),
+    # Without a wait slot the stream sends what is new and closes; the client comes back
+    # after the retry delay, as it would after any closed stream.
+    release = None if job.status.is_terminal else try_wait(tenant_id)
+    lifetime = 0.0 if release is None else STREAM_SECONDS
+    response = Response(
+        stream_with_context(_stream(tenant_id, job, seen, lifetime)),
         mimetype="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
+    if release is not None:
+        response.call_on_close(release)
+    return response

@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import check_job_id, require_job_reader, require_tenant
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
+from bulkapi.api.holds import may_wait
 from bulkapi.api.pagination import decode_cursor, page_body
 from bulkapi.api.representations import delivery_body, job_body, result_body
 from bulkapi.api.responses import json_response
@@ -64,10 +65,15 @@ def get(job_id: str, wait: float) -> Response:
     deadline = time.monotonic() + wait
     poll = _FIRST_POLL_SECONDS
     job = _read_job(tenant_id, job_id)
-    while not job.status.is_terminal and (remaining := deadline - time.monotonic()) > 0:
-        time.sleep(min(poll, remaining))
-        poll = min(poll * 2, _LAST_POLL_SECONDS)
-        job = _read_job(tenant_id, job_id)
+    with may_wait(tenant_id, wanted=wait > 0 and not job.status.is_terminal) as waiting:
+        while (
+            waiting
+            and not job.status.is_terminal
+            and (remaining := deadline - time.monotonic()) > 0
+        ):
+            time.sleep(min(poll, remaining))
+            poll = min(poll * 2, _LAST_POLL_SECONDS)
+            job = _read_job(tenant_id, job_id)
     headers = {} if job.status.is_terminal else {"Retry-After": str(runtime().settings.retry_after)}
     return json_response(job_body(job), headers=headers)
 
