@@ -7,8 +7,10 @@ import random
 import time
 from dataclasses import dataclass
 
+import orjson
+
 from bulkapi.core.apply import Change, Outcome, ResourceState, apply_operation
-from bulkapi.core.operations import Operation, OpError
+from bulkapi.core.operations import Operation, OpError, OpKind
 from bulkapi.registry import TypeRegistry
 
 
@@ -25,6 +27,9 @@ class Applier:
     registry: TypeRegistry
     attempts: int = 3
     first_backoff: float = 0.05
+    #: Largest serialized document a write may leave behind (None: no limit). Upserts
+    #: are held to it at admission; a patch's result is known only here.
+    max_document_bytes: int | None = None
 
     def __call__(self, state: ResourceState, operation: Operation) -> Outcome:
         for attempt in range(1, self.attempts):
@@ -46,5 +51,13 @@ class Applier:
         outcome = apply_operation(state, operation, self.registry.rules_for(operation.key.type))
         if not outcome.succeeded:
             return outcome
+        if operation.kind is OpKind.PATCH and self.max_document_bytes is not None:
+            size = len(orjson.dumps(outcome.state.data))
+            if size > self.max_document_bytes:
+                message = (
+                    f"The patched document would take {size} bytes;"
+                    f" documents take at most {self.max_document_bytes}."
+                )
+                return Outcome(state, OpError.RULE_REJECTED, message, {"_schema": [message]})
         effects = self.registry.effects_for(Change(operation, state.data, outcome.state.data))
         return dataclasses.replace(outcome, effects=effects) if effects else outcome

@@ -33,7 +33,11 @@ class Runtime:
         self.engine = engine or make_engine(settings.database_url, settings.db_pool_size)
         self.broker = build_broker(settings)
         self.registry = load_registry(settings.types_module, strict=settings.strict_types)
-        self.apply = Applier(self.registry, attempts=settings.rule_attempts)
+        self.apply = Applier(
+            self.registry,
+            attempts=settings.rule_attempts,
+            max_document_bytes=settings.max_document_bytes,
+        )
         drainer = PartitionDrainer(
             self.engine, settings.batch_size, settings.drain_budget, self.apply
         )

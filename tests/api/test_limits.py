@@ -141,3 +141,38 @@ def test_document_far_over_the_limit_on_the_wire_is_payload_too_large(
 def test_document_at_the_limit_is_accepted(limited_api: InProcessApi) -> None:
     response = limited_api.put("/v1/resources/row/r0", json=_padding(SMALL_MAX_DOCUMENT_BYTES))
     assert response.status_code == 201
+
+
+def _half(name: str) -> dict[str, Any]:
+    """A document of just over half the limit, under the key ``name``."""
+    return {name: "x" * (SMALL_MAX_DOCUMENT_BYTES // 2)}
+
+
+def test_a_sync_patch_that_would_grow_a_document_past_the_limit_changes_nothing(
+    limited_api: InProcessApi,
+) -> None:
+    assert limited_api.put("/v1/resources/row/grow", json=_half("a")).status_code == 201
+    grown = limited_api.patch("/v1/resources/row/grow", json=_half("b"))
+    body = assert_problem(grown, 422, "validation_error")
+    assert str(SMALL_MAX_DOCUMENT_BYTES) in body["errors"]["_schema"][0]
+    stored = limited_api.get("/v1/resources/row/grow").get_json()
+    assert (stored["version"], stored["data"]) == (1, _half("a"))
+
+
+def test_a_bulk_patch_that_would_grow_a_document_past_the_limit_fails_alone(
+    limited_api: InProcessApi,
+) -> None:
+    assert limited_api.put("/v1/resources/row/grow", json=_half("a")).status_code == 201
+    job = limited_api.submit(
+        [
+            {"op": "patch", "type": "row", "id": "grow", "data": _half("b")},
+            {"op": "upsert", "type": "row", "id": "fits", "data": _half("a")},
+        ]
+    )
+    assert limited_api.wait_job(job["id"])["status"] == "partially_succeeded"
+    grown, fits = limited_api.results(job["id"])
+    assert fits["status"] == "succeeded"
+    assert grown["status"] == "failed"
+    assert grown["error"]["code"] == "rule_rejected"
+    assert str(SMALL_MAX_DOCUMENT_BYTES) in grown["error"]["message"]
+    assert limited_api.get("/v1/resources/row/grow").get_json()["data"] == _half("a")
