@@ -43,14 +43,13 @@ from flask_smorest import Blueprint
 from sqlalchemy.exc import DBAPIError
 
 from bulkapi.api.auth import require_job_reader
-from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
 from bulkapi.api.holds import try_wait
+from bulkapi.api.jobs import read_job
 from bulkapi.api.representations import job_body
 from bulkapi.core.errors import NotFound
 from bulkapi.core.jobs import STATUS_RANK, JobStatus
-from bulkapi.store.database import reading
-from bulkapi.store.jobs import JobRecord, get_job
+from bulkapi.store.jobs import JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -215,11 +214,6 @@ def events_after(job: JobRecord, seen: Position) -> list[Event]:
     return events
 
 
-def _read_job(tenant_id: str, job_id: str) -> JobRecord:
-    with reading(runtime().engine) as conn:
-        return get_job(conn, tenant_id, job_id)
-
-
 def _stream(
     tenant_id: str, job: JobRecord, seen: Position, stream_seconds: float
 ) -> Iterator[bytes]:
@@ -251,7 +245,7 @@ def _stream(
         )
         poll = min(poll * 2, _LAST_POLL_SECONDS)
         try:
-            job = _read_job(tenant_id, job.id)
+            job = read_job(tenant_id, job.id)
         except NotFound:
             return
         except DBAPIError as error:
@@ -273,7 +267,7 @@ def _stream(
 def events(job_id: str) -> Response:
     """A job's status changes and progress as Server-Sent Events, resumable by Last-Event-ID."""
     tenant_id = require_job_reader(job_id)
-    job = _read_job(tenant_id, job_id)  # 404 before the stream starts
+    job = read_job(tenant_id, job_id)  # 404 before the stream starts
     seen = parse_last_event_id(request.headers.get("Last-Event-ID"), job)
     if seen is None:
         seen = first_position(job)

@@ -50,7 +50,8 @@ _FIRST_POLL_SECONDS = 0.05
 _LAST_POLL_SECONDS = 0.5
 
 
-def _read_job(tenant_id: str, job_id: str) -> JobRecord:
+def read_job(tenant_id: str, job_id: str) -> JobRecord:
+    """The tenant's job (404 ``NotFound`` otherwise), read beside any writer."""
     with reading(runtime().engine) as conn:
         return get_job(conn, tenant_id, job_id)
 
@@ -64,7 +65,7 @@ def get(job_id: str, wait: float) -> Response:
     tenant_id = require_job_reader(job_id)
     deadline = time.monotonic() + wait
     poll = _FIRST_POLL_SECONDS
-    job = _read_job(tenant_id, job_id)
+    job = read_job(tenant_id, job_id)
     with may_wait(tenant_id, wanted=wait > 0 and not job.status.is_terminal) as waiting:
         while (
             waiting
@@ -73,7 +74,7 @@ def get(job_id: str, wait: float) -> Response:
         ):
             time.sleep(min(poll, remaining))
             poll = min(poll * 2, _LAST_POLL_SECONDS)
-            job = _read_job(tenant_id, job_id)
+            job = read_job(tenant_id, job_id)
     headers = {} if job.status.is_terminal else {"Retry-After": str(runtime().settings.retry_after)}
     return json_response(job_body(job), headers=headers)
 
@@ -104,7 +105,7 @@ def results(
     """Per-operation results in request order; ``Accept: application/x-ndjson`` streams all."""
     wanted = ResultFilter(status, effects_status)
     tenant_id = require_job_reader(job_id)
-    _read_job(tenant_id, job_id)  # 404 unless the job is the caller's
+    read_job(tenant_id, job_id)  # 404 unless the job is the caller's
     if request.accept_mimetypes.best_match(["application/json", "application/x-ndjson"]) == (
         "application/x-ndjson"
     ):
@@ -129,7 +130,7 @@ def deliveries(job_id: str) -> Response:
     """
     tenant_id = require_tenant()  # not a status token: SPEC §5 limits those to
     check_job_id(job_id)  # the job's status, results and events
-    _read_job(tenant_id, job_id)  # 404 unless the job is the caller's
+    read_job(tenant_id, job_id)  # 404 unless the job is the caller's
     with reading(runtime().engine) as conn:
         found = delivery_of_job(conn, job_id)
     return json_response(delivery_body(found))
@@ -147,7 +148,7 @@ def cancel_job(job_id: str) -> Response:
         webhook = cancel(conn, tenant_id, job_id, utcnow())
     if webhook:
         rt.waker.wake([WEBHOOKS_SHARD], lane="webhooks")
-    return json_response(job_body(_read_job(tenant_id, job_id)), 202)
+    return json_response(job_body(read_job(tenant_id, job_id)), 202)
 
 
 @blp.route("", methods=["GET"])

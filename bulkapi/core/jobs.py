@@ -16,8 +16,11 @@ class JobStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (JobStatus.QUEUED, JobStatus.PROCESSING)
+        return self.value not in OPEN_STATUSES
 
+
+#: The statuses of a job still running, as stored.
+OPEN_STATUSES = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 
 #: Where each status sits in a job's life; history is listed in this order.
 STATUS_RANK = {status: rank for rank, status in enumerate(JobStatus)}

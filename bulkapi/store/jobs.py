@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.errors import JobFinished, NotFound
-from bulkapi.core.jobs import STATUS_RANK, Counts, JobStatus, terminal_status
+from bulkapi.core.jobs import OPEN_STATUSES, STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert
 from bulkapi.store.drain import add_counts
@@ -25,8 +25,6 @@ from bulkapi.store.tables import (
     status_tokens,
 )
 from bulkapi.store.webhooks import purge_deliveries, record_delivery
-
-_OPEN = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +250,7 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
     """
     rows = conn.execute(
         select(jobs.c.id, jobs.c.status, jobs.c.total)
-        .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.status.in_(_OPEN))
+        .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.status.in_(OPEN_STATUSES))
         .order_by(jobs.c.id)  # job rows are locked below in this (one global) order
     ).all()
     if not rows:
@@ -268,7 +266,7 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
             ).scalar()
             done = (
                 _finish(conn, row.id, _counts(conn, {row.id: row.total})[row.id], now)
-                if locked in _OPEN
+                if locked in OPEN_STATUSES
                 else None
             )
             if done is not None:
@@ -286,7 +284,7 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
 
 
 def open_job_ids(conn: Connection) -> list[str]:
-    return list(conn.execute(select(jobs.c.id).where(jobs.c.status.in_(_OPEN))).scalars())
+    return list(conn.execute(select(jobs.c.id).where(jobs.c.status.in_(OPEN_STATUSES))).scalars())
 
 
 def pending_partitions(conn: Connection) -> list[int]:

@@ -17,13 +17,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import BindParameter
 
 from bulkapi.core.effects import EffectStatus
-from bulkapi.core.jobs import JobStatus
+from bulkapi.core.jobs import OPEN_STATUSES
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, is_postgres
 from bulkapi.store.tables import effects, jobs, operations
-
-#: The statuses of a job still in progress, in the order they are reported.
-OPEN_JOB_STATUSES = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +90,9 @@ def _open_jobs(conn: Connection) -> dict[str, int]:
     # Literal values: SQLite uses the partial index ix_jobs_open only when it can see
     # them, and bound parameters hide them.
     statuses: BindParameter[str] = bindparam(
-        "open", list(OPEN_JOB_STATUSES), expanding=True, literal_execute=True
+        "open", list(OPEN_STATUSES), expanding=True, literal_execute=True
     )
-    counts = dict.fromkeys(OPEN_JOB_STATUSES, 0)
+    counts = dict.fromkeys(OPEN_STATUSES, 0)
     rows = conn.execute(
         select(jobs.c.status, func.count())
         .where(jobs.c.status.in_(statuses))

@@ -82,7 +82,7 @@ def test_a_tenant_waits_in_at_most_half_the_slots_and_gets_answers_at_once_beyon
     two_slots: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant_a, tenant_b = two_slots.api(), two_slots.api()
-    first_read = FirstCall(monkeypatch, jobs_api, "_read_job")
+    first_read = FirstCall(monkeypatch, jobs_api, "read_job")
     with two_slots.drains_paused():
         held = tenant_a.submit([_upsert("held")])
         stream = EventStream(two_slots, tenant_a.key, held["id"])
