@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -35,6 +34,13 @@ def _settings(*, load_types: bool = False) -> Settings:
     return settings
 
 
+def _log_to_stderr() -> None:
+    """Long-running commands log INFO and up to stderr, one line per record."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
 @click.group()
 def main() -> None:
     """bulkapi: ordered bulk operations for any API."""
@@ -47,9 +53,7 @@ def serve(host: str, port: int) -> None:
     """Serve the API (and, with no broker configured, the workers too)."""
     from bulkapi.server import Server
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr()
     settings = _settings(load_types=True)
     if settings.embedded:
         engine = make_engine(settings.database_url)
@@ -63,8 +67,9 @@ def serve(host: str, port: int) -> None:
 @click.option("--processes", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int)
 def worker(processes: int, threads: int) -> None:
-    """Run Dramatiq worker processes against the configured broker."""
+    """Run Dramatiq worker processes against the configured broker (restarted if they die)."""
     from bulkapi.dispatch.actors import WORKER_QUEUES
+    from bulkapi.supervise import Supervisor
 
     if _settings(load_types=True).broker_url is None:
         raise click.UsageError("Set BULKAPI_BROKER_URL (redis://...) to run separate workers.")
@@ -80,7 +85,8 @@ def worker(processes: int, threads: int) -> None:
         "--queues",
         *WORKER_QUEUES,
     ]
-    os.execv(sys.executable, argv)
+    _log_to_stderr()
+    sys.exit(Supervisor(argv).run())
 
 
 @main.command()

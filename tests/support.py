@@ -100,6 +100,11 @@ def wait_until(
         time.sleep(interval)
 
 
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], check=False, capture_output=True, text=True)
+    return [int(found) for found in out.stdout.split()]
+
+
 class ManagedProcess:
     """A child process in its own session, stopped (TERM, then KILL) when the test ends."""
 
@@ -135,10 +140,11 @@ class ManagedProcess:
         return self.process.pid
 
     def children(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.pid)], check=False, capture_output=True, text=True
-        )
-        return [int(pid) for pid in out.stdout.split()]
+        return children_of(self.pid)
+
+    def grandchildren(self) -> list[int]:
+        """E.g. the worker processes of `bulkapi worker` (supervisor → Dramatiq → workers)."""
+        return [pid for child in self.children() for pid in children_of(child)]
 
     def stop(self, timeout: float = 60) -> int | None:
         if self.process is None or self.process.poll() is not None:

@@ -219,7 +219,9 @@ def test_writes_to_each_key_take_effect_once_in_acceptance_order_under_concurren
         with server:
             # Both forked their processes by now, but give a loaded machine time to show them.
             wait_until(lambda: len(server.children()) == 2, what="gunicorn's 2 API processes")
-            wait_until(lambda: len(workers.children()) == 2, what="dramatiq's 2 worker processes")
+            wait_until(
+                lambda: len(workers.grandchildren()) == 2, what="dramatiq's 2 worker processes"
+            )
             ledger = Ledger()
             deadline = time.monotonic() + RUN_SECONDS
             threads = [
