@@ -70,13 +70,44 @@ def retry_delay(attempt: int, first: float, cap: float, jitter: float) -> float:
     return base * (0.75 + 0.5 * jitter)
 
 
+#: NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _stands_for(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one is only another spelling of: IPv4-mapped
+    (``::ffff:127.0.0.1``) or NAT64 (``64:ff9b::7f00:1``, which a translator turns into a
+    connection to that IPv4 address)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _tunnel_ends(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses a tunnelled IPv6 address leads to through a relay: the 6to4
+    gateway (``2002:7f00:1::`` is 127.0.0.1), or the Teredo server and client."""
+    ends = [address.sixtofour] if address.sixtofour is not None else []
+    ends.extend(address.teredo or ())
+    return tuple(ends)
+
+
 def forbidden_address(address: IPAddress) -> str | None:
     """Why an address may not receive webhooks (loopback, private, ...), or None.
 
-    An IPv4 address mapped into IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4 one.
+    An IPv6 address that stands for an IPv4 one (IPv4-mapped, NAT64) is judged as that
+    IPv4 address; a 6to4 or Teredo address is refused when an IPv4 address it tunnels to
+    is, since a relay would carry the request there.
     """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        plain = _stands_for(address)
+        if plain is not None:
+            return forbidden_address(plain)
+        for end in _tunnel_ends(address):
+            reason = forbidden_address(end)
+            if reason is not None:
+                return reason
     checks = (
         ("loopback", address.is_loopback),
         ("unspecified", address.is_unspecified),
@@ -87,12 +118,6 @@ def forbidden_address(address: IPAddress) -> str | None:
         ("non-global", not address.is_global),
     )
     return next((reason for reason, hit in checks if hit), None)
-
-
-def _base_of(part: str) -> int:
-    if part[:2].lower() == "0x":
-        return 16
-    return 8 if part.startswith("0") and part != "0" else 10
 
 
 def _numeric_ipv4(host: str) -> IPAddress | None:

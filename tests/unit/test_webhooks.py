@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 
 import pytest
 
@@ -12,6 +13,7 @@ from bulkapi.config import Settings
 from bulkapi.core.errors import CallbackUrlForbidden, ValidationFailed
 from bulkapi.core.validation import check_callback_url
 from bulkapi.core.webhooks import (
+    forbidden_address,
     forbidden_host,
     retry_delay,
     signature,
@@ -95,6 +97,12 @@ def test_retry_delay_doubles_is_capped_and_jitters_within_a_quarter() -> None:
         "::1",
         "::",
         "::ffff:127.0.0.1",
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::",
+        "2002:a00:1::",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a00:1",
         "fe80::1",
         "fc00::1",
         "ff02::1",
@@ -108,7 +116,30 @@ def test_local_private_and_special_hosts_are_forbidden(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["hooks.example.com", "93.184.216.34", "2606:4700:4700::1111", "localhost.example"]
+    ("host", "reason"),
+    [
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::", "link-local"),  # 6to4 of 169.254.169.254
+        ("2001:0:a9fe:a9fe::", "link-local"),  # Teredo, server 169.254.169.254
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo, client 127.0.0.1
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a00:1", "private"),  # NAT64 of 10.0.0.1
+    ],
+)
+def test_ipv6_addresses_that_lead_to_an_ipv4_one_are_judged_by_it(host: str, reason: str) -> None:
+    assert forbidden_address(ipaddress.ip_address(host)) == reason
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "hooks.example.com",
+        "93.184.216.34",
+        "2606:4700:4700::1111",
+        "localhost.example",
+        "2002:5db8:d822::",
+        "64:ff9b::5db8:d822",
+    ],
 )
 def test_public_hosts_and_names_are_not_refused_before_resolution(host: str) -> None:
     assert forbidden_host(host) is None
