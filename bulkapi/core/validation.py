@@ -29,6 +29,8 @@ MAX_DEADLINE = timedelta(days=365)
 MAX_VERSION = 2**31 - 1
 #: Longest callback URL accepted.
 MAX_URL_LENGTH = 2048
+#: Highest TCP port (a callback URL's port must be 1 to this).
+MAX_PORT = 65535
 
 _OP_FIELDS = frozenset({"op", "type", "id", "data", "if_version"})
 _KINDS = {kind.value: kind for kind in OpKind}
@@ -263,6 +265,15 @@ def check_callback_url(url: str | None, *, allow_private: bool = False) -> None:
         raise ValidationFailed(
             "The callback URL is invalid.",
             {"callback_url": ["Must be an absolute http or https URL."]},
+        )
+    try:
+        port = parts.port  # None when absent; ValueError when not a number or > 65535
+    except ValueError:
+        port = 0
+    if port is not None and not 1 <= port <= MAX_PORT:
+        raise ValidationFailed(
+            "The callback URL is invalid.",
+            {"callback_url": [f"The port must be a number from 1 to {MAX_PORT}."]},
         )
     reason = None if allow_private else forbidden_host(hostname)
     if reason is not None:

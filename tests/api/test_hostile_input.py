@@ -157,6 +157,16 @@ CORPUS: dict[str, Any] = {
     "callback-url-broken-ipv6": lambda: Case(
         "POST", BULK, 422, "validation_error", **_bulk(_op(), callback_url="http://[::1")
     ),
+    "callback-url-port-too-big": lambda: Case(
+        "POST",
+        BULK,
+        422,
+        "validation_error",
+        **_bulk(_op(), callback_url="http://x.example:99999/"),
+    ),
+    "callback-url-port-not-a-number": lambda: Case(
+        "POST", BULK, 422, "validation_error", **_bulk(_op(), callback_url="http://x.example:abc/")
+    ),
     "unknown-op-field": lambda: Case(
         "POST", BULK, 422, "validation_error", **_bulk(_op(evil=True))
     ),

@@ -110,6 +110,30 @@ def test_callback_url_absolute_http_or_https_is_accepted(url: str | None) -> Non
     check_callback_url(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example.com:99999/x",
+        "http://hooks.example.com:65536/x",
+        "http://hooks.example.com:0/x",
+        "http://hooks.example.com:abc/x",
+        "http://hooks.example.com:-1/x",
+        "https://[2606:4700:4700::1111]:70000/x",
+    ],
+    ids=["99999", "65536", "zero", "letters", "negative", "ipv6-too-big"],
+)
+def test_callback_url_with_a_port_outside_1_to_65535_is_refused(url: str) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        check_callback_url(url)
+    assert raised.value.code == "validation_error"
+    assert raised.value.errors == {"callback_url": ["The port must be a number from 1 to 65535."]}
+
+
+@pytest.mark.parametrize("port", ["1", "65535", ""])
+def test_callback_url_ports_1_to_65535_or_none_are_accepted(port: str) -> None:
+    check_callback_url(f"https://hooks.example.com:{port}/x")
+
+
 def test_callback_url_of_exactly_the_maximum_length_is_accepted() -> None:
     base = "https://hooks.example.com/"
     check_callback_url(base + "a" * (MAX_URL_LENGTH - len(base)))
