@@ -12,12 +12,9 @@ import base64
 import hashlib
 import hmac
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
@@ -27,61 +24,10 @@ from bulkapi.core.webhooks import forbidden_host
 from bulkapi.store.tenants import signing_secret
 from tests.api.conftest import assert_problem
 from tests.conftest import InProcessApi, Service, embedded_service
+from tests.receivers import Received, Receiver
 from tests.support import TEST_WEBHOOK_ATTEMPTS, WAIT_SECONDS, free_port
 
 FINAL = {"delivered", "failed"}
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """Records every POST; answers 500 to the first ``failures`` of them, then 204."""
-
-    failures: int = 0
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
-
-    def url(self, path: str = "/hook") -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def received(self) -> list[Received]:
-        with self.lock:
-            return list(self.requests)
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    receiver.requests.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
-                    failing = len(receiver.requests) <= receiver.failures
-                self.send_response(500 if failing else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @pytest.fixture
