@@ -111,8 +111,10 @@ class Settings:
     webhook_backoff: float = 5.0
     #: Longest wait between two delivery attempts, in seconds.
     webhook_max_backoff: float = 1800.0
-    #: Seconds a receiver gets to connect and to answer each read; no answer is a failure.
+    #: Seconds one delivery attempt may take in all: lookup, connect, TLS, request, answer.
     webhook_timeout: float = 10.0
+    #: Seconds a receiver gets to accept the connection (within ``webhook_timeout``).
+    webhook_connect_timeout: float = 3.0
     #: Let callback URLs target loopback, private, link-local and other non-global
     #: addresses (refused with 422 callback_url_forbidden otherwise).
     allow_private_callbacks: bool = False
@@ -154,8 +156,10 @@ class Settings:
             raise ValueError("BULKAPI_EFFECT_BACKOFF must be >= 0")
         if self.webhook_attempts < 1:
             raise ValueError("BULKAPI_WEBHOOK_ATTEMPTS must be >= 1")
-        if min(self.webhook_backoff, self.webhook_max_backoff) < 0 or self.webhook_timeout <= 0:
-            raise ValueError("BULKAPI_WEBHOOK_BACKOFF and _MAX_BACKOFF must be >= 0, _TIMEOUT > 0")
+        if min(self.webhook_backoff, self.webhook_max_backoff) < 0:
+            raise ValueError("BULKAPI_WEBHOOK_BACKOFF and _MAX_BACKOFF must be >= 0")
+        if min(self.webhook_timeout, self.webhook_connect_timeout) <= 0:
+            raise ValueError("BULKAPI_WEBHOOK_TIMEOUT and _CONNECT_TIMEOUT must be > 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -208,6 +212,9 @@ class Settings:
                 env, "BULKAPI_WEBHOOK_MAX_BACKOFF", defaults.webhook_max_backoff
             ),
             webhook_timeout=_float(env, "BULKAPI_WEBHOOK_TIMEOUT", defaults.webhook_timeout),
+            webhook_connect_timeout=_float(
+                env, "BULKAPI_WEBHOOK_CONNECT_TIMEOUT", defaults.webhook_connect_timeout
+            ),
             allow_private_callbacks=_bool(
                 env, "BULKAPI_ALLOW_PRIVATE_CALLBACKS", defaults.allow_private_callbacks
             ),

@@ -57,6 +57,7 @@ class Runtime:
             settings.webhook_timeout,
             settings.allow_private_callbacks,
             settings.drain_budget,
+            connect_timeout=settings.webhook_connect_timeout,
         )
         self.actors = declare_partition_actors(
             self.broker,

@@ -1,39 +1,38 @@
-"""Sending webhooks: claim due deliveries, POST them signed, record every attempt.
+"""Sending webhooks: claim due deliveries, POST them signed a few at once, record every attempt.
 
-The receiver's host is resolved here and every address it resolves to is checked
-(unless the operator allows private callbacks); the request then goes to the checked
-address, so a name that resolves differently a moment later (DNS rebinding) cannot
-redirect it. Redirects are not followed: a 3xx is a failed attempt.
+A run keeps up to ``threads`` attempts in flight. It claims deliveries only for idle
+threads, right before they are sent, and at most ``tenant_share`` of one tenant at a
+time, so a tenant whose receivers are slow or unreachable holds that many threads at
+most while every other tenant's webhooks go on.
+
+An attempt's deadline is counted from its claim and the claim lasts ``LEASE_MARGIN``
+longer, so no other sender can claim a delivery while one of its attempts may still be
+running. Each attempt records its own outcome from its thread, so one that ends after
+the run was interrupted (the actor's time limit) is recorded all the same; and outcomes
+are recorded conditionally (``store.webhooks.record_result``), so one that comes too
+late anyway (the database was out of reach for longer than the margin) changes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import http.client
-import ipaddress
 import logging
 import random
-import socket
-import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.webhooks import (
-    DeliveryStatus,
-    IPAddress,
-    forbidden_address,
-    retry_delay,
-    signed_headers,
-)
+from bulkapi.core.webhooks import DeliveryStatus, retry_delay, signed_headers
 from bulkapi.dispatch.drainer import DrainState
+from bulkapi.dispatch.webhook_post import Limits, TargetForbidden, Transport, post
 from bulkapi.store.database import utcnow
 from bulkapi.store.jobs import JobRecord, get_job
 from bulkapi.store.webhooks import (
@@ -41,97 +40,27 @@ from bulkapi.store.webhooks import (
     ClaimedDelivery,
     claim_due,
     record_result,
-    release,
     set_payload,
 )
 
 logger = logging.getLogger(__name__)
 
-#: Deliveries claimed per pass (attempted one after another).
-CLAIM_BATCH = 10
-#: Seconds beyond the timeout before a claimed attempt that never reported is retried.
+#: Attempts one run makes at once (its threads).
+SEND_THREADS = 4
+#: Attempts of one tenant one run has in flight at most.
+TENANT_SHARE = 2
+#: Seconds a claim outlasts its attempt's deadline: time to record the outcome.
 LEASE_MARGIN = 30.0
-#: Most bytes of a receiver's answer read (and discarded).
-MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "bulkapi-webhooks/1"
 
 #: Renders a terminal job as the body to send (``api.representations.job_body``).
 Render = Callable[[JobRecord], dict[str, Any]]
 
 
-class TargetForbidden(Exception):
-    """The callback host resolves to an address webhooks may not reach: not retried."""
-
-
 @dataclass(frozen=True, slots=True)
-class Answer:
-    status_code: int
-
-
-def resolve(host: str, port: int, allow_private: bool) -> list[IPAddress]:
-    """The host's addresses; TargetForbidden if any of them is forbidden."""
-    found: list[IPAddress] = []
-    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        reason = None if allow_private else forbidden_address(address)
-        if reason is not None:
-            raise TargetForbidden(f"{host} resolves to {address}, a {reason} address")
-        if address not in found:
-            found.append(address)
-    if not found:
-        raise OSError(f"{host} has no address")
-    return found
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to a fixed, already checked address; Host stays the URL's host."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """As above, with TLS: SNI and the certificate check use the URL's host name."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        self._tls = ssl.create_default_context()
-        super().__init__(host, port, timeout=timeout, context=self._tls)
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
-
-
-def post(
-    url: str, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool
-) -> Answer:
-    """POST ``body`` to ``url`` once, at an address checked first; no redirects."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    secure = parts.scheme == "https"
-    port = parts.port or (443 if secure else 80)
-    address = str(resolve(host, port, allow_private)[0])
-    kind = _PinnedHTTPSConnection if secure else _PinnedHTTPConnection
-    connection = kind(host, port, address, timeout)
-    try:
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read(MAX_RESPONSE_BYTES)
-        return Answer(response.status)
-    finally:
-        connection.close()
-
-
-#: One attempt's I/O (``post``), replaceable in tests.
-Transport = Callable[[str, bytes, dict[str, str], float, bool], Answer]
+class _Claim:
+    delivery: ClaimedDelivery
+    limits: Limits
 
 
 @dataclass
@@ -141,35 +70,48 @@ class WebhookSender:
     attempts: int
     first_backoff: float
     max_backoff: float
+    #: Seconds one attempt may take in all (lookup, connect, TLS, request, answer).
     timeout: float
     allow_private: bool
+    #: Seconds a run keeps claiming; attempts in flight then still end before it returns.
     budget_seconds: float
+    #: Seconds connecting may take, within ``timeout``.
+    connect_timeout: float = 3.0
+    threads: int = SEND_THREADS
+    tenant_share: int = TENANT_SHARE
     transport: Transport = post
 
     def run(self, _shard: int = 0) -> DrainState:
-        """Attempt due deliveries until none is due or the budget is spent."""
-        deadline = time.monotonic() + self.budget_seconds
-        while True:
-            claimed = self._claim()
-            if not claimed:
-                return DrainState.EMPTY
-            for made, delivery in enumerate(claimed, start=1):
-                result = self._attempt(delivery)
-                with self.engine.begin() as conn:
-                    record_result(conn, result, utcnow())
-                if time.monotonic() >= deadline:
-                    if made < len(claimed):
-                        with self.engine.begin() as conn:
-                            release(conn, claimed[made:], utcnow())
-                    return DrainState.MORE
+        """Attempt due deliveries, ``threads`` at once, until none is due or the budget is
+        spent; returns once every attempt it began has ended and been recorded."""
+        stop_claiming = time.monotonic() + self.budget_seconds
+        in_flight: dict[Future[None], str] = {}  # attempt -> its tenant
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="webhook") as pool:
+            while True:
+                idle = self.threads - len(in_flight)
+                if idle and time.monotonic() < stop_claiming:
+                    for claim in self._claim(idle, Counter(in_flight.values())):
+                        in_flight[pool.submit(self._send, claim)] = claim.delivery.tenant_id
+                if not in_flight:
+                    spent = time.monotonic() >= stop_claiming
+                    return DrainState.MORE if spent else DrainState.EMPTY
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for attempt in done:
+                    del in_flight[attempt]
+                    attempt.result()  # a failure to record ends the run (the actor retries)
 
-    def _claim(self) -> list[ClaimedDelivery]:
-        """Claim due deliveries in one transaction, fixing the body of first attempts."""
-        now = utcnow()
-        lease = now + timedelta(seconds=self.timeout * 3 + LEASE_MARGIN)
+    def _claim(self, limit: int, busy: Counter[str]) -> list[_Claim]:
+        """Claim due deliveries in one transaction, fixing the body of first attempts.
+        Their deadline starts now, inside the transaction (on SQLite, once the write lock
+        is held), so the lease, counted from the same moment, always outlasts them."""
         with self.engine.begin() as conn:
-            claimed = claim_due(conn, now, CLAIM_BATCH, lease, self.attempts)
-            return [self._with_payload(conn, delivery) for delivery in claimed]
+            limits = Limits(time.monotonic() + self.timeout, self.connect_timeout)
+            now = utcnow()
+            lease = now + timedelta(seconds=self.timeout + LEASE_MARGIN)
+            claimed = claim_due(
+                conn, now, limit, lease, self.attempts, per_tenant=self.tenant_share, busy=busy
+            )
+            return [_Claim(self._with_payload(conn, delivery), limits) for delivery in claimed]
 
     def _with_payload(self, conn: Connection, delivery: ClaimedDelivery) -> ClaimedDelivery:
         """The delivery with its body: fixed at the first attempt from the terminal job,
@@ -181,14 +123,29 @@ class WebhookSender:
         set_payload(conn, delivery.id, payload)
         return dataclasses.replace(delivery, payload=payload)
 
-    def _attempt(self, delivery: ClaimedDelivery) -> AttemptResult:
+    def _send(self, claim: _Claim) -> None:
+        """Make one attempt and record its outcome (in the attempt's own thread)."""
+        result = self._attempt(claim)
+        with self.engine.begin() as conn:
+            applied = record_result(conn, result, utcnow())
+        if not applied:
+            logger.warning(
+                "webhook %s: attempt %s ended after its claim lapsed; its outcome (%s) "
+                "is listed but did not change the delivery",
+                claim.delivery.id,
+                result.attempt,
+                result.error or result.status_code,
+            )
+
+    def _attempt(self, claim: _Claim) -> AttemptResult:
+        delivery = claim.delivery
         body = (delivery.payload or "").encode()
         headers = signed_headers(delivery.secret, delivery.id, int(time.time()), body, USER_AGENT)
         started = time.monotonic()
         status_code: int | None = None
         permanent = False
         try:
-            answer = self.transport(delivery.url, body, headers, self.timeout, self.allow_private)
+            answer = self.transport(delivery.url, body, headers, claim.limits, self.allow_private)
             status_code = answer.status_code
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
         except TargetForbidden as refused:

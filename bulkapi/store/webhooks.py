@@ -4,17 +4,19 @@ A delivery row is inserted in the transaction that makes its job terminal
 (``store/jobs.py:_finish``), so a finished job with a callback URL always has one and a
 rolled-back finish never does. Senders claim due rows (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so several worker processes never claim the same row; SQLite transactions
-are exclusive already) and count the attempt before making it.
+are exclusive already), a few per tenant at a time, and count the attempt before making
+it. An attempt's outcome is applied only while its delivery still waits on it, so an
+outcome that comes after the claim lapsed cannot undo what a later attempt recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.webhooks import DeliveryStatus
@@ -61,19 +63,59 @@ class ClaimedDelivery:
     secret: str
 
 
-def claim_due(
-    conn: Connection, now: datetime, limit: int, lease_until: datetime, max_attempts: int
-) -> list[ClaimedDelivery]:
-    """Claim up to ``limit`` due deliveries: count their next attempt and record it as
-    begun, and move them out of reach until ``lease_until`` (the attempt's outcome sets
-    the real retry time). A delivery whose attempts are used up (the last one's sender
-    died) is marked failed instead."""
+def _due(now: datetime) -> ColumnElement[bool]:
     d = webhook_deliveries
+    return and_(d.c.status == _PENDING, d.c.next_attempt_at <= now)
+
+
+def _fair_share(
+    now: datetime, limit: int, per_tenant: int, busy: Mapping[str, int]
+) -> Select[tuple[str]]:
+    """Ids of up to ``limit`` due deliveries, at most ``per_tenant`` of each tenant less
+    the ones ``busy`` says it has in flight already, taken in turn: every tenant's oldest
+    before anyone's second, so one tenant's backlog cannot fill a claim."""
+    d = webhook_deliveries
+    rank = func.row_number().over(
+        partition_by=d.c.tenant_id, order_by=(d.c.next_attempt_at, d.c.id)
+    )
+    ranked = (
+        select(d.c.id, d.c.tenant_id, d.c.next_attempt_at, rank.label("rank"))
+        .where(_due(now))
+        .subquery()
+    )
+    share: ColumnElement[int] | int = per_tenant
+    if busy:
+        left = {tenant: per_tenant - count for tenant, count in busy.items()}
+        share = case(left, value=ranked.c.tenant_id, else_=per_tenant)
+    return (
+        select(ranked.c.id)
+        .where(ranked.c.rank <= share)
+        .order_by(ranked.c.rank, ranked.c.next_attempt_at, ranked.c.id)
+        .limit(limit)
+    )
+
+
+def claim_due(
+    conn: Connection,
+    now: datetime,
+    limit: int,
+    lease_until: datetime,
+    max_attempts: int,
+    *,
+    per_tenant: int,
+    busy: Mapping[str, int] | None = None,
+) -> list[ClaimedDelivery]:
+    """Claim up to ``limit`` due deliveries, at most ``per_tenant`` per tenant counting
+    those ``busy`` (tenant → attempts the caller has in flight): count their next
+    attempt and record it as begun, and move them out of reach until ``lease_until``
+    (the attempt's outcome sets the real retry time). A delivery whose attempts are used
+    up (the last one's sender died) is marked failed instead."""
+    d = webhook_deliveries
+    chosen = _fair_share(now, limit, per_tenant, busy or {})
     query = (
         select(d.c.id, d.c.job_id, d.c.tenant_id, d.c.url, d.c.attempts, d.c.payload)
-        .where(d.c.status == _PENDING, d.c.next_attempt_at <= now)
-        .order_by(d.c.next_attempt_at)
-        .limit(limit)
+        .where(d.c.id.in_(chosen.scalar_subquery()), _due(now))
+        .order_by(d.c.next_attempt_at, d.c.id)
     )
     if is_postgres(conn):
         query = query.with_for_update(skip_locked=True)
@@ -147,7 +189,12 @@ class AttemptResult:
     retry_at: datetime | None
 
 
-def record_result(conn: Connection, result: AttemptResult, now: datetime) -> None:
+def record_result(conn: Connection, result: AttemptResult, now: datetime) -> bool:
+    """Record an attempt's outcome: on its attempt row always (the attempt was made), on
+    the delivery only while it still waits on this attempt (``pending``, ``attempts`` =
+    this one). Returns whether the delivery took it: not when the outcome came after its
+    claim lapsed and the delivery was claimed again or ended, whose status and next
+    attempt a late outcome must not overwrite."""
     a, d = webhook_attempts, webhook_deliveries
     conn.execute(
         update(a)
@@ -159,30 +206,20 @@ def record_result(conn: Connection, result: AttemptResult, now: datetime) -> Non
         values = {"next_attempt_at": result.retry_at}
     else:
         values = {"status": result.outcome.value, "finished_at": now}
-    conn.execute(update(d).where(d.c.id == result.delivery_id).values(**values))
-
-
-def release(conn: Connection, claimed: Sequence[ClaimedDelivery], now: datetime) -> None:
-    """Give back attempts claimed but not made (the run's time was up): due at once."""
-    for delivery in claimed:
-        conn.execute(
-            delete(webhook_attempts).where(
-                webhook_attempts.c.delivery_id == delivery.id,
-                webhook_attempts.c.attempt == delivery.attempt,
-            )
+    applied = conn.execute(
+        update(d)
+        .where(
+            d.c.id == result.delivery_id,
+            d.c.status == _PENDING,
+            d.c.attempts == result.attempt,
         )
-        conn.execute(
-            update(webhook_deliveries)
-            .where(webhook_deliveries.c.id == delivery.id)
-            .values(attempts=webhook_deliveries.c.attempts - 1, next_attempt_at=now)
-        )
+        .values(**values)
+    )
+    return applied.rowcount == 1
 
 
 def any_due(conn: Connection, now: datetime) -> bool:
-    d = webhook_deliveries
-    found = conn.execute(
-        select(d.c.id).where(d.c.status == _PENDING, d.c.next_attempt_at <= now).limit(1)
-    ).first()
+    found = conn.execute(select(webhook_deliveries.c.id).where(_due(now)).limit(1)).first()
     return found is not None
 
 

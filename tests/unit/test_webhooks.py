@@ -176,13 +176,18 @@ def test_webhook_settings_come_from_the_environment() -> None:
             "BULKAPI_WEBHOOK_BACKOFF": "0.5",
             "BULKAPI_WEBHOOK_MAX_BACKOFF": "60",
             "BULKAPI_WEBHOOK_TIMEOUT": "3",
+            "BULKAPI_WEBHOOK_CONNECT_TIMEOUT": "0.5",
             "BULKAPI_ALLOW_PRIVATE_CALLBACKS": "1",
         }
     )
     assert (settings.webhook_attempts, settings.webhook_backoff) == (4, 0.5)
     assert (settings.webhook_max_backoff, settings.webhook_timeout) == (60.0, 3.0)
+    assert settings.webhook_connect_timeout == 0.5
     assert settings.allow_private_callbacks
     defaults = Settings()
     assert not defaults.allow_private_callbacks and defaults.webhook_attempts == 8
     with pytest.raises(ValueError, match="WEBHOOK_ATTEMPTS"):
         Settings(webhook_attempts=0)
+    assert defaults.webhook_connect_timeout < defaults.webhook_timeout
+    with pytest.raises(ValueError, match="_CONNECT_TIMEOUT"):
+        Settings(webhook_connect_timeout=0)
