@@ -115,6 +115,8 @@ class Settings:
     webhook_timeout: float = 10.0
     #: Seconds a receiver gets to accept the connection (within ``webhook_timeout``).
     webhook_connect_timeout: float = 3.0
+    #: Seconds a submit may spend resolving its callback host (0: not resolved at submit).
+    callback_lookup_timeout: float = 2.0
     #: Let callback URLs target loopback, private, link-local and other non-global
     #: addresses (refused with 422 callback_url_forbidden otherwise).
     allow_private_callbacks: bool = False
@@ -160,6 +162,8 @@ class Settings:
             raise ValueError("BULKAPI_WEBHOOK_BACKOFF and _MAX_BACKOFF must be >= 0")
         if min(self.webhook_timeout, self.webhook_connect_timeout) <= 0:
             raise ValueError("BULKAPI_WEBHOOK_TIMEOUT and _CONNECT_TIMEOUT must be > 0")
+        if self.callback_lookup_timeout < 0:
+            raise ValueError("BULKAPI_CALLBACK_LOOKUP_TIMEOUT must be >= 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -214,6 +218,9 @@ class Settings:
             webhook_timeout=_float(env, "BULKAPI_WEBHOOK_TIMEOUT", defaults.webhook_timeout),
             webhook_connect_timeout=_float(
                 env, "BULKAPI_WEBHOOK_CONNECT_TIMEOUT", defaults.webhook_connect_timeout
+            ),
+            callback_lookup_timeout=_float(
+                env, "BULKAPI_CALLBACK_LOOKUP_TIMEOUT", defaults.callback_lookup_timeout
             ),
             allow_private_callbacks=_bool(
                 env, "BULKAPI_ALLOW_PRIVATE_CALLBACKS", defaults.allow_private_callbacks

@@ -11,6 +11,7 @@ from flask_smorest import Api
 from bulkapi import __version__
 from bulkapi.api import bulk, events, health, jobs, metrics, problems, resources, types
 from bulkapi.api.auth import CredentialCache
+from bulkapi.api.callbacks import CallbackLookups
 from bulkapi.api.holds import wait_slots
 from bulkapi.api.limits import TenantRateLimiter
 from bulkapi.runtime import Runtime
@@ -60,6 +61,7 @@ def create_app(runtime: Runtime) -> Flask:
     app.extensions["bulkapi.credentials"] = CredentialCache(
         runtime.settings.credential_cache_seconds
     )
+    app.extensions["bulkapi.callbacks"] = CallbackLookups(runtime.settings.callback_lookup_timeout)
     api = _Api(app)
     for blueprint in (bulk.blp, jobs.blp, events.blp, resources.blp, types.blp, health.blp):
         api.register_blueprint(blueprint)

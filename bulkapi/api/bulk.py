@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 
 from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_bulk
+from bulkapi.api.callbacks import callback_lookups
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
 from bulkapi.api.limits import check_pending_cap
@@ -98,6 +99,8 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     idempotency = _idempotency(body.raw)
     operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
     rt.registry.check_operations(operations)
+    # Last of the checks: the only one that may wait (on DNS), so invalid requests never do.
+    callback_lookups().check(envelope.callback_url, allow_private=settings.allow_private_callbacks)
     partitions = [partition_of(tenant_id, op.key, settings.partitions) for op in operations]
     job = NewJob(
         tenant_id,

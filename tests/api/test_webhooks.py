@@ -244,17 +244,52 @@ def test_callbacks_to_local_or_private_targets_are_refused_at_admission(
     assert api.get("/v1/jobs").get_json()["items"] == []
 
 
-def test_a_name_that_resolves_to_a_forbidden_address_fails_at_delivery_without_a_request(
-    strict: Service, receiver: Receiver
-) -> None:
+def _this_machine() -> str:
+    """A name from /etc/hosts, resolved without DNS: this machine's own."""
     name = socket.gethostname()
-    assert forbidden_host(name) is None  # admission cannot tell without DNS
+    assert forbidden_host(name) is None  # only its addresses can tell
     addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
     if not all(forbidden_host(str(address)) for address in addresses):
         pytest.skip(f"{name} resolves to a public address here: {addresses}")
+    return name
+
+
+def test_a_name_that_resolves_to_a_forbidden_address_is_refused_at_admission(
+    strict: Service, receiver: Receiver
+) -> None:
     api = strict.api()
-    port = receiver.url().split(":")[2].split("/")[0]
-    job = api.submit([_op()], callback_url=f"http://{name}:{port}/hook")
+    url = receiver.url(host=_this_machine())
+    body = assert_problem(
+        api.post("/v1/bulk", json={"operations": [_op()], "callback_url": url}),
+        422,
+        "callback_url_forbidden",
+    )
+    assert list(body["errors"]) == ["callback_url"]
+    ndjson = api.post(
+        "/v1/bulk",
+        data=orjson.dumps(_op()),
+        headers={"Content-Type": "application/x-ndjson"},
+        query_string={"callback_url": url},
+    )
+    assert_problem(ndjson, 422, "callback_url_forbidden")
+    assert api.get("/v1/jobs").get_json()["items"] == []
+
+
+@pytest.fixture(scope="module")
+def strict_without_lookups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """Private callbacks refused, names not resolved at submit: only deliveries check."""
+    yield from embedded_service(
+        tmp_path_factory.mktemp("strict-no-lookups"),
+        allow_private_callbacks=False,
+        callback_lookup_timeout=0.0,
+    )
+
+
+def test_a_name_that_resolves_to_a_forbidden_address_fails_at_delivery_without_a_request(
+    strict_without_lookups: Service, receiver: Receiver
+) -> None:
+    api = strict_without_lookups.api()
+    job = api.submit([_op()], callback_url=receiver.url(host=_this_machine()))
     api.wait_job(job["id"])
     listed = _final_deliveries(api, job["id"])
 

@@ -68,7 +68,9 @@ def test_a_lookup_that_never_answers_ends_the_attempt_at_its_deadline() -> None:
 
     try:
         outcome = _in_thread(
-            partial(post, "http://hooks.example/x", b"{}", {}, _limits(SHORT), True, resolve=hanging)
+            partial(
+                post, "http://hooks.example/x", b"{}", {}, _limits(SHORT), True, resolve=hanging
+            )
         )
     finally:
         release.set()

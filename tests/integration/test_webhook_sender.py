@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -196,10 +197,8 @@ def test_two_senders_racing_for_one_delivery_make_each_attempt_once_and_never_to
             sender.run()
             time.sleep(0.01)
 
-    racers = [
-        _started(lambda s=_sender(engine, timeout=SHORT, transport=transport): keep_sending(s))
-        for _ in range(2)
-    ]
+    senders = [_sender(engine, timeout=SHORT, transport=transport) for _ in range(2)]
+    racers = [_started(partial(keep_sending, sender)) for sender in senders]
     for racer in racers:
         assert racer.result() is None
 
