@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from bulkapi.runtime import Runtime
 from bulkapi.store.drain import PARTITION_LOCK_SPACE
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tenants import create_key
+from tests.receivers import Receiver
 from tests.support import (
     REDIS_URL,
     TERMINAL,
@@ -215,3 +217,27 @@ def service(
 def api(service: Service) -> InProcessApi:
     """A fresh tenant with its own key, so tests never see each other's data."""
     return service.api()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1: 204 to every POST (``tests/receivers.py``)."""
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def gated() -> Iterator[Receiver]:
+    """A receiver that holds every answer until the test sets its ``gate``."""
+    started = Receiver(gate=threading.Event()).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def dripping() -> Iterator[Receiver]:
+    """A receiver that never answers, sending the start of an answer a byte at a time."""
+    started = Receiver(drip=True).start()
+    yield started
+    started.stop()

@@ -78,6 +78,16 @@ def fresh_postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty database of ``kind`` ("sqlite": a file in ``tmp_path``; "postgres")."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{kind}.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -31,13 +31,6 @@ FINAL = {"delivered", "failed"}
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def tenant(service: Service) -> tuple[InProcessApi, str]:
     """A fresh tenant's API and its webhook signing secret."""
     name = f"hooks-{uuid.uuid4().hex[:10]}"
@@ -212,6 +205,24 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     )
 
 
+def _assert_refused_at_admission(api: InProcessApi, url: str) -> None:
+    """Refused in JSON and NDJSON submits alike, with nothing recorded."""
+    body = assert_problem(
+        api.post("/v1/bulk", json={"operations": [_op()], "callback_url": url}),
+        422,
+        "callback_url_forbidden",
+    )
+    assert list(body["errors"]) == ["callback_url"]
+    ndjson = api.post(
+        "/v1/bulk",
+        data=orjson.dumps(_op()),
+        headers={"Content-Type": "application/x-ndjson"},
+        query_string={"callback_url": url},
+    )
+    assert_problem(ndjson, 422, "callback_url_forbidden")
+    assert api.get("/v1/jobs").get_json()["items"] == []
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -227,21 +238,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def test_callbacks_to_local_or_private_targets_are_refused_at_admission(
     strict: Service, url: str
 ) -> None:
-    api = strict.api()
-    body = assert_problem(
-        api.post("/v1/bulk", json={"operations": [_op()], "callback_url": url}),
-        422,
-        "callback_url_forbidden",
-    )
-    assert list(body["errors"]) == ["callback_url"]
-    ndjson = api.post(
-        "/v1/bulk",
-        data=orjson.dumps(_op()),
-        headers={"Content-Type": "application/x-ndjson"},
-        query_string={"callback_url": url},
-    )
-    assert_problem(ndjson, 422, "callback_url_forbidden")
-    assert api.get("/v1/jobs").get_json()["items"] == []
+    _assert_refused_at_admission(strict.api(), url)
 
 
 def _this_machine() -> str:
@@ -257,22 +254,7 @@ def _this_machine() -> str:
 def test_a_name_that_resolves_to_a_forbidden_address_is_refused_at_admission(
     strict: Service, receiver: Receiver
 ) -> None:
-    api = strict.api()
-    url = receiver.url(host=_this_machine())
-    body = assert_problem(
-        api.post("/v1/bulk", json={"operations": [_op()], "callback_url": url}),
-        422,
-        "callback_url_forbidden",
-    )
-    assert list(body["errors"]) == ["callback_url"]
-    ndjson = api.post(
-        "/v1/bulk",
-        data=orjson.dumps(_op()),
-        headers={"Content-Type": "application/x-ndjson"},
-        query_string={"callback_url": url},
-    )
-    assert_problem(ndjson, 422, "callback_url_forbidden")
-    assert api.get("/v1/jobs").get_json()["items"] == []
+    _assert_refused_at_admission(strict.api(), receiver.url(host=_this_machine()))
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ from tests.support import (
     REDIS_URL,
     ROOT,
     HttpApi,
+    database_url,
     free_port,
-    fresh_postgres_database,
     service_env,
     start_workers,
     wait_ready,
@@ -48,18 +48,9 @@ def _upserts(ids: list[str], **data: Any) -> list[dict[str, Any]]:
     return [{"op": "upsert", "type": "doc", "id": rid, "data": {"id": rid, **data}} for rid in ids]
 
 
-@contextmanager
-def _database(kind: str, tmp_path: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cli.db'}"
-    else:
-        with fresh_postgres_database() as url:
-            yield url
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_db_upgrade_creates_the_schema_and_is_idempotent(kind: str, tmp_path: Path) -> None:
-    with _database(kind, tmp_path) as url:
+    with database_url(kind, tmp_path) as url:
         env = clean_env(BULKAPI_DATABASE_URL=url)
         first = run_cli(["db", "upgrade"], env, tmp_path)
         assert first.returncode == 0, first.stderr
@@ -173,7 +164,7 @@ def test_sigterm_stops_serve_cleanly_and_a_job_accepted_before_it_applies_once_a
     that likely but not certain; exactly-once is asserted either way.
     """
     ids = [f"d{n:03d}" for n in range(300)]
-    with _database(kind, tmp_path) as url:
+    with database_url(kind, tmp_path) as url:
         env = clean_env(
             BULKAPI_DATABASE_URL=url, BULKAPI_BATCH_SIZE="1", BULKAPI_DRAIN_BUDGET="0.01"
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
 
 import pytest
@@ -21,13 +20,6 @@ from tests.support import WAIT_SECONDS
 
 #: Seconds the attempts below get: short, since each one is meant to run out of it.
 SHORT = 0.5
-
-
-@pytest.fixture
-def dripping() -> Iterator[Receiver]:
-    receiver = Receiver(drip=True).start()
-    yield receiver
-    receiver.stop()
 
 
 def _limits(seconds: float, connect_timeout: float = 3.0) -> Limits:
@@ -92,13 +84,11 @@ def test_connecting_is_bounded_by_the_connect_timeout_not_the_attempts() -> None
     assert str(outcome).startswith("connecting to 127.0.0.1"), outcome
 
 
-def test_a_name_resolving_to_a_forbidden_address_is_refused_without_a_request() -> None:
-    receiver = Receiver().start()
-    try:
-        with pytest.raises(TargetForbidden, match="loopback"):
-            post(receiver.url(host="localhost"), b"{}", {}, _limits(WAIT_SECONDS), False)
-        answer = post(receiver.url(host="localhost"), b"{}", {}, _limits(WAIT_SECONDS), True)
-    finally:
-        receiver.stop()
+def test_a_name_resolving_to_a_forbidden_address_is_refused_without_a_request(
+    receiver: Receiver,
+) -> None:
+    with pytest.raises(TargetForbidden, match="loopback"):
+        post(receiver.url(host="localhost"), b"{}", {}, _limits(WAIT_SECONDS), False)
+    answer = post(receiver.url(host="localhost"), b"{}", {}, _limits(WAIT_SECONDS), True)
     assert answer.status_code == 204
     assert len(receiver.received()) == 1  # only the allowed one

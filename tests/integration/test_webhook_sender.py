@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -44,52 +43,22 @@ from bulkapi.store.webhooks import (
     record_result,
 )
 from tests.receivers import Receiver
-from tests.support import WAIT_SECONDS, fresh_postgres_database, wait_until
+from tests.support import WAIT_SECONDS, database_url, wait_until
 
 #: Seconds an attempt gets where it is meant to run out of time.
 SHORT = 0.5
 ATTEMPTS = 3
 
 
-@contextmanager
-def _database_url(kind: str, tmp_path: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'webhooks.db'}"
-    else:
-        with fresh_postgres_database() as url:
-            yield url
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with _database_url(request.param, tmp_path) as url:
+    with database_url(request.param, tmp_path) as url:
         engine = make_engine(url)
         upgrade(engine)
         try:
             yield engine
         finally:
             engine.dispose()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def dripping() -> Iterator[Receiver]:
-    started = Receiver(drip=True).start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def gated() -> Iterator[Receiver]:
-    started = Receiver(gate=threading.Event()).start()
-    yield started
-    started.stop()
 
 
 def _finished_job(engine: Engine, tenant: str, url: str) -> str:
