@@ -66,7 +66,7 @@ def checked(host: str, addresses: list[IPAddress], allow_private: bool) -> list[
     for address in addresses:
         reason = None if allow_private else forbidden_address(address)
         if reason is not None:
-            raise TargetForbidden(f"{host} resolves to {address}, a {reason} address")
+            raise TargetForbidden(f"{host} resolves to a {reason} address")
     return addresses
 
 
