@@ -24,6 +24,10 @@ import psycopg
 import redis
 import requests
 
+from bulkapi.store.database import make_engine
+from bulkapi.store.migrate import upgrade
+from bulkapi.store.tenants import create_key
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BULKAPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BULKAPI_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -205,6 +209,18 @@ def service_env(
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
+
+
+def migrated_with_key(database_url: str, tenant_prefix: str) -> str:
+    """Migrate the database and create a key for a fresh tenant; the key's secret."""
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            _, key = create_key(conn, f"{tenant_prefix}-{uuid.uuid4().hex[:8]}")
+    finally:
+        engine.dispose()
+    return key
 
 
 def create_api_key(env: Mapping[str, str], tenant: str) -> str:

@@ -35,8 +35,7 @@ import pytest
 import requests
 
 from bulkapi.store.database import make_engine
-from bulkapi.store.migrate import upgrade
-from bulkapi.store.tenants import authenticate, create_key
+from bulkapi.store.tenants import authenticate
 from tests.integration.private_services import private_postgres, private_redis
 from tests.support import (
     REDIS_URL,
@@ -44,6 +43,7 @@ from tests.support import (
     WAIT_SECONDS,
     HttpApi,
     ManagedProcess,
+    migrated_with_key,
     service_env,
     start_server,
     start_workers,
@@ -309,13 +309,7 @@ def deployment(tmp: Path, database_url: str, broker_url: str, namespace: str) ->
         BULKAPI_DRAIN_BUDGET="0.2",
         BULKAPI_BATCH_SIZE="100",
     )
-    engine = make_engine(database_url)
-    try:
-        upgrade(engine)
-        with engine.begin() as conn:
-            _, key = create_key(conn, f"faults-{uuid.uuid4().hex[:8]}")
-    finally:
-        engine.dispose()
+    key = migrated_with_key(database_url, "faults")
     with ExitStack() as processes:
         stack = Stack(env, database_url, tmp, processes, HttpApi("", key))
         _server, base_url = stack.start_server("api")

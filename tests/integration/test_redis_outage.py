@@ -10,16 +10,19 @@ is applied. Real processes over real HTTP, on a private Redis this test may stop
 from __future__ import annotations
 
 import signal
-import uuid
 from pathlib import Path
 
 import requests
 
-from bulkapi.store.database import make_engine
-from bulkapi.store.migrate import upgrade
-from bulkapi.store.tenants import create_key
 from tests.integration.private_services import PrivateRedis, private_redis
-from tests.support import WAIT_SECONDS, HttpApi, service_env, start_server, start_workers
+from tests.support import (
+    WAIT_SECONDS,
+    HttpApi,
+    migrated_with_key,
+    service_env,
+    start_server,
+    start_workers,
+)
 
 
 def _writes_succeed(api: HttpApi, label: str) -> str:
@@ -61,13 +64,7 @@ def test_writes_are_accepted_while_redis_is_down_or_hung_and_applied_when_it_ret
     with private_redis(tmp_path) as broker:
         # The default per-tenant rate limit stays on: it counts in this Redis.
         env = service_env(postgres_url, broker.url, redis_namespace, BULKAPI_REDIS_TIMEOUT="1")
-        engine = make_engine(postgres_url)
-        try:
-            upgrade(engine)
-            with engine.begin() as conn:
-                _, key = create_key(conn, f"outage-{uuid.uuid4().hex[:8]}")
-        finally:
-            engine.dispose()
+        key = migrated_with_key(postgres_url, "outage")
         server, base_url = start_server(env, tmp_path)
         try:
             api = HttpApi(base_url, key)

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from pathlib import Path
 
-from bulkapi.store.database import make_engine
-from bulkapi.store.migrate import upgrade
-from bulkapi.store.tenants import create_key
 from tests.support import (
     REDIS_URL,
     WAIT_SECONDS,
     HttpApi,
+    migrated_with_key,
     service_env,
     start_server,
     start_workers,
@@ -38,13 +35,7 @@ def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
     tmp_path: Path, postgres_url: str, redis_namespace: str
 ) -> None:
     env = service_env(postgres_url, REDIS_URL, redis_namespace)
-    engine = make_engine(postgres_url)
-    try:
-        upgrade(engine)
-        with engine.begin() as conn:
-            _, key = create_key(conn, f"supervised-{uuid.uuid4().hex[:8]}")
-    finally:
-        engine.dispose()
+    key = migrated_with_key(postgres_url, "supervised")
     server, base_url = start_server(env, tmp_path)
     supervisor = start_workers(env, tmp_path)
     try:
