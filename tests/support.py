@@ -23,6 +23,9 @@ import orjson
 import psycopg
 import redis
 import requests
+from sqlalchemy import create_engine, func, select
+
+from bulkapi.store.tables import jobs, operations, resources
 
 from bulkapi.store.database import make_engine
 from bulkapi.store.migrate import upgrade
@@ -287,6 +290,48 @@ def start_server(
     base = f"http://127.0.0.1:{port}"
     wait_ready(proc, base)
     return proc, base
+
+
+def row_count(database_url: str) -> int:
+    """Rows in jobs, operations and resources: a refused request must add none."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return sum(
+                conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in (jobs, operations, resources)
+            )
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class RealServer:
+    """`bulkapi serve` on 127.0.0.1 (embedded, SQLite) and a key to call it with."""
+
+    host: str
+    port: int
+    key: str
+    database_url: str
+    process: ManagedProcess
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@contextmanager
+def embedded_server(tmp: Path, **env: str) -> Iterator[RealServer]:
+    """A real server with these ``BULKAPI_*`` settings, stopped when the block ends."""
+    url = f"sqlite:///{tmp / 'server.db'}"
+    environment = service_env(url, None, f"bulkapi-server-{uuid.uuid4().hex[:8]}", **env)
+    process, base = start_server(environment, tmp)
+    try:
+        key = create_api_key(environment, "real-server")
+        host, port = base.removeprefix("http://").split(":")
+        yield RealServer(host, int(port), key, url, process)
+    finally:
+        process.stop()
 
 
 def start_workers(

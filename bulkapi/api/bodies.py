@@ -3,67 +3,70 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from flask import request
-from werkzeug.exceptions import (
-    ClientDisconnected,
-    RequestTimeout,
-    UnsupportedMediaType,
-)
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, RequestTimeout, UnsupportedMediaType
+from werkzeug.wsgi import get_input_stream
 
 from bulkapi.api.context import runtime
-from bulkapi.core.errors import MalformedBody, TooManyOperations, ValidationFailed
+from bulkapi.api.deadlines import cut_off_reads
+from bulkapi.core.errors import MalformedBody, PayloadTooLarge, TooManyOperations, ValidationFailed
 from bulkapi.core.validation import Envelope, check_envelope
 
 JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 
-
-#: Socket time limit set once a body is overdue: the next read fails almost at once.
-_CUT_OFF_SECONDS = 0.05
-
-
-def _cut_off(sock: socket.socket) -> None:
-    sock.settimeout(_CUT_OFF_SECONDS)
+#: Bytes asked for at a time from a body of unknown length (chunked).
+_READ_STEP = 1024 * 1024
 
 
 def _read(max_bytes: int) -> bytes:
     """The whole body, refused when too large (413), too slow (408) or short (400).
 
-    The time limit covers the whole body, not each read: a client trickling a byte at a
-    time would satisfy any per-read timeout. Under gunicorn a timer shortens the client
-    socket's timeout when the limit passes, so the read in progress fails.
+    The body is read up to one byte past ``max_bytes``, whether or not it declares its
+    length: a chunked body has none, and must not be cut silently at the limit. The
+    time limit covers the whole body, not each read (a client trickling a byte at a
+    time would satisfy any per-read timeout): under gunicorn an alarm shuts down the
+    socket's read side at the deadline, which also ends a read already blocked.
     """
-    request.max_content_length = max_bytes  # larger bodies end in 413 as they are read
-    sock = request.environ.get("gunicorn.socket")
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise PayloadTooLarge(f"The body is {declared} bytes; at most {max_bytes} are taken.")
     limit = runtime().settings.body_timeout
-    deadline = time.monotonic() + limit
-    timer = None
-    if isinstance(sock, socket.socket):
-        timer = threading.Timer(limit, _cut_off, args=(sock,))
-        timer.daemon = True
-        timer.start()
+    sock = request.environ.get("gunicorn.socket")
+    alarm = cut_off_reads(sock, limit) if isinstance(sock, socket.socket) else None
+    raw: bytes | None = None
     try:
-        raw = request.get_data(cache=False)
-    except (OSError, ClientDisconnected):
-        if time.monotonic() < deadline:
-            raise  # the client went away or an I/O error: not ours to call a timeout
-        raise RequestTimeout("The body did not arrive in time.") from None
+        raw = _read_at_most(get_input_stream(request.environ), max_bytes, declared)
+    except (OSError, ClientDisconnected, ParseException):
+        pass  # the client went away, stalled, or broke the chunked framing: see below
     finally:
-        if timer is not None:
-            timer.cancel()
-    if isinstance(sock, socket.socket):
-        sock.settimeout(None)  # the body is in: answer without a limit, as gunicorn expects
-    expected = request.content_length
-    if expected is not None and len(raw) != expected:
-        # gunicorn marks its input terminated, so Werkzeug does not check the length.
-        raise MalformedBody(f"The body ended after {len(raw)} of {expected} bytes.")
+        in_time = alarm is None or alarm.cancel()
+    if not in_time:
+        raise RequestTimeout(f"The body did not arrive within {limit:g} seconds.")
+    if raw is None:
+        raise MalformedBody("The body could not be read: it ended early or its framing is broken.")
+    if declared is not None and len(raw) != declared:
+        raise MalformedBody(f"The body ended after {len(raw)} of {declared} bytes.")
     return raw
+
+
+def _read_at_most(stream: IO[bytes], max_bytes: int, declared: int | None) -> bytes:
+    """Everything ``stream`` holds; PayloadTooLarge as soon as that passes ``max_bytes``."""
+    # A declared length is read in one call (and one more that finds the end).
+    step = _READ_STEP if declared is None else declared + 1
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(min(step, max_bytes + 1 - size)):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _parse(raw: bytes) -> Any:

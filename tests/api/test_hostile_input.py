@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from bulkapi.api.pagination import encode_cursor
@@ -30,7 +30,7 @@ from tests.api.conftest import (
     tenant_of,
 )
 from tests.conftest import InProcessApi, Service
-from tests.support import WAIT_SECONDS, create_api_key, service_env, start_server
+from tests.support import WAIT_SECONDS, embedded_server, row_count
 
 JSON = {"Content-Type": "application/json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -562,20 +562,8 @@ def test_body_over_the_size_limit_is_payload_too_large(limited: Service) -> None
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str, str]]:
     """`bulkapi serve` (embedded, SQLite) on 127.0.0.1; yields host, port, key, db url."""
     tmp: Path = tmp_path_factory.mktemp("hostile-server")
-    url = f"sqlite:///{tmp / 'server.db'}"
-    env = service_env(
-        url,
-        None,
-        f"bulkapi-hostile-{uuid.uuid4().hex[:8]}",
-        BULKAPI_BODY_TIMEOUT=str(SLOW_BODY_LIMIT),
-    )
-    server, base = start_server(env, tmp)
-    try:
-        key = create_api_key(env, "hostile")
-        host, port = base.removeprefix("http://").split(":")
-        yield host, int(port), key, url
-    finally:
-        server.stop()
+    with embedded_server(tmp, BULKAPI_BODY_TIMEOUT=str(SLOW_BODY_LIMIT)) as server:
+        yield server.host, server.port, server.key, server.database_url
 
 
 def _raw_exchange(host: str, port: int, head: bytes, body: bytes) -> bytes:
@@ -638,25 +626,13 @@ def test_a_body_trickled_slowly_is_cut_off_with_408_and_changes_nothing(
         b"Content-Length: " + str(len(body)).encode() + b"\r\n"
         b"Connection: close\r\n\r\n"
     )
-    before = _server_counts(url)
+    before = row_count(url)
     answer = _slow_exchange(host, port, head, body)
     status_line, _, rest = answer.partition(b"\r\n")
     assert int(status_line.split()[1]) == 408, answer[:2000]
     assert b"request_timeout" in rest
     assert b"application/problem+json" in rest.lower()
-    assert _server_counts(url) == before
-
-
-def _server_counts(url: str) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return sum(
-                conn.execute(select(func.count()).select_from(table)).scalar_one()
-                for table in (jobs, operations, resources)
-            )
-    finally:
-        engine.dispose()
+    assert row_count(url) == before
 
 
 @pytest.mark.parametrize("path", [BULK, RES])
@@ -674,7 +650,7 @@ def test_truncated_body_over_a_socket_is_refused_without_a_500(
         b"Content-Length: " + str(len(body) + 1000).encode() + b"\r\n"
         b"Connection: close\r\n\r\n"
     )
-    before = _server_counts(url)
+    before = row_count(url)
     answer = _raw_exchange(host, port, head, body)
     if answer:  # a server may also just drop a request whose body never arrived
         status_line, _, rest = answer.partition(b"\r\n")
@@ -682,7 +658,7 @@ def test_truncated_body_over_a_socket_is_refused_without_a_500(
         assert 400 <= status < 500, answer[:2000]
         assert b"application/problem+json" in rest.lower(), answer[:2000]
         assert b"Traceback" not in answer
-    assert _server_counts(url) == before
+    assert row_count(url) == before
 
 
 def test_an_ndjson_line_longer_than_any_document_is_refused_at_its_index(

@@ -1,0 +1,194 @@
+"""`bulkapi serve` over real sockets: body limits whatever the framing, time limits that
+free the threads.
+
+The server runs with two request threads and a two-second body time limit, so a few
+stalled clients are more than it has threads. No test measures time: the socket
+timeouts are hang guards only.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+
+from tests.support import WAIT_SECONDS, RealServer, embedded_server, row_count
+
+MAX_BODY = 20_000
+THREADS = 2
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    tmp: Path = tmp_path_factory.mktemp("http-server")
+    with embedded_server(
+        tmp,
+        BULKAPI_MAX_BODY_BYTES=str(MAX_BODY),
+        BULKAPI_BODY_TIMEOUT="2",
+        BULKAPI_WEB_THREADS=str(THREADS),
+    ) as running:
+        yield running
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def problem(self, status: int, code: str) -> dict[str, object]:
+        """The answer is an RFC 9457 problem with this status and code, with the security
+        headers."""
+        assert self.status == status, (self.status, self.headers, self.body[:500])
+        assert self.headers["content-type"] == "application/problem+json", self.headers
+        body = orjson.loads(self.body)
+        assert body.keys() >= PROBLEM_FIELDS and (body["status"], body["code"]) == (status, code)
+        assert self.headers["x-content-type-options"] == "nosniff", self.headers
+        return dict(body)
+
+
+def _connect(server: RealServer) -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=WAIT_SECONDS)
+
+
+def _read_answer(sock: socket.socket) -> Answer:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before an answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed inside the answer: {data!r}"
+        body += chunk
+    return Answer(int(status_line.split()[1]), headers, body)
+
+
+def _head(server: RealServer, method: str, path: str, *fields: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {server.key}"]
+    return ("\r\n".join([*lines, *fields]) + "\r\n\r\n").encode()
+
+
+def _line(index: int) -> bytes:
+    """An NDJSON upsert of exactly 1,000 bytes, newline included."""
+    line = orjson.dumps({"op": "upsert", "type": "t", "id": f"i{index:03}", "data": {"p": ""}})
+    padded = line.replace(b'"p":""', b'"p":"' + b"x" * (999 - len(line)) + b'"')
+    assert len(padded) == 999
+    return padded + b"\n"
+
+
+def _pieces(body: bytes, size: int) -> Iterator[bytes]:
+    """The body as a generator, so requests sends it chunked (no Content-Length)."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def _auth(server: RealServer, content_type: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.key}", "Content-Type": content_type}
+
+
+# --- body size, whatever the framing ---------------------------------------------------
+
+
+@pytest.mark.parametrize("piece", [1000, 700])
+def test_a_chunked_bulk_body_over_the_limit_is_refused_not_cut_short(
+    server: RealServer, piece: int
+) -> None:
+    body = b"".join(_line(n) for n in range(40))  # 40,000 bytes, twice the limit
+    before = row_count(server.database_url)
+    response = requests.post(
+        server.base_url + "/v1/bulk",
+        data=_pieces(body, piece),
+        headers=_auth(server, "application/x-ndjson"),
+        timeout=WAIT_SECONDS,
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "payload_too_large"
+    assert row_count(server.database_url) == before
+
+
+def test_a_chunked_document_over_the_limit_is_payload_too_large(server: RealServer) -> None:
+    document = orjson.dumps({"s": "x" * 100_000})
+    before = row_count(server.database_url)
+    response = requests.put(
+        server.base_url + "/v1/resources/t/big",
+        data=_pieces(document, 4096),
+        headers=_auth(server, "application/json"),
+        timeout=WAIT_SECONDS,
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "payload_too_large"
+    assert row_count(server.database_url) == before
+
+
+def test_a_chunked_body_of_exactly_the_limit_is_read_in_full(server: RealServer) -> None:
+    body = b"".join(_line(n) for n in range(MAX_BODY // 1000))
+    response = requests.post(
+        server.base_url + "/v1/bulk",
+        data=_pieces(body, 700),
+        headers=_auth(server, "application/x-ndjson"),
+        timeout=WAIT_SECONDS,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["total"] == MAX_BODY // 1000
+
+
+@pytest.mark.parametrize(
+    "framing", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"2\r\n{}\r\n"], ids=repr
+)
+def test_broken_chunked_framing_is_a_bad_request_and_closes(
+    server: RealServer, framing: bytes
+) -> None:
+    head = _head(
+        server,
+        "PUT",
+        "/v1/resources/t/chunks",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + framing)
+        sock.shutdown(socket.SHUT_WR)
+        answer = _read_answer(sock)
+        answer.problem(400, "malformed_body")
+
+
+# --- time limits ----------------------------------------------------------------------------
+
+
+def test_stalled_bodies_get_408_while_other_requests_are_answered(server: RealServer) -> None:
+    """More stalled clients than threads: each gets its 408 when its time is up, which
+    frees its thread, and a health check sent meanwhile is answered."""
+    stalled_body = (
+        _head(
+            server,
+            "PUT",
+            "/v1/resources/hx/x",
+            "Content-Type: application/json",
+            "Content-Length: 10",
+        )
+        + b'{"a"'
+    )
+    before = row_count(server.database_url)
+    bodies = [_connect(server) for _ in range(2 * THREADS + 1)]
+    try:
+        for sock in bodies:
+            sock.sendall(stalled_body)
+        assert requests.get(server.base_url + "/healthz", timeout=WAIT_SECONDS).ok
+        for sock in bodies:
+            answer = _read_answer(sock)
+            detail = answer.problem(408, "request_timeout")["detail"]
+            assert "did not arrive within 2 s" in str(detail), detail
+    finally:
+        for sock in bodies:
+            sock.close()
+    assert row_count(server.database_url) == before
