@@ -71,6 +71,8 @@ class Settings:
     max_document_bytes: int = 64 * 1024
     #: Seconds a request body may take to arrive in full (slow uploads get 408).
     body_timeout: float = 30.0
+    #: Seconds a request line and its headers may take to arrive (slower: 408, closed).
+    header_timeout: float = 10.0
     #: Deepest nesting of objects and arrays a document may have.
     max_document_depth: int = 32
     #: Worker threads inside `bulkapi serve` when no broker is configured.
@@ -156,6 +158,8 @@ class Settings:
             raise ValueError("BULKAPI_REDIS_TIMEOUT must be > 0")
         if self.effect_backoff < 0:
             raise ValueError("BULKAPI_EFFECT_BACKOFF must be >= 0")
+        if min(self.body_timeout, self.header_timeout) <= 0:
+            raise ValueError("BULKAPI_BODY_TIMEOUT and BULKAPI_HEADER_TIMEOUT must be > 0")
         if self.webhook_attempts < 1:
             raise ValueError("BULKAPI_WEBHOOK_ATTEMPTS must be >= 1")
         if min(self.webhook_backoff, self.webhook_max_backoff) < 0:
@@ -186,6 +190,7 @@ class Settings:
             max_body_bytes=_int(env, "BULKAPI_MAX_BODY_BYTES", defaults.max_body_bytes),
             max_document_bytes=_int(env, "BULKAPI_MAX_DOCUMENT_BYTES", defaults.max_document_bytes),
             body_timeout=_float(env, "BULKAPI_BODY_TIMEOUT", defaults.body_timeout),
+            header_timeout=_float(env, "BULKAPI_HEADER_TIMEOUT", defaults.header_timeout),
             max_document_depth=_int(env, "BULKAPI_MAX_DOCUMENT_DEPTH", defaults.max_document_depth),
             embedded_worker_threads=_int(
                 env, "BULKAPI_EMBEDDED_WORKER_THREADS", defaults.embedded_worker_threads

@@ -1,18 +1,35 @@
-"""`bulkapi serve`: gunicorn (gthread) around the app, workers inside when embedded."""
+"""`bulkapi serve`: gunicorn around the app, workers inside when embedded.
+
+``Worker`` is gunicorn's gthread worker with what an API that answers every request
+with a problem needs on top; ``gunicorn -k bulkapi.server.Worker wsgi:app`` uses it too.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Flask
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
-from bulkapi.api.app import create_app
+from bulkapi.api.app import SECURITY_HEADERS, create_app
+from bulkapi.api.deadlines import Alarm, cut_off_reads
+from bulkapi.api.problems import PROBLEM_TYPE, http_code, problem_body
 from bulkapi.config import Settings
 from bulkapi.runtime import Runtime
 
 #: Seconds gunicorn gives in-flight requests (and embedded batches) at SIGTERM.
 GRACEFUL_TIMEOUT = 30
+#: Seconds an idle keep-alive connection stays open for its next request.
+KEEPALIVE = 5
+#: Longest detail quoted from gunicorn's description of a malformed request.
+_MAX_DETAIL = 200
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _stop_runtime(server: Any, worker: Any) -> None:
@@ -28,10 +45,15 @@ class Server(BaseApplication):  # type: ignore[misc]
         self.options = {
             "bind": f"{host}:{port}",
             "workers": settings.serving_processes,
-            "worker_class": "gthread",
+            "worker_class": Worker,
             "threads": settings.web_threads,
             "timeout": 120,
             "graceful_timeout": GRACEFUL_TIMEOUT,
+            "keepalive": KEEPALIVE,
+            # gunicorn's defaults, written down: over them, 414 and 431 problems.
+            "limit_request_line": 4094,
+            "limit_request_fields": 100,
+            "limit_request_field_size": 8190,
             "worker_exit": _stop_runtime,
             "accesslog": None,
         }
@@ -47,3 +69,165 @@ class Server(BaseApplication):  # type: ignore[misc]
         if self.settings.embedded:
             self.runtime.start_embedded_worker()
         return create_app(self.runtime)
+
+
+class _Exchange:
+    """One request on a connection, as the worker thread serving it sees it."""
+
+    __slots__ = ("alarm", "answered", "request")
+
+    def __init__(self, alarm: Alarm) -> None:
+        #: Cuts the connection off if the request line and headers take too long.
+        self.alarm = alarm
+        #: gunicorn's request, once its headers are in.
+        self.request: Any = None
+        #: Whether the application or an error answer has taken the request.
+        self.answered = False
+
+
+class _TrackedInput:
+    """``wsgi.input`` that remembers whether the application read the body to its end."""
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._body = environ["wsgi.input"]
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length = environ.get("CONTENT_LENGTH")
+        #: Bytes still unread; None for a chunked body, which ends with an empty read.
+        self._left: int | None = int(length) if length else (None if chunked else 0)
+        self.complete = self._left == 0
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._seen(self._body.read(size), size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._seen(self._body.readline(size), size)
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def _seen(self, data: bytes, size: int | None) -> bytes:
+        if self._left is None:
+            self.complete = self.complete or (not data and size != 0)
+        else:
+            self._left -= len(data)
+            self.complete = self._left <= 0
+        return data
+
+
+class _StatusLine:
+    """Stands in for the client socket while gunicorn writes its HTML error page, and
+    keeps only the status it chose."""
+
+    status = 500
+    reason = "Internal Server Error"
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        try:  # "HTTP/1.1 431 Request Header Fields Too Large\r\n..."
+            _, status, self.reason = data.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            self.status = int(status)
+        except ValueError:
+            pass
+
+
+def _write_problem(sock: Any, status: int, reason: str, detail: str) -> None:
+    """A problem answer written straight to the socket, and the connection's last."""
+    body = problem_body(status, http_code(status), reason, detail)
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Connection: close",
+        f"Content-Type: {PROBLEM_TYPE}",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items()),
+    ]
+    with contextlib.suppress(OSError):  # the client is gone
+        util.write_nonblock(sock, "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+
+
+class Worker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, changed in three ways:
+
+    - the request line and headers must arrive within ``BULKAPI_HEADER_TIMEOUT``, or the
+      connection gets a 408 and is closed (gthread waits for them without a limit once a
+      first byte came, holding a thread);
+    - gunicorn's own error answers (malformed request line or headers, URI or headers
+      too long) are problems (``application/problem+json``), not HTML pages;
+    - an answer to a request whose body the application did not read to its end (413,
+      408, a short body) says ``Connection: close``, and the connection closes: gunicorn
+      would drop it anyway, after announcing keep-alive, and a client reusing it fails.
+    """
+
+    header_timeout: float = Settings.header_timeout
+    wsgi: WsgiApp
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = threading.local()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        runtime = getattr(self.wsgi, "extensions", {}).get("bulkapi")
+        settings = runtime.settings if isinstance(runtime, Runtime) else Settings.from_env()
+        self.header_timeout = settings.header_timeout
+        self.wsgi = self._closing_after_unread_bodies(self.wsgi)
+
+    def _exchange(self) -> _Exchange | None:
+        return getattr(self._local, "exchange", None)
+
+    def handle(self, conn: Any) -> Any:
+        exchange = _Exchange(cut_off_reads(conn.sock, self.header_timeout))
+        self._local.exchange = exchange
+        try:
+            result = super().handle(conn)
+        finally:
+            self._local.exchange = None
+            in_time = exchange.alarm.cancel()
+        if in_time or exchange.answered:
+            return result
+        detail = f"The request line and headers did not arrive within {self.header_timeout:g} s."
+        _write_problem(conn.sock, 408, "Request Timeout", detail)
+        return False
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        exchange = self._exchange()
+        if exchange is not None:
+            exchange.answered, exchange.request = True, req
+            if not exchange.alarm.cancel():
+                req.force_close()  # the headers came in as time ran out: the reads are cut
+        return super().handle_request(req, conn)
+
+    def handle_http2(self, conn: Any) -> Any:
+        exchange = self._exchange()
+        if exchange is not None:  # a long-lived connection of many streams: no header limit
+            exchange.answered = True
+            exchange.alarm.cancel()
+        return super().handle_http2(conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        exchange = self._exchange()
+        if exchange is not None:
+            exchange.answered = True
+        chosen = _StatusLine()
+        super().handle_error(req, chosen, addr, exc)  # logs it and chooses the status
+        detail = str(exc)[:_MAX_DETAIL] if 400 <= chosen.status < 500 else chosen.reason
+        _write_problem(client, chosen.status, chosen.reason, detail or chosen.reason)
+
+    def _closing_after_unread_bodies(self, app: WsgiApp) -> WsgiApp:
+        def closing(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            body = _TrackedInput(environ)
+            environ["wsgi.input"] = body
+            exchange = self._exchange()
+
+            def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                if not body.complete and exchange is not None and exchange.request is not None:
+                    exchange.request.force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        return closing

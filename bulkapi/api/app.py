@@ -19,7 +19,8 @@ from bulkapi.runtime import Runtime
 #: Where /docs loads Swagger UI from: served by us, so the docs work offline.
 _SWAGGER_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 
-_SECURITY_HEADERS = {
+#: On every answer, gunicorn's own error answers included (see bulkapi/server.py).
+SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -28,7 +29,7 @@ _SECURITY_HEADERS = {
 
 
 def _add_security_headers(response: Response) -> Response:
-    for name, value in _SECURITY_HEADERS.items():
+    for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
 

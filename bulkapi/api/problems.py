@@ -45,7 +45,7 @@ _RETRYABLE = (
     errors.ApplyFailed,
 )
 
-#: Codes for HTTP errors raised by Flask, Werkzeug or flask-smorest themselves.
+#: Codes for HTTP errors raised by Flask, Werkzeug, flask-smorest or gunicorn themselves.
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -56,10 +56,34 @@ _HTTP_CODES = {
     408: "request_timeout",
     411: "length_required",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "validation_error",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
+    500: "internal_error",
+    501: "not_implemented",
 }
+
+
+def http_code(status: int) -> str:
+    """The machine code of an HTTP error that has no domain error behind it."""
+    return _HTTP_CODES.get(status, "http_error")
+
+
+def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) -> bytes:
+    """The serialized problem: for ``problem`` and for gunicorn's own error answers."""
+    return orjson.dumps(
+        {
+            "type": f"urn:bulkapi:problem:{code}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+            **extra,
+        }
+    )
 
 
 def problem(
@@ -70,15 +94,8 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    body = {
-        "type": f"urn:bulkapi:problem:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **extra,
-    }
-    response = Response(orjson.dumps(body), status=status, mimetype=PROBLEM_TYPE)
+    body = problem_body(status, code, title, detail, **extra)
+    response = Response(body, status=status, mimetype=PROBLEM_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
@@ -99,7 +116,7 @@ def _domain_problem(error: errors.BulkapiError) -> Response:
 
 def _http_problem(error: HTTPException) -> Response:
     status = error.code or 500
-    code = _HTTP_CODES.get(status, "http_error")
+    code = http_code(status)
     extra: dict[str, Any] = {}
     data = getattr(error, "data", None)  # flask-smorest puts argument errors here
     if isinstance(data, dict) and "messages" in data:

@@ -1,8 +1,9 @@
 """`bulkapi serve` over real sockets: body limits whatever the framing, time limits that
-free the threads.
+free the threads, connections closed when a body is refused, gunicorn's own errors as
+problems.
 
-The server runs with two request threads and a two-second body time limit, so a few
-stalled clients are more than it has threads. No test measures time: the socket
+The server runs with two request threads and two-second header and body time limits, so
+a few stalled clients are more than it has threads. No test measures time: the socket
 timeouts are hang guards only.
 """
 
@@ -31,6 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
         tmp,
         BULKAPI_MAX_BODY_BYTES=str(MAX_BODY),
         BULKAPI_BODY_TIMEOUT="2",
+        BULKAPI_HEADER_TIMEOUT="2",
         BULKAPI_WEB_THREADS=str(THREADS),
     ) as running:
         yield running
@@ -43,8 +45,8 @@ class Answer:
     body: bytes
 
     def problem(self, status: int, code: str) -> dict[str, object]:
-        """The answer is an RFC 9457 problem with this status and code, with the security
-        headers."""
+        """The answer is an RFC 9457 problem with this status and code, closing the
+        connection, with the security headers."""
         assert self.status == status, (self.status, self.headers, self.body[:500])
         assert self.headers["content-type"] == "application/problem+json", self.headers
         body = orjson.loads(self.body)
@@ -71,6 +73,14 @@ def _read_answer(sock: socket.socket) -> Answer:
         assert chunk, f"the connection closed inside the answer: {data!r}"
         body += chunk
     return Answer(int(status_line.split()[1]), headers, body)
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closes the connection (after its answer), as it says it does."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
 
 
 def _head(server: RealServer, method: str, path: str, *fields: str) -> bytes:
@@ -113,6 +123,7 @@ def test_a_chunked_bulk_body_over_the_limit_is_refused_not_cut_short(
     )
     assert response.status_code == 413, response.text
     assert response.json()["code"] == "payload_too_large"
+    assert response.headers["Connection"] == "close"
     assert row_count(server.database_url) == before
 
 
@@ -160,12 +171,82 @@ def test_broken_chunked_framing_is_a_bad_request_and_closes(
         sock.shutdown(socket.SHUT_WR)
         answer = _read_answer(sock)
         answer.problem(400, "malformed_body")
+        assert answer.headers["connection"] == "close"
+
+
+# --- a refused body closes the connection ------------------------------------------------
+
+
+def test_an_oversize_body_is_answered_with_connection_close_and_the_connection_closes(
+    server: RealServer,
+) -> None:
+    document = orjson.dumps({"s": "x" * 100_000})
+    head = _head(
+        server,
+        "PUT",
+        "/v1/resources/t/big",
+        "Content-Type: application/json",
+        f"Content-Length: {len(document)}",
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + document)
+        answer = _read_answer(sock)
+        answer.problem(413, "payload_too_large")
+        assert answer.headers["connection"] == "close"
+        assert _closed_by_server(sock)
+
+
+def test_a_session_reusing_its_connection_after_a_413_gets_its_next_answer(
+    server: RealServer,
+) -> None:
+    with requests.Session() as session:
+        for size in range(75_000, 100_001, 5_000):
+            refused = session.put(
+                server.base_url + "/v1/resources/t/big",
+                data=orjson.dumps({"s": "x" * size}),
+                headers=_auth(server, "application/json"),
+                timeout=WAIT_SECONDS,
+            )
+            assert refused.status_code == 413, refused.text
+            assert refused.headers["Connection"] == "close"
+            assert session.get(server.base_url + "/healthz", timeout=WAIT_SECONDS).ok
+
+
+def test_a_body_shorter_than_its_content_length_is_400_and_closes(server: RealServer) -> None:
+    head = _head(
+        server,
+        "PUT",
+        "/v1/resources/t/short",
+        "Content-Type: application/json",
+        "Content-Length: 1000",
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + b'{"a": 1}')
+        sock.shutdown(socket.SHUT_WR)
+        answer = _read_answer(sock)
+        answer.problem(400, "malformed_body")
+        assert answer.headers["connection"] == "close"
+
+
+def test_a_body_read_in_full_keeps_the_connection_alive(server: RealServer) -> None:
+    with requests.Session() as session:
+        for n in range(3):
+            written = session.put(
+                server.base_url + "/v1/resources/t/alive",
+                json={"n": n},
+                headers={"Authorization": f"Bearer {server.key}"},
+                timeout=WAIT_SECONDS,
+            )
+            assert written.status_code in (200, 201), written.text
+            assert written.headers["Connection"] == "keep-alive"
 
 
 # --- time limits ----------------------------------------------------------------------------
 
 
-def test_stalled_bodies_get_408_while_other_requests_are_answered(server: RealServer) -> None:
+def test_stalled_bodies_and_headers_get_408_while_other_requests_are_answered(
+    server: RealServer,
+) -> None:
     """More stalled clients than threads: each gets its 408 when its time is up, which
     frees its thread, and a health check sent meanwhile is answered."""
     stalled_body = (
@@ -178,17 +259,64 @@ def test_stalled_bodies_get_408_while_other_requests_are_answered(server: RealSe
         )
         + b'{"a"'
     )
+    stalled_headers = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: "
     before = row_count(server.database_url)
-    bodies = [_connect(server) for _ in range(2 * THREADS + 1)]
+    bodies = [_connect(server) for _ in range(THREADS + 1)]
+    headers = [_connect(server) for _ in range(THREADS + 1)]
     try:
         for sock in bodies:
             sock.sendall(stalled_body)
+        for sock in headers:
+            sock.sendall(stalled_headers)
         assert requests.get(server.base_url + "/healthz", timeout=WAIT_SECONDS).ok
-        for sock in bodies:
+        for sock in bodies + headers:
             answer = _read_answer(sock)
             detail = answer.problem(408, "request_timeout")["detail"]
             assert "did not arrive within 2 s" in str(detail), detail
+            assert answer.headers["connection"] == "close"
+            assert _closed_by_server(sock)
     finally:
-        for sock in bodies:
+        for sock in bodies + headers:
             sock.close()
     assert row_count(server.database_url) == before
+
+
+# --- gunicorn's own errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        pytest.param(
+            b"POST /v1/bulk HTTP/1.1\r\nHost: x\r\nIdempotency-Key: " + b"k" * 10_000 + b"\r\n\r\n",
+            431,
+            "request_header_fields_too_large",
+            id="header-over-8k",
+        ),
+        pytest.param(
+            b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long", id="uri"
+        ),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: garbage/\x01\r\n\r\n",
+            400,
+            "bad_request",
+            id="control-character-in-header",
+        ),
+        pytest.param(b"GARBAGE\r\n\r\n", 400, "bad_request", id="request-line"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked, chunked\r\n\r\n",
+            400,
+            "bad_request",
+            id="stacked-chunked",
+        ),
+    ],
+)
+def test_gunicorns_own_errors_are_problems_too(
+    server: RealServer, request_bytes: bytes, status: int, code: str
+) -> None:
+    with _connect(server) as sock:
+        sock.sendall(request_bytes)
+        answer = _read_answer(sock)
+        body = answer.problem(status, code)
+        assert answer.headers["connection"] == "close"
+        assert b"<html" not in answer.body and "Traceback" not in str(body)

@@ -225,6 +225,8 @@ def test_gunicorn_serves_wsgi_app_in_production_mode(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [GUNICORN, "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    # As docs/operations.md says to run it: bulkapi's worker class.
+    argv += ["-k", "bulkapi.server.Worker", "--threads", "4"]
     with (
         start_workers(env, tmp_path),
         CwdProcess(argv, env, tmp_path / "gunicorn.log", ROOT) as web,
@@ -239,6 +241,10 @@ def test_gunicorn_serves_wsgi_app_in_production_mode(
         assert waited.status_code == 200, waited.text
         assert waited.json()["version"] == 2
         assert requests.get(base + "/openapi.json", timeout=30).status_code == 200
+        too_long = requests.get(base + "/" + "a" * 5000, timeout=30)
+        assert too_long.status_code == 414
+        assert too_long.headers["Content-Type"] == "application/problem+json"
+        assert too_long.json()["code"] == "uri_too_long"
         assert web.terminate() == 0, web.log()
 
 

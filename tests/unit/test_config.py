@@ -15,6 +15,8 @@ from bulkapi.config import Settings
         ({"BULKAPI_STRICT_TYPES": "maybe"}, "BULKAPI_STRICT_TYPES must be 1 or 0"),
         ({"BULKAPI_EFFECT_ATTEMPTS": "0"}, "effect attempts"),
         ({"BULKAPI_EFFECT_BACKOFF": "-1"}, "BULKAPI_EFFECT_BACKOFF must be >= 0"),
+        ({"BULKAPI_HEADER_TIMEOUT": "0"}, "BULKAPI_HEADER_TIMEOUT must be > 0"),
+        ({"BULKAPI_BODY_TIMEOUT": "-1"}, "BULKAPI_BODY_TIMEOUT and BULKAPI_HEADER_TIMEOUT"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(env: dict[str, str], message: str) -> None:
@@ -34,3 +36,9 @@ def test_effect_settings_come_from_the_environment() -> None:
     assert (settings.effect_attempts, settings.effect_backoff) == (7, 0.5)
     defaults = Settings.from_env({})
     assert (defaults.effect_attempts, defaults.effect_backoff) == (5, 1.0)
+
+
+def test_time_limits_come_from_the_environment() -> None:
+    settings = Settings.from_env({"BULKAPI_BODY_TIMEOUT": "3", "BULKAPI_HEADER_TIMEOUT": "1.5"})
+    assert (settings.body_timeout, settings.header_timeout) == (3.0, 1.5)
+    assert (Settings().body_timeout, Settings().header_timeout) == (30.0, 10.0)
