@@ -54,6 +54,9 @@ class Server(BaseApplication):  # type: ignore[misc]
             "limit_request_line": 4094,
             "limit_request_fields": 100,
             "limit_request_field_size": 8190,
+            # One fixed path per user by default: two servers on a host would share it,
+            # and the first to stop would remove it for the other. Nothing here uses it.
+            "control_socket_disable": True,
             "worker_exit": _stop_runtime,
             "accesslog": None,
         }

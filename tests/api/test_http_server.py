@@ -18,6 +18,8 @@ import orjson
 import pytest
 import requests
 
+from bulkapi.config import Settings
+from bulkapi.server import Server
 from tests.support import WAIT_SECONDS, RealServer, embedded_server, row_count
 
 MAX_BODY = 20_000
@@ -320,3 +322,12 @@ def test_gunicorns_own_errors_are_problems_too(
         body = answer.problem(status, code)
         assert answer.headers["connection"] == "close"
         assert b"<html" not in answer.body and "Traceback" not in str(body)
+
+
+def test_serve_opens_no_control_socket() -> None:
+    """gunicorn's control socket has one path per user: two servers would share it."""
+    assert Server(Settings(), "127.0.0.1", 0).cfg.control_socket_disable is True
+
+
+def test_the_real_server_logged_no_control_socket(server: RealServer) -> None:
+    assert "control socket" not in server.process.log().lower()

@@ -225,8 +225,8 @@ def test_gunicorn_serves_wsgi_app_in_production_mode(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [GUNICORN, "wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-    # As docs/operations.md says to run it: bulkapi's worker class.
-    argv += ["-k", "bulkapi.server.Worker", "--threads", "4"]
+    # As docs/operations.md says to run it: bulkapi's worker class, no control socket.
+    argv += ["-k", "bulkapi.server.Worker", "--threads", "4", "--no-control-socket"]
     with (
         start_workers(env, tmp_path),
         CwdProcess(argv, env, tmp_path / "gunicorn.log", ROOT) as web,
