@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from typing import IO, Any
@@ -69,11 +70,60 @@ def _read_at_most(stream: IO[bytes], max_bytes: int, declared: int | None) -> by
     return b"".join(chunks)
 
 
+#: orjson reads integers in this range exactly, and larger ones silently as floats.
+_INT_RANGE = range(-(2**63), 2**64)
+#: Every ASCII digit to "0", every other byte to a space: a long run of digits in a
+#: body is then a plain substring search away.
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+#: Only a number written with this many digits in a row can fall outside ``_INT_RANGE``.
+_LONG_DIGIT_RUN = b"0" * 19
+#: Characters of a refused integer quoted in the error.
+_QUOTED_DIGITS = 40
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _checked_int(text: str) -> int:
+    # No int() of thousands of digits: Python refuses them, and they are out of range.
+    value = int(text) if len(text) <= 21 else None
+    if value is None or value not in _INT_RANGE:
+        raise _OutOfRange(text)
+    return value
+
+
+def _has_long_digit_run(raw: bytes) -> bool:
+    return _LONG_DIGIT_RUN in raw.translate(_DIGITS)
+
+
+def _integer_out_of_range(raw: bytes) -> str | None:
+    """An integer of the JSON text ``raw`` that orjson would have read as a float.
+
+    The digit scan costs a fraction of the parse; only a body with a long run of digits
+    (in a number or in a string) is parsed again, by Python's json with a hook that sees
+    every integer as written.
+    """
+    if not _has_long_digit_run(raw):
+        return None
+    try:
+        json.loads(raw, parse_int=_checked_int)
+    except _OutOfRange as error:
+        text = str(error)
+        return text if len(text) <= _QUOTED_DIGITS else text[:_QUOTED_DIGITS] + "..."
+    except (ValueError, RecursionError):
+        pass  # nested deeper than any document may be: refused for that later
+    return None
+
+
 def _parse(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise MalformedBody(f"The body is not valid JSON: {error}.") from None
+    if (number := _integer_out_of_range(raw)) is not None:
+        raise MalformedBody(f"The body holds an integer outside the 64-bit range: {number}.")
+    return value
 
 
 def read_document(max_bytes: int) -> dict[str, Any]:
@@ -91,6 +141,8 @@ def read_document(max_bytes: int) -> dict[str, Any]:
 def _parse_ndjson(raw: bytes, max_line: int) -> list[Any]:
     errors: dict[str, dict[str, list[str]]] = {}
     items: list[Any] = []
+    # One scan of the whole body; only if it finds a long run of digits is each line checked.
+    check_integers = _has_long_digit_run(raw)
     for index, line in enumerate(line for line in raw.split(b"\n") if line.strip()):
         if len(line) > max_line:  # refused before parsing: no huge line is decoded
             errors[str(index)] = {"_schema": [f"Line longer than {max_line} bytes."]}
@@ -101,8 +153,11 @@ def _parse_ndjson(raw: bytes, max_line: int) -> list[Any]:
         except orjson.JSONDecodeError:
             errors[str(index)] = {"_schema": ["Not a valid JSON line."]}
             items.append(None)
+            continue
+        if check_integers and _integer_out_of_range(line) is not None:
+            errors[str(index)] = {"_schema": ["Holds an integer outside the 64-bit range."]}
     if errors:
-        raise ValidationFailed(f"{len(errors)} line(s) are not valid JSON.", errors)
+        raise ValidationFailed(f"{len(errors)} line(s) could not be read.", errors)
     return items
 
 

@@ -232,6 +232,17 @@ CORPUS: dict[str, Any] = {
     "lone-surrogate-escape": lambda: Case(
         "POST", BULK, 400, "malformed_body", **_raw_bulk(b'{"operations": ["\\udc00"]}')
     ),
+    # integers orjson would read as floats: refused, not rounded
+    "integer-beyond-64-bits-in-document": lambda: Case(
+        "PUT", RES, 400, "malformed_body", data=b'{"a": 18446744073709551616}', headers=JSON
+    ),
+    "integer-beyond-64-bits-in-ndjson": lambda: Case(
+        "POST",
+        BULK,
+        422,
+        "validation_error",
+        **_ndjson(GOOD_LINE.replace(b'"n":1', b'"n":-9223372036854775809')),
+    ),
     # huge strings and deep nesting
     "10mb-string-in-bulk-document": lambda: Case(
         "POST", BULK, 422, "validation_error", **_bulk(_op(data={"s": "x" * TEN_MB}))
