@@ -28,10 +28,20 @@ SECURITY_HEADERS = {
 }
 
 
-def _add_security_headers(response: Response) -> Response:
+def _finish_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)  # no content, so no content type
     return response
+
+
+class _Flask(Flask):
+    def make_default_options_response(self) -> Response:
+        """OPTIONS: the ``Allow`` header and no content (Flask's own says 200, text/html)."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        return response
 
 
 class _Api(Api):  # type: ignore[misc]
@@ -40,7 +50,7 @@ class _Api(Api):  # type: ignore[misc]
 
 
 def create_app(runtime: Runtime) -> Flask:
-    app = Flask("bulkapi")
+    app = _Flask("bulkapi")
     app.config.update(
         API_TITLE="bulkapi",
         API_VERSION=__version__,
@@ -49,6 +59,8 @@ def create_app(runtime: Runtime) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL="/docs/assets/",
+        # Swagger UI would send the spec to validator.swagger.io from every browser.
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
         API_SPEC_OPTIONS={
             "security": [{"bearerAuth": []}],
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
@@ -68,7 +80,7 @@ def create_app(runtime: Runtime) -> Flask:
         api.register_blueprint(blueprint)
     api.register_blueprint(metrics.blp)
     problems.register(app)  # after Api(): replaces flask-smorest's own error bodies
-    app.after_request(_add_security_headers)
+    app.after_request(_finish_headers)
 
     @app.get("/docs/assets/<path:filename>")
     def swagger_assets(filename: str) -> Response:
