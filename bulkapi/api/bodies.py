@@ -112,7 +112,7 @@ def _integer_out_of_range(raw: bytes) -> str | None:
         text = str(error)
         return text if len(text) <= _QUOTED_DIGITS else text[:_QUOTED_DIGITS] + "..."
     except (ValueError, RecursionError):
-        pass  # nested deeper than any document may be: refused for that later
+        pass  # past Python's recursion limit, so deeper than a document may be: refused later
     return None
 
 

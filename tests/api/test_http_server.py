@@ -98,14 +98,22 @@ def _line(index: int) -> bytes:
     return padded + b"\n"
 
 
-def _pieces(body: bytes, size: int) -> Iterator[bytes]:
-    """The body as a generator, so requests sends it chunked (no Content-Length)."""
-    for start in range(0, len(body), size):
-        yield body[start : start + size]
-
-
 def _auth(server: RealServer, content_type: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.key}", "Content-Type": content_type}
+
+
+def _chunked(
+    server: RealServer, method: str, path: str, body: bytes, *, piece: int, content_type: str
+) -> requests.Response:
+    """Send ``body`` chunked, in pieces of ``piece`` bytes (requests sends a generator so)."""
+    pieces = (body[start : start + piece] for start in range(0, len(body), piece))
+    return requests.request(
+        method,
+        server.base_url + path,
+        data=pieces,
+        headers=_auth(server, content_type),
+        timeout=WAIT_SECONDS,
+    )
 
 
 # --- body size, whatever the framing ---------------------------------------------------
@@ -117,11 +125,8 @@ def test_a_chunked_bulk_body_over_the_limit_is_refused_not_cut_short(
 ) -> None:
     body = b"".join(_line(n) for n in range(40))  # 40,000 bytes, twice the limit
     before = row_count(server.database_url)
-    response = requests.post(
-        server.base_url + "/v1/bulk",
-        data=_pieces(body, piece),
-        headers=_auth(server, "application/x-ndjson"),
-        timeout=WAIT_SECONDS,
+    response = _chunked(
+        server, "POST", "/v1/bulk", body, piece=piece, content_type="application/x-ndjson"
     )
     assert response.status_code == 413, response.text
     assert response.json()["code"] == "payload_too_large"
@@ -132,11 +137,8 @@ def test_a_chunked_bulk_body_over_the_limit_is_refused_not_cut_short(
 def test_a_chunked_document_over_the_limit_is_payload_too_large(server: RealServer) -> None:
     document = orjson.dumps({"s": "x" * 100_000})
     before = row_count(server.database_url)
-    response = requests.put(
-        server.base_url + "/v1/resources/t/big",
-        data=_pieces(document, 4096),
-        headers=_auth(server, "application/json"),
-        timeout=WAIT_SECONDS,
+    response = _chunked(
+        server, "PUT", "/v1/resources/t/big", document, piece=4096, content_type="application/json"
     )
     assert response.status_code == 413, response.text
     assert response.json()["code"] == "payload_too_large"
@@ -145,11 +147,8 @@ def test_a_chunked_document_over_the_limit_is_payload_too_large(server: RealServ
 
 def test_a_chunked_body_of_exactly_the_limit_is_read_in_full(server: RealServer) -> None:
     body = b"".join(_line(n) for n in range(MAX_BODY // 1000))
-    response = requests.post(
-        server.base_url + "/v1/bulk",
-        data=_pieces(body, 700),
-        headers=_auth(server, "application/x-ndjson"),
-        timeout=WAIT_SECONDS,
+    response = _chunked(
+        server, "POST", "/v1/bulk", body, piece=700, content_type="application/x-ndjson"
     )
     assert response.status_code == 202, response.text
     assert response.json()["total"] == MAX_BODY // 1000
