@@ -25,10 +25,9 @@ import redis
 import requests
 from sqlalchemy import create_engine, func, select
 
-from bulkapi.store.tables import jobs, operations, resources
-
 from bulkapi.store.database import make_engine
 from bulkapi.store.migrate import upgrade
+from bulkapi.store.tables import jobs, operations, resources
 from bulkapi.store.tenants import create_key
 
 ROOT = Path(__file__).resolve().parent.parent
