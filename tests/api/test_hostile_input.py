@@ -323,7 +323,7 @@ CORPUS: dict[str, Any] = {
         "PUT", RES, 412, "version_mismatch", json={}, headers={"If-Match": 'W/"1"'}
     ),
     "if-match-list": lambda: Case(
-        "DELETE", RES, 412, "version_mismatch", headers={"If-Match": '"7", "9"'}
+        "PUT", RES, 412, "version_mismatch", json={}, headers={"If-Match": '"1", "2"'}
     ),
     "if-match-huge-number": lambda: Case(
         "PUT", RES, 412, "version_mismatch", json={}, headers={"If-Match": '"' + "9" * 500 + '"'}
