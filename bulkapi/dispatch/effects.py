@@ -1,4 +1,4 @@
-"""Running a partition's side effects: one runner per partition, heads of keys only.
+"""Running a partition's side effects: one runner per partition, each resource in order.
 
 Per-resource order needs one runner per partition at a time, held for the whole run,
 handler calls included (they happen outside any transaction). PostgreSQL: a session
@@ -29,7 +29,7 @@ from bulkapi.store.effects import (
     Claim,
     PendingEffect,
     claim_attempts,
-    due_heads,
+    due_effects,
     record_outcomes,
     release_claims,
 )
@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: First half of the PostgreSQL advisory-lock key for effect runners ("ef").
 EFFECTS_LOCK_SPACE = 0x6566
-#: Heads read per pass; a key contributes at most one per pass.
-HEADS_PER_PASS = 100
+#: Effects read per pass: every resource's earliest due ones first, then its next ones.
+EFFECTS_PER_PASS = 100
 
 _DIED = (
     "gave up after {attempts} attempts: the last did not finish "
@@ -66,94 +66,106 @@ class EffectRunner:
             deadline = time.monotonic() + self.budget_seconds
             while True:
                 with conn.begin():
-                    heads = due_heads(conn, partition, utcnow(), HEADS_PER_PASS)
-                if not heads:
+                    due = due_effects(conn, partition, utcnow(), EFFECTS_PER_PASS)
+                if not due:
                     return DrainState.EMPTY
-                if not self._run_pass(conn, heads, deadline):
+                if not self._run_pass(conn, due, deadline):
                     return DrainState.MORE
 
-    def _run_pass(self, conn: Connection, heads: list[PendingEffect], deadline: float) -> bool:
-        """Claim the heads in one transaction, call their handlers one by one, record the
-        outcomes in one more. False when the budget ran out first: the heads not reached
-        get their claimed attempt back."""
+    def _run_pass(self, conn: Connection, due: list[PendingEffect], deadline: float) -> bool:
+        """Claim the pass's effects in one transaction, call their handlers one by one,
+        record the outcomes in one more.
+
+        A resource's effects are called in order, and none after one of them failed and
+        waits for a retry. False when the budget ran out first: the effects not reached
+        get their claimed attempt back.
+        """
         now = utcnow()
-        outcomes = [
-            AttemptOutcome(head.id, EffectStatus.FAILED, _DIED.format(attempts=head.attempts))
-            for head in heads
-            if head.attempts >= self.attempts
-        ]
-        to_run = [head for head in heads if head.attempts < self.attempts]
         claims = {
-            head.id: Claim(
-                head.id,
-                head.attempts + 1,
-                now + timedelta(seconds=backoff_seconds(head.attempts + 1, self.first_backoff)),
+            effect.id: Claim(
+                effect.id,
+                effect.attempts + 1,
+                now + timedelta(seconds=backoff_seconds(effect.attempts + 1, self.first_backoff)),
             )
-            for head in to_run
+            for effect in due
+            if effect.attempts < self.attempts
         }
         with conn.begin():
             claim_attempts(conn, list(claims.values()))
-        made = 0
+        outcomes: list[AttemptOutcome] = []
+        held_back: set[tuple[str, str, str]] = set()
+        reached = calls = 0
         try:
-            for head in to_run:
-                made += 1
+            for effect in due:
+                if calls and time.monotonic() >= deadline:
+                    break
+                reached += 1
+                if effect.resource in held_back:
+                    continue
+                claim = claims.get(effect.id)
+                if claim is None:  # its attempts are used up: the worker of the last died
+                    outcomes.append(_gave_up(effect))
+                    continue
+                calls += 1
                 try:
-                    outcomes.append(self._attempt(head, claims[head.id].attempt))
+                    outcome = self._attempt(effect, claim.attempt)
                 except Interrupt:  # the actor's time limit, or shutdown: the attempt is spent
                     outcomes.append(
-                        self._failed(head, claims[head.id].attempt, _TIME_LIMIT, exc_info=False)
+                        self._failed(effect, claim.attempt, _TIME_LIMIT, exc_info=False)
                     )
                     raise
-                if time.monotonic() >= deadline:
-                    break
+                outcomes.append(outcome)
+                if outcome.status is EffectStatus.PENDING:
+                    held_back.add(effect.resource)
         finally:
+            finished = {outcome.effect_id for outcome in outcomes}
             with conn.begin():
                 record_outcomes(conn, outcomes, utcnow())
-                release_claims(conn, [head.id for head in to_run[made:]], utcnow())
-        return made == len(to_run)
+                release_claims(conn, [id for id in claims if id not in finished], utcnow())
+        return reached == len(due)
 
-    def _attempt(self, head: PendingEffect, attempt: int) -> AttemptOutcome:
+    def _attempt(self, pending: PendingEffect, attempt: int) -> AttemptOutcome:
         try:
-            self._call_handler(head, attempt)
+            self._call_handler(pending, attempt)
         except Exception as error:
-            return self._failed(head, attempt, f"{type(error).__name__}: {error}")
-        return AttemptOutcome(head.id, EffectStatus.SUCCEEDED, None)
+            return self._failed(pending, attempt, f"{type(error).__name__}: {error}")
+        return AttemptOutcome(pending.id, EffectStatus.SUCCEEDED, None)
 
-    def _call_handler(self, head: PendingEffect, attempt: int) -> None:
-        found = self.registry.effect(head.type, head.name)
+    def _call_handler(self, pending: PendingEffect, attempt: int) -> None:
+        found = self.registry.effect(pending.type, pending.name)
         if found is None:
             # Retried like a failure, not failed at once: during a rolling deploy an
             # older worker may meet an effect only the newer types module declares.
-            raise LookupError(f"effect {head.name!r} of {head.type!r} is not registered here")
+            raise LookupError(f"effect {pending.name!r} of {pending.type!r} is not registered here")
         _, effect = found
         effect.handler(
             EffectEvent(
-                idempotency_key=head.operation_id,
-                effect=head.name,
-                tenant_id=head.tenant_id,
-                type=head.type,
-                id=head.rid,
-                op=head.op,
-                version=head.version,
-                before=head.before,
-                after=head.after,
+                idempotency_key=pending.operation_id,
+                effect=pending.name,
+                tenant_id=pending.tenant_id,
+                type=pending.type,
+                id=pending.rid,
+                op=pending.op,
+                version=pending.version,
+                before=pending.before,
+                after=pending.after,
                 attempt=attempt,
-                job_id=head.job_id,
+                job_id=pending.job_id,
             )
         )
 
     def _failed(
-        self, head: PendingEffect, attempt: int, error: str, *, exc_info: bool = True
+        self, pending: PendingEffect, attempt: int, error: str, *, exc_info: bool = True
     ) -> AttemptOutcome:
         """Log a failed attempt: pending again (due at its claim's retry time), or failed
         for good when it was the last."""
         gave_up = attempt >= self.attempts
         logger.warning(
             "effect %s of %s/%s v%s failed (attempt %s of %s)%s: %s",
-            head.name,
-            head.type,
-            head.rid,
-            head.version,
+            pending.name,
+            pending.type,
+            pending.rid,
+            pending.version,
             attempt,
             self.attempts,
             "; giving up" if gave_up else "",
@@ -161,7 +173,7 @@ class EffectRunner:
             exc_info=exc_info,  # the handler's traceback
         )
         status = EffectStatus.FAILED if gave_up else EffectStatus.PENDING
-        return AttemptOutcome(head.id, status, error)
+        return AttemptOutcome(pending.id, status, error)
 
     @contextmanager
     def _held(self, partition: int) -> Iterator[Connection | None]:
@@ -189,6 +201,11 @@ class EffectRunner:
                 yield conn
             finally:
                 _unlock(conn, partition)
+
+
+def _gave_up(effect: PendingEffect) -> AttemptOutcome:
+    """Failed without a call: the worker of its last attempt died before reporting back."""
+    return AttemptOutcome(effect.id, EffectStatus.FAILED, _DIED.format(attempts=effect.attempts))
 
 
 def _unlock(conn: Connection, partition: int) -> None:

@@ -2,9 +2,11 @@
 
 An effect row is written in the transaction that applies its change, so a committed
 change always has its effects recorded and a rolled-back one never does. Rows of one
-resource are run strictly one after another in (version, position) order: only a key's
-*head* (its earliest pending effect) is ever eligible, so a failing effect holds back the
-later effects of its resource (and only of its resource) until it succeeds or gives up.
+resource are run strictly one after another in (version, position) order: an effect is
+eligible only while every earlier pending effect of its resource is due as well, and a
+runner calls them in that order and stops at a failure. So a failing effect holds back
+the later effects of its resource (and only of its resource) until it succeeds or gives
+up.
 """
 
 from __future__ import annotations
@@ -14,10 +16,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Text,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.selectable import Exists
+from sqlalchemy.sql.selectable import Exists, Subquery
 
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.keys import ResourceKey
@@ -95,25 +109,65 @@ class PendingEffect:
     after: dict[str, Any] | None
     attempts: int
 
+    @property
+    def resource(self) -> tuple[str, str, str]:
+        return (self.tenant_id, self.type, self.rid)
 
-def due_heads(conn: Connection, partition: int, now: datetime, limit: int) -> list[PendingEffect]:
-    """The partition's resources' earliest pending effects, where those are due now.
 
-    A key whose earliest effect waits for a retry contributes nothing: its later effects
-    must not overtake it.
+def _pending() -> ColumnElement[bool]:
+    """``status = 'pending'`` with the value written into the SQL: a partial index is used
+    only where the planner sees the value (SQLite never looks into a bound parameter, nor
+    does a generic PostgreSQL plan)."""
+    return effects.c.status == literal(_PENDING, literal_execute=True)
+
+
+def _in_resource_order(*where: ColumnElement[bool]) -> Subquery:
+    """Pending effects, each with its place in its resource's (version, position) order
+    (``rank``, 1 = the resource's earliest pending effect) and the latest
+    ``next_attempt_at`` up to it (``latest``). An effect may run when ``latest <= now``:
+    it and every earlier pending effect of its resource are due.
+
+    One ordered scan of ``ix_effects_pending_resource``, however many effects a resource
+    has waiting: the cost is linear in the pending effects read.
     """
     e = effects
-    earlier = effects.alias("earlier")
-    ahead = exists().where(
-        earlier.c.tenant_id == e.c.tenant_id,
-        earlier.c.type == e.c.type,
-        earlier.c.rid == e.c.rid,
-        earlier.c.status == _PENDING,
-        or_(
-            earlier.c.version < e.c.version,
-            and_(earlier.c.version == e.c.version, earlier.c.position < e.c.position),
-        ),
+    window: dict[str, Any] = {
+        "partition_by": (e.c.partition, e.c.tenant_id, e.c.type, e.c.rid),
+        "order_by": (e.c.version, e.c.position),
+        "rows": (None, 0),
+    }
+    return (
+        select(
+            e.c.id,
+            e.c.partition,
+            e.c.next_attempt_at,
+            func.row_number().over(**window).label("rank"),
+            func.max(e.c.next_attempt_at).over(**window).label("latest"),
+        )
+        .where(_pending(), *where)
+        .subquery("in_order")
     )
+
+
+def due_effects(conn: Connection, partition: int, now: datetime, limit: int) -> list[PendingEffect]:
+    """Up to ``limit`` of the partition's effects that may run now, in the order to run
+    them.
+
+    Per resource: its earliest pending effects, as long as they are due. The run stops at
+    the first one that is not (waiting for a retry, or claimed by a pass in flight), so
+    later effects never overtake it. Every resource's first effect comes before any
+    resource's second, and so on: a resource with a long backlog shares a pass with the
+    others instead of filling it.
+    """
+    ranked = _in_resource_order(effects.c.partition == partition)
+    chosen = (
+        select(ranked.c.id, ranked.c.rank, ranked.c.next_attempt_at)
+        .where(ranked.c.latest <= now)
+        .order_by(ranked.c.rank, ranked.c.next_attempt_at, ranked.c.id)
+        .limit(limit)
+        .subquery("chosen")
+    )
+    e = effects
     rows = conn.execute(
         select(
             e.c.id,
@@ -129,16 +183,21 @@ def due_heads(conn: Connection, partition: int, now: datetime, limit: int) -> li
             e.c.after,
             e.c.attempts,
         )
-        .where(
-            e.c.partition == partition,
-            e.c.status == _PENDING,
-            e.c.next_attempt_at <= now,
-            ~ahead,
-        )
-        .order_by(e.c.next_attempt_at, e.c.id)
-        .limit(limit)
+        .join_from(chosen, e, e.c.id == chosen.c.id)
+        .order_by(chosen.c.rank, chosen.c.next_attempt_at, chosen.c.id)
     ).all()
     return [PendingEffect(**row._asdict()) for row in rows]
+
+
+def due_partitions(conn: Connection, now: datetime) -> list[int]:
+    """Partitions where some resource's earliest pending effect is due. Effects waiting
+    behind one that waits for a retry do not count: waking for them would find nothing."""
+    ranked = _in_resource_order()
+    return list(
+        conn.execute(
+            select(ranked.c.partition).where(ranked.c.rank == 1, ranked.c.latest <= now).distinct()
+        ).scalars()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,17 +262,6 @@ def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: d
             }
             for o in outcomes
         ],
-    )
-
-
-def due_partitions(conn: Connection, now: datetime) -> list[int]:
-    e = effects
-    return list(
-        conn.execute(
-            select(e.c.partition)
-            .where(e.c.status == _PENDING, e.c.next_attempt_at <= now)
-            .distinct()
-        ).scalars()
     )
 
 

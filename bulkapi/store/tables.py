@@ -188,10 +188,19 @@ effects = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("finished_at", Timestamp),
     UniqueConstraint("tenant_id", "type", "rid", "version", "position", name="uq_effects_change"),
+    # A partition's pending effects in per-resource order: the runner and the sweeper find
+    # each resource's due effects in one ordered scan of the index alone (next_attempt_at
+    # and id ride along for that).
     Index(
-        "ix_effects_pending_partition",
+        "ix_effects_pending_resource",
         "partition",
+        "tenant_id",
+        "type",
+        "rid",
+        "version",
+        "position",
         "next_attempt_at",
+        "id",
         postgresql_where=_PENDING,
         sqlite_where=_PENDING,
     ),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpKind
@@ -14,7 +15,7 @@ from bulkapi.dispatch.drainer import DrainState
 from bulkapi.dispatch.effects import EffectRunner
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import make_engine, utcnow
-from bulkapi.store.effects import AppliedChange, record_effects
+from bulkapi.store.effects import AppliedChange, due_effects, due_partitions, record_effects
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import effects
 from bulkapi.types import Effect, EffectEvent, ResourceType
@@ -49,27 +50,42 @@ class Calls:
             raise RuntimeError(f"{event.id} v{event.version} refused")
 
 
+def _change(
+    rid: str,
+    version: int,
+    *,
+    tenant: str = "tenant",
+    partition: int = PARTITION,
+    names: tuple[str, ...] = ("call",),
+) -> AppliedChange:
+    return AppliedChange(
+        tenant,
+        ResourceKey("thing", rid),
+        partition,
+        f"job_x.{rid}.{version}",
+        "job_x",
+        version,
+        OpKind.UPSERT,
+        version,
+        None,
+        {"v": version},
+        names,
+    )
+
+
 def _record(engine: Engine, changes: list[tuple[str, int]]) -> None:
     with engine.begin() as conn:
-        record_effects(
-            conn,
-            [
-                AppliedChange(
-                    "tenant",
-                    ResourceKey("thing", rid),
-                    PARTITION,
-                    f"job_x.{n}",
-                    "job_x",
-                    n,
-                    OpKind.UPSERT,
-                    version,
-                    None,
-                    {"v": version},
-                    ("call",),
-                )
-                for n, (rid, version) in enumerate(changes)
-            ],
-            utcnow(),
+        record_effects(conn, [_change(rid, version) for rid, version in changes], utcnow())
+
+
+def _set(engine: Engine, rid: str, version: int, **values: object) -> None:
+    """Put one change's effects in a state a test needs (waiting for a retry, done...)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(effects)
+            .where(effects.c.tenant_id == "tenant", effects.c.rid == rid)
+            .where(effects.c.version == version)
+            .values(**values)
         )
 
 
@@ -86,7 +102,7 @@ def _states(engine: Engine) -> dict[tuple[str, int], tuple[str, int]]:
         return {(row.rid, row.version): (row.status, row.attempts) for row in rows}
 
 
-def test_each_resource_runs_in_version_order_one_head_per_pass(engine: Engine) -> None:
+def test_each_resource_runs_in_version_order(engine: Engine) -> None:
     _record(engine, [("a", 2), ("b", 1), ("a", 1), ("a", 3), ("b", 2)])
     calls = Calls()
     assert _runner(engine, calls).run(PARTITION) is DrainState.EMPTY
@@ -150,3 +166,72 @@ def test_a_second_runner_of_the_partition_finds_it_busy(engine: Engine) -> None:
     assert runner.run(PARTITION) is DrainState.EMPTY
     assert inner == [DrainState.BUSY]
     assert _states(engine) == {("a", 1): ("succeeded", 1)}
+
+
+def test_due_effects_are_each_resources_leading_run_of_due_ones(engine: Engine) -> None:
+    """Per resource, its earliest pending effects up to the first that is not due; every
+    resource's first before any resource's second; other partitions and finished effects
+    left out."""
+    with engine.begin() as conn:
+        changes = [_change("a", version) for version in (1, 2, 3, 4)]
+        changes += [_change("b", 1), _change("b", 2), _change("e", 1), _change("e", 2)]
+        changes += [_change("c", 1, names=("call", "notify")), _change("c", 2)]
+        changes += [_change("d", 1, partition=PARTITION + 1), _change("a", 1, tenant="other")]
+        record_effects(conn, changes, utcnow())
+    later = utcnow() + timedelta(hours=1)
+    _set(engine, "a", 3, attempts=1, next_attempt_at=later)  # waits for a retry
+    _set(engine, "b", 1, attempts=1, next_attempt_at=later)
+    _set(engine, "e", 1, status="succeeded", attempts=1)
+    with engine.connect() as conn:
+        due = [
+            (e.tenant_id, e.rid, e.version, e.name)
+            for e in due_effects(conn, PARTITION, utcnow(), 100)
+        ]
+        first_two = due_effects(conn, PARTITION, utcnow(), 2)
+    assert due == [
+        ("tenant", "a", 1, "call"),
+        ("tenant", "e", 2, "call"),
+        ("tenant", "c", 1, "call"),
+        ("other", "a", 1, "call"),
+        ("tenant", "a", 2, "call"),
+        ("tenant", "c", 1, "notify"),
+        ("tenant", "c", 2, "call"),
+    ]
+    assert [(e.rid, e.version) for e in first_two] == [("a", 1), ("e", 2)]
+
+
+def test_effects_waiting_behind_a_retry_do_not_make_their_partition_due(engine: Engine) -> None:
+    with engine.begin() as conn:
+        changes = [_change("x", version) for version in (1, 2, 3)]
+        changes += [_change("y", 1, partition=PARTITION + 1)]
+        record_effects(conn, changes, utcnow())
+    with engine.connect() as conn:
+        assert sorted(due_partitions(conn, utcnow())) == [PARTITION, PARTITION + 1]
+    _set(engine, "x", 1, attempts=1, next_attempt_at=utcnow() + timedelta(hours=1))
+    with engine.connect() as conn:
+        assert due_partitions(conn, utcnow()) == [PARTITION + 1]
+
+
+def test_one_pass_runs_a_resources_due_effects_in_order_up_to_a_failure(engine: Engine) -> None:
+    _record(engine, [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("a", 5), ("b", 1)])
+    calls = Calls(failing=frozenset({("a", 3)}))
+    claimed_together: list[set[int]] = []
+
+    def watch(event: EffectEvent) -> None:
+        if not calls.seen:  # during the first call: what did the pass claim?
+            claimed_together.append({attempts for _, attempts in _states(engine).values()})
+        calls(event)
+
+    registry = TypeRegistry([ResourceType("thing", effects=(Effect("call", watch),))])
+    runner = EffectRunner(engine, registry, attempts=2, first_backoff=3600, budget_seconds=60)
+    assert runner.run(PARTITION) is DrainState.EMPTY
+    assert claimed_together == [{1}]  # one pass took every due effect of a, and b's
+    assert calls.seen == [("a", 1, 1), ("b", 1, 1), ("a", 2, 1), ("a", 3, 1)]
+    assert _states(engine) == {
+        ("a", 1): ("succeeded", 1),
+        ("a", 2): ("succeeded", 1),
+        ("a", 3): ("pending", 1),
+        ("a", 4): ("pending", 0),
+        ("a", 5): ("pending", 0),
+        ("b", 1): ("succeeded", 1),
+    }
