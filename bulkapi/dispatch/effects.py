@@ -79,14 +79,17 @@ class EffectRunner:
         A resource's effects are called in order, and none after one of them failed and
         waits for a retry. False when the budget ran out first: the effects not reached
         get their claimed attempt back.
+
+        Each claim is a lease. After its first call the pass starts a handler only
+        before the run's deadline, at most the budget after the claim; until then, plus
+        the attempt's backoff, no other runner takes the effect or a later one of its
+        resource. That keeps the order even when this runner's lock goes with its
+        connection (a server restart, a terminated backend) while it calls handlers: it
+        only finds out when it records the outcomes.
         """
-        now = utcnow()
+        claimed_at = utcnow()
         claims = {
-            effect.id: Claim(
-                effect.id,
-                effect.attempts + 1,
-                now + timedelta(seconds=backoff_seconds(effect.attempts + 1, self.first_backoff)),
-            )
+            effect.id: Claim(effect.id, claimed_at + timedelta(seconds=self._lease(effect)))
             for effect in due
             if effect.attempts < self.attempts
         }
@@ -102,16 +105,15 @@ class EffectRunner:
                 reached += 1
                 if effect.resource in held_back:
                     continue
-                claim = claims.get(effect.id)
-                if claim is None:  # its attempts are used up: the worker of the last died
+                if effect.id not in claims:  # attempts used up: the worker of the last died
                     outcomes.append(_gave_up(effect))
                     continue
                 calls += 1
                 try:
-                    outcome = self._attempt(effect, claim.attempt)
+                    outcome = self._attempt(effect, effect.attempts + 1)
                 except Interrupt:  # the actor's time limit, or shutdown: the attempt is spent
                     outcomes.append(
-                        self._failed(effect, claim.attempt, _TIME_LIMIT, exc_info=False)
+                        self._failed(effect, effect.attempts + 1, _TIME_LIMIT, exc_info=False)
                     )
                     raise
                 outcomes.append(outcome)
@@ -123,6 +125,11 @@ class EffectRunner:
                 record_outcomes(conn, outcomes, utcnow())
                 release_claims(conn, [id for id in claims if id not in finished], utcnow())
         return reached == len(due)
+
+    def _lease(self, effect: PendingEffect) -> float:
+        """Seconds a claim holds: the pass's budget, then the backoff of a failed attempt
+        (an attempt that never reports back counts as one)."""
+        return self.budget_seconds + backoff_seconds(effect.attempts + 1, self.first_backoff)
 
     def _attempt(self, pending: PendingEffect, attempt: int) -> AttemptOutcome:
         try:
@@ -157,8 +164,8 @@ class EffectRunner:
     def _failed(
         self, pending: PendingEffect, attempt: int, error: str, *, exc_info: bool = True
     ) -> AttemptOutcome:
-        """Log a failed attempt: pending again (due at its claim's retry time), or failed
-        for good when it was the last."""
+        """Log a failed attempt: pending again, due after its backoff counted from now (when
+        the attempt failed), or failed for good when it was the last."""
         gave_up = attempt >= self.attempts
         logger.warning(
             "effect %s of %s/%s v%s failed (attempt %s of %s)%s: %s",
@@ -172,8 +179,10 @@ class EffectRunner:
             error,
             exc_info=exc_info,  # the handler's traceback
         )
-        status = EffectStatus.FAILED if gave_up else EffectStatus.PENDING
-        return AttemptOutcome(pending.id, status, error)
+        if gave_up:
+            return AttemptOutcome(pending.id, EffectStatus.FAILED, error)
+        retry_at = utcnow() + timedelta(seconds=backoff_seconds(attempt, self.first_backoff))
+        return AttemptOutcome(pending.id, EffectStatus.PENDING, error, retry_at)
 
     @contextmanager
     def _held(self, partition: int) -> Iterator[Connection | None]:

@@ -203,27 +203,28 @@ def due_partitions(conn: Connection, now: datetime) -> list[int]:
 @dataclass(frozen=True, slots=True)
 class Claim:
     effect_id: int
-    #: The attempt about to be made (1-based).
-    attempt: int
-    #: When the effect is due again if this attempt does not report back.
-    retry_at: datetime
+    #: No other runner takes the effect, or a later effect of its resource, before this
+    #: (unless the attempt reports back first).
+    leased_until: datetime
 
 
 def claim_attempts(conn: Connection, claims: Sequence[Claim]) -> None:
-    """Count attempts before making them: a worker that dies mid-handler still used one,
-    and the effect is not due again before its ``retry_at``."""
+    """Count attempts before making them and lease the effects: a worker that dies, or
+    loses its runner lock, mid-handler has still used the attempt, and nobody else runs
+    the effect or its resource's later effects while that worker may still call them."""
     if not claims:
         return
     conn.execute(
         update(effects)
         .where(effects.c.id == bindparam("effect_id"))
-        .values(attempts=bindparam("attempt"), next_attempt_at=bindparam("retry_at")),
-        [{"effect_id": c.effect_id, "attempt": c.attempt, "retry_at": c.retry_at} for c in claims],
+        .values(attempts=effects.c.attempts + 1, next_attempt_at=bindparam("leased_until")),
+        [{"effect_id": c.effect_id, "leased_until": c.leased_until} for c in claims],
     )
 
 
 def release_claims(conn: Connection, effect_ids: Sequence[int], now: datetime) -> None:
-    """Give back attempts claimed but not made (the run's time was up): due at once."""
+    """Give back attempts claimed but not made (the run's time was up, or an earlier
+    effect of the resource failed in the same pass): due at once."""
     if effect_ids:
         conn.execute(
             update(effects)
@@ -235,9 +236,10 @@ def release_claims(conn: Connection, effect_ids: Sequence[int], now: datetime) -
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
     effect_id: int
-    #: PENDING: failed, to be retried at the claim's ``retry_at``.
+    #: PENDING: failed, to be retried at ``retry_at``.
     status: EffectStatus
     error: str | None
+    retry_at: datetime | None = None
 
 
 def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: datetime) -> None:
@@ -251,6 +253,9 @@ def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: d
         .values(
             status=bindparam("new_status"),
             last_error=func.coalesce(bindparam("error", type_=Text), e.c.last_error),
+            next_attempt_at=func.coalesce(
+                bindparam("retry_at", type_=e.c.next_attempt_at.type), e.c.next_attempt_at
+            ),
             finished_at=bindparam("ended_at", type_=e.c.finished_at.type),
         ),
         [
@@ -258,6 +263,7 @@ def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: d
                 "effect_id": o.effect_id,
                 "new_status": o.status.value,
                 "error": o.error,
+                "retry_at": o.retry_at,
                 "ended_at": None if o.status is EffectStatus.PENDING else now,
             }
             for o in outcomes

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import timedelta
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpKind
 from bulkapi.dispatch.drainer import DrainState
-from bulkapi.dispatch.effects import EffectRunner
+from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
 from bulkapi.registry import TypeRegistry
-from bulkapi.store.database import make_engine, utcnow
+from bulkapi.store.database import as_utc, make_engine, utcnow
 from bulkapi.store.effects import AppliedChange, due_effects, due_partitions, record_effects
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import effects
@@ -235,3 +237,70 @@ def test_one_pass_runs_a_resources_due_effects_in_order_up_to_a_failure(engine: 
         ("a", 5): ("pending", 0),
         ("b", 1): ("succeeded", 1),
     }
+
+
+def _lose_the_runner_lock(engine: Engine) -> None:
+    """What a server restart or a terminated backend does to a runner: PostgreSQL drops
+    the session that holds the partition's lock (SQLite's lock is in memory and cannot be
+    lost, so there the second runner simply has a lock of its own)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = :space AND objid = :partition AND objsubid = 2"
+            ),
+            {"space": EFFECTS_LOCK_SPACE, "partition": PARTITION},
+        )
+        conn.commit()
+
+
+def _runner_of(engine: Engine, handler: Callable[[EffectEvent], None]) -> EffectRunner:
+    registry = TypeRegistry([ResourceType("thing", effects=(Effect("call", handler),))])
+    return EffectRunner(engine, registry, attempts=2, first_backoff=0, budget_seconds=60)
+
+
+def test_a_runner_that_lost_its_lock_mid_pass_is_not_overtaken(engine: Engine) -> None:
+    """While the first runner goes on calling the effects it claimed, a second one that
+    gets the partition runs none of them, nor any later effect of their resources."""
+    _record(engine, [("x", 1), ("x", 2), ("y", 1)])
+    seen: list[tuple[str, str, int]] = []
+    second_run: list[DrainState] = []
+
+    def first_call(event: EffectEvent) -> None:
+        seen.append(("first", event.id, event.version))
+        if not second_run:
+            _lose_the_runner_lock(engine)
+            second_run.append(second.run(PARTITION))
+
+    first = _runner_of(engine, first_call)
+    second = _runner_of(engine, lambda event: seen.append(("second", event.id, event.version)))
+    if engine.dialect.name == "postgresql":
+        with pytest.raises(OperationalError):  # it finds out when it records the outcomes
+            first.run(PARTITION)
+    else:
+        assert first.run(PARTITION) is DrainState.EMPTY
+    assert second_run == [DrainState.EMPTY]
+    assert seen == [("first", "x", 1), ("first", "y", 1), ("first", "x", 2)]
+
+
+def test_a_retry_is_due_its_backoff_after_the_attempt_failed(engine: Engine) -> None:
+    _record(engine, [("slow", 1), ("failing", 1)])
+    failed_at: list[datetime] = []
+
+    def call(event: EffectEvent) -> None:
+        if event.id == "slow":
+            time.sleep(0.05)  # the pass goes on for a while before the failure
+            return
+        failed_at.append(utcnow())
+        raise RuntimeError("refused")
+
+    runner = _runner_of(engine, call)
+    runner.first_backoff = 100.0
+    assert runner.run(PARTITION) is DrainState.EMPTY
+    with engine.connect() as conn:
+        retry_at = conn.execute(
+            select(effects.c.next_attempt_at).where(effects.c.rid == "failing")
+        ).scalar_one()
+    assert as_utc(retry_at) >= failed_at[0] + timedelta(seconds=100)
