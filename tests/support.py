@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import orjson
 import psycopg
 import redis
 import requests
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import create_engine, func, select
 
 from bulkapi.store.database import make_engine
@@ -342,3 +344,17 @@ def start_workers(
         tmp / f"{name}.log",
     )
     return proc.start()
+
+
+def queued_messages(broker: StubBroker) -> int:
+    """Messages waiting in a stub broker's queues, delayed ones included."""
+    return sum(queue.qsize() for queue in broker.queues.values())
+
+
+def deliver_queued(broker: StubBroker) -> None:
+    """Handle every message queued now, delayed ones as if their time had come, in this
+    thread as a worker would; what they send meanwhile waits for the next call."""
+    taken = [queue.get_nowait() for queue in broker.queues.values() for _ in range(queue.qsize())]
+    for data in taken:
+        message = dramatiq.Message.decode(data)
+        broker.get_actor(message.actor_name).fn(*message.args, **message.kwargs)

@@ -90,9 +90,12 @@ def declare_partition_actors(
         def run(partition: int) -> None:
             flags.release(name, partition)  # before looking: later work sends anew
             state = work(partition)
-            if state is DrainState.BUSY:
+            if state is DrainState.BUSY and flags.claim(name, partition):
                 # The holder may be finishing its last batch right now and miss our
                 # work: come back once it has let go, rather than dropping the wake-up.
+                # Unless the flag was set again since we cleared it: then a wake-up
+                # queued after our look comes instead (and, finding the holder still
+                # there, does the same), so bounced wake-ups never pile up.
                 actors.lanes[name].send_with_options(
                     args=(partition,), delay=int(busy_retry_delay * 1000)
                 )

@@ -17,6 +17,9 @@ from bulkapi.store.jobs import settle
 class DrainState(Enum):
     #: Another worker holds the partition: try again shortly (it may be just finishing).
     BUSY = "busy"
+    #: Another worker holds the partition and looks for work once more after letting go,
+    #: so this wake-up has nothing left to do.
+    HELD = "held"
     #: Nothing pending was left when this drain looked.
     EMPTY = "empty"
     #: The budget ran out with work left: send another wake-up and let others run.

@@ -60,17 +60,35 @@ class EffectRunner:
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, partition: int) -> DrainState:
+        """Run the partition's due effects until none is left or the budget is spent.
+
+        HELD when another runner has the partition. A runner holds it for seconds
+        (handler calls included), so rather than have wake-ups bounce off it until it
+        lets go, the holder looks once more after letting go: something that came due
+        after its last look while it still held the partition (and whose wake-up was
+        therefore dropped) makes it answer MORE, and the partition is woken again.
+        """
         with self._held(partition) as conn:
             if conn is None:
-                return DrainState.BUSY
-            deadline = time.monotonic() + self.budget_seconds
-            while True:
-                with conn.begin():
-                    due = due_effects(conn, partition, utcnow(), EFFECTS_PER_PASS)
-                if not due:
-                    return DrainState.EMPTY
-                if not self._run_pass(conn, due, deadline):
-                    return DrainState.MORE
+                return DrainState.HELD
+            state = self._run_passes(conn, partition)
+        if state is DrainState.EMPTY and self._any_due(partition):
+            return DrainState.MORE
+        return state
+
+    def _run_passes(self, conn: Connection, partition: int) -> DrainState:
+        deadline = time.monotonic() + self.budget_seconds
+        while True:
+            with conn.begin():
+                due = due_effects(conn, partition, utcnow(), EFFECTS_PER_PASS)
+            if not due:
+                return DrainState.EMPTY
+            if not self._run_pass(conn, due, deadline):
+                return DrainState.MORE
+
+    def _any_due(self, partition: int) -> bool:
+        with self.engine.begin() as conn:
+            return bool(due_effects(conn, partition, utcnow(), 1))
 
     def _run_pass(self, conn: Connection, due: list[PendingEffect], deadline: float) -> bool:
         """Claim the pass's effects in one transaction, call their handlers one by one,

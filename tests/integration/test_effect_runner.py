@@ -8,20 +8,25 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import Engine, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from bulkapi.applier import Applier
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpKind
-from bulkapi.dispatch.drainer import DrainState
+from bulkapi.dispatch.actors import declare_partition_actors
+from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
 from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
+from bulkapi.dispatch.scheduled import MemoryFlags
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import as_utc, make_engine, utcnow
 from bulkapi.store.effects import AppliedChange, due_effects, due_partitions, record_effects
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import effects
 from bulkapi.types import Effect, EffectEvent, ResourceType
-from tests.support import fresh_postgres_database
+from tests.support import deliver_queued, fresh_postgres_database, queued_messages
 
 PARTITION = 3
 
@@ -151,7 +156,7 @@ def test_heads_a_pass_did_not_reach_get_their_attempt_back(engine: Engine) -> No
     assert sorted(states.values()) == [("pending", 0)] * 4 + [("succeeded", 1)]
 
 
-def test_a_second_runner_of_the_partition_finds_it_busy(engine: Engine) -> None:
+def test_a_second_runner_of_the_partition_finds_it_held(engine: Engine) -> None:
     """PostgreSQL: two runners (as in two worker processes) meet at the advisory lock.
     SQLite: one process, one runner, whose threads meet at its in-memory lock."""
     _record(engine, [("a", 1)])
@@ -166,7 +171,7 @@ def test_a_second_runner_of_the_partition_finds_it_busy(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         other = EffectRunner(engine, registry, attempts=2, first_backoff=0, budget_seconds=60)
     assert runner.run(PARTITION) is DrainState.EMPTY
-    assert inner == [DrainState.BUSY]
+    assert inner == [DrainState.HELD]
     assert _states(engine) == {("a", 1): ("succeeded", 1)}
 
 
@@ -304,3 +309,45 @@ def test_a_retry_is_due_its_backoff_after_the_attempt_failed(engine: Engine) -> 
             select(effects.c.next_attempt_at).where(effects.c.rid == "failing")
         ).scalar_one()
     assert as_utc(retry_at) >= failed_at[0] + timedelta(seconds=100)
+
+
+def test_a_wakeup_that_finds_the_runner_at_work_is_left_to_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wake-ups that arrive while a runner holds the partition are dropped, not bounced:
+    after letting go the runner looks once more and wakes the partition for what came due
+    after its last look."""
+    _record(engine, [("a", 1)])
+    calls = Calls()
+    runner = _runner_of(engine, calls)
+    broker = StubBroker()
+    actors = declare_partition_actors(
+        broker,
+        PartitionDrainer(engine, 100, 1.0, Applier(runner.registry)),
+        runner.run,
+        send_webhooks=lambda _: DrainState.EMPTY,
+        busy_retry_delay=0.25,
+        flags=MemoryFlags(),
+    )
+    queued_while_held: list[int] = []
+    run_passes = runner._run_passes
+
+    def then_a_write(conn: Connection, partition: int) -> DrainState:
+        state = run_passes(conn, partition)  # its last look found nothing due...
+        _record(engine, [("b", 1)])  # ...then a write commits an effect, and its
+        for _ in range(3):  # wake-ups (and a sweeper's) come while the lock is still held
+            actors.wake("effects", PARTITION)
+            actors.lanes["effects"].send(PARTITION)
+            deliver_queued(broker)
+        queued_while_held.append(queued_messages(broker))
+        return state
+
+    monkeypatch.setattr(runner, "_run_passes", then_a_write)
+    actors.lanes["effects"].fn(PARTITION)
+    monkeypatch.undo()
+    assert queued_while_held == [0]
+    assert queued_messages(broker) == 1  # the runner's own wake-up for b
+    deliver_queued(broker)
+    assert calls.seen == [("a", 1, 1), ("b", 1, 1)]
+    assert queued_messages(broker) == 0
+    broker.close()
