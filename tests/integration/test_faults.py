@@ -561,9 +561,12 @@ def test_a_worker_killed_inside_an_effect_handler_runs_it_again_and_keeps_the_or
             )
 
         wait_until(settled, what="both effects to succeed after the restart")
-        assert _effect_log(tenant_id, rid) == [(1, 1), (1, 2), (2, 1)]
         newest, oldest = stack.api.request("GET", f"/v1/resources/recorded/{rid}/effects").json()[
             "items"
         ]
+        # Version 2's one call comes after version 1's retry. If the killed pass had taken
+        # it along behind version 1 (both were due), that claim used an attempt too.
+        assert newest["attempts"] in (1, 2)
+        assert _effect_log(tenant_id, rid) == [(1, 1), (1, 2), (2, newest["attempts"])]
         assert (oldest["version"], oldest["attempts"]) == (1, 2)
-        assert (newest["version"], newest["attempts"]) == (2, 1)
+        assert newest["version"] == 2
