@@ -139,9 +139,10 @@ class EffectRunner:
                     held_back.add(effect.resource)
         finally:
             finished = {outcome.effect_id for outcome in outcomes}
+            not_called = [effect_id for effect_id in claims if effect_id not in finished]
             with conn.begin():
                 record_outcomes(conn, outcomes, utcnow())
-                release_claims(conn, [id for id in claims if id not in finished], utcnow())
+                release_claims(conn, not_called, utcnow())
         return reached == len(due)
 
     def _lease(self, effect: PendingEffect) -> float:

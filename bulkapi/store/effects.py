@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.selectable import Exists, Subquery
+from sqlalchemy.sql.selectable import Exists, Select
 
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.keys import ResourceKey
@@ -121,7 +121,7 @@ def _pending() -> ColumnElement[bool]:
     return effects.c.status == literal(_PENDING, literal_execute=True)
 
 
-def _in_resource_order(*where: ColumnElement[bool]) -> Subquery:
+def _in_resource_order(*where: ColumnElement[bool]) -> Select[Any]:
     """Pending effects, each with its place in its resource's (version, position) order
     (``rank``, 1 = the resource's earliest pending effect) and the latest
     ``next_attempt_at`` up to it (``latest``). An effect may run when ``latest <= now``:
@@ -136,17 +136,13 @@ def _in_resource_order(*where: ColumnElement[bool]) -> Subquery:
         "order_by": (e.c.version, e.c.position),
         "rows": (None, 0),
     }
-    return (
-        select(
-            e.c.id,
-            e.c.partition,
-            e.c.next_attempt_at,
-            func.row_number().over(**window).label("rank"),
-            func.max(e.c.next_attempt_at).over(**window).label("latest"),
-        )
-        .where(_pending(), *where)
-        .subquery("in_order")
-    )
+    return select(
+        e.c.id,
+        e.c.partition,
+        e.c.next_attempt_at,
+        func.row_number().over(**window).label("rank"),
+        func.max(e.c.next_attempt_at).over(**window).label("latest"),
+    ).where(_pending(), *where)
 
 
 def due_effects(conn: Connection, partition: int, now: datetime, limit: int) -> list[PendingEffect]:
@@ -159,7 +155,7 @@ def due_effects(conn: Connection, partition: int, now: datetime, limit: int) -> 
     resource's second, and so on: a resource with a long backlog shares a pass with the
     others instead of filling it.
     """
-    ranked = _in_resource_order(effects.c.partition == partition)
+    ranked = _in_resource_order(effects.c.partition == partition).subquery("in_order")
     chosen = (
         select(ranked.c.id, ranked.c.rank, ranked.c.next_attempt_at)
         .where(ranked.c.latest <= now)
@@ -191,11 +187,31 @@ def due_effects(conn: Connection, partition: int, now: datetime, limit: int) -> 
 
 def due_partitions(conn: Connection, now: datetime) -> list[int]:
     """Partitions where some resource's earliest pending effect is due. Effects waiting
-    behind one that waits for a retry do not count: waking for them would find nothing."""
-    ranked = _in_resource_order()
+    behind one that waits for a retry do not count: waking for them would find nothing.
+
+    Partition by partition, so each check can stop at the first resource found due
+    instead of ranking every pending effect: the partitions with pending effects are
+    found by stepping through the index (each step the next partition number, a
+    recursive query), then each is checked with ``EXISTS``.
+    """
+    e = effects
+    first = select(func.min(e.c.partition)).where(_pending()).scalar_subquery()
+    partitions = select(first.label("partition")).cte("partitions", recursive=True)
+    following = (
+        select(func.min(e.c.partition))
+        .where(_pending(), e.c.partition > partitions.c.partition)
+        .scalar_subquery()
+    )
+    partitions = partitions.union_all(select(following).where(partitions.c.partition.is_not(None)))
+    ranked = (
+        _in_resource_order(e.c.partition == partitions.c.partition)
+        .correlate(partitions)
+        .subquery("in_order")
+    )
+    has_due_head = exists().where(ranked.c.rank == 1, ranked.c.latest <= now)
     return list(
         conn.execute(
-            select(ranked.c.partition).where(ranked.c.rank == 1, ranked.c.latest <= now).distinct()
+            select(partitions.c.partition).where(partitions.c.partition.is_not(None), has_due_head)
         ).scalars()
     )
 

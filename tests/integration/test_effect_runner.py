@@ -210,13 +210,17 @@ def test_due_effects_are_each_resources_leading_run_of_due_ones(engine: Engine) 
 def test_effects_waiting_behind_a_retry_do_not_make_their_partition_due(engine: Engine) -> None:
     with engine.begin() as conn:
         changes = [_change("x", version) for version in (1, 2, 3)]
-        changes += [_change("y", 1, partition=PARTITION + 1)]
+        changes += [_change("y", 1, partition=PARTITION + 1), _change("z", 1, partition=0)]
+        changes += [_change("w", version, partition=63) for version in (1, 2)]
         record_effects(conn, changes, utcnow())
     with engine.connect() as conn:
-        assert sorted(due_partitions(conn, utcnow())) == [PARTITION, PARTITION + 1]
-    _set(engine, "x", 1, attempts=1, next_attempt_at=utcnow() + timedelta(hours=1))
+        assert sorted(due_partitions(conn, utcnow())) == [0, PARTITION, PARTITION + 1, 63]
+    later = utcnow() + timedelta(hours=1)
+    _set(engine, "x", 1, attempts=1, next_attempt_at=later)
+    _set(engine, "w", 1, attempts=1, next_attempt_at=later)
+    _set(engine, "z", 1, status="succeeded", attempts=1)
     with engine.connect() as conn:
-        assert due_partitions(conn, utcnow()) == [PARTITION + 1]
+        assert sorted(due_partitions(conn, utcnow())) == [PARTITION + 1]
 
 
 def test_one_pass_runs_a_resources_due_effects_in_order_up_to_a_failure(engine: Engine) -> None:
