@@ -24,7 +24,7 @@ from bulkapi.core.effects import EffectStatus, backoff_seconds
 from bulkapi.dispatch.drainer import DrainState
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import is_postgres, utcnow
-from bulkapi.store.effects import (
+from bulkapi.store.effect_runs import (
     AttemptOutcome,
     Claim,
     PendingEffect,

@@ -18,7 +18,8 @@ import dramatiq
 from sqlalchemy import Engine
 
 from bulkapi.store.database import utcnow
-from bulkapi.store.effects import due_partitions, purge_finished_effects
+from bulkapi.store.effect_runs import due_partitions
+from bulkapi.store.effects import purge_finished_effects
 from bulkapi.store.jobs import open_job_ids, pending_partitions, purge_finished, settle
 from bulkapi.store.webhooks import any_due
 

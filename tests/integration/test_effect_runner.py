@@ -22,7 +22,8 @@ from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
 from bulkapi.dispatch.scheduled import MemoryFlags
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import as_utc, make_engine, utcnow
-from bulkapi.store.effects import AppliedChange, due_effects, due_partitions, record_effects
+from bulkapi.store.effect_runs import due_effects, due_partitions
+from bulkapi.store.effects import AppliedChange, record_effects
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import effects
 from bulkapi.types import Effect, EffectEvent, ResourceType
