@@ -127,14 +127,19 @@ def _record(row: Any) -> EffectRecord:
 def effects_of_operations(
     conn: Connection, job_id: str, indexes: Sequence[int]
 ) -> dict[int, list[EffectRecord]]:
-    """The effects of some of a job's operations, by operation index."""
+    """The effects of some of a job's operations, by operation index.
+
+    A page of unfiltered results is a run of consecutive indexes: one range scan. A
+    filtered page may be scattered over the whole job, and a range would then read the
+    effects of every operation between them, so it names its indexes instead.
+    """
     if not indexes:
         return {}
     e = effects
+    low, high = min(indexes), max(indexes)
+    wanted = e.c.idx.between(low, high) if high - low < 2 * len(indexes) else e.c.idx.in_(indexes)
     rows = conn.execute(
-        select(*_RECORD_COLUMNS)
-        .where(e.c.job_id == job_id, e.c.idx >= min(indexes), e.c.idx <= max(indexes))
-        .order_by(e.c.idx, e.c.position)
+        select(*_RECORD_COLUMNS).where(e.c.job_id == job_id, wanted).order_by(e.c.idx, e.c.position)
     )
     found: dict[int, list[EffectRecord]] = {}
     for row in rows:
