@@ -18,7 +18,13 @@ from bulkapi.store.database import utcnow
 from bulkapi.store.drain import drain_batch
 from bulkapi.store.jobs import settle
 from bulkapi.store.tenants import authenticate
-from tests.conftest import InProcessApi, Service, embedded_service, lock_all_partitions
+from tests.conftest import (
+    InProcessApi,
+    Service,
+    embedded_service,
+    lock_all_partitions,
+    production_service,
+)
 
 #: Fields every job representation carries at least (SPEC §5).
 JOB_FIELDS = {
@@ -163,3 +169,24 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture
 def limited_api(limited: Service) -> InProcessApi:
     return limited.api(f"limited-{uuid.uuid4().hex[:10]}")
+
+
+#: The example types module, as shipped (issue 5).
+CRM = "examples.crm"
+
+
+@pytest.fixture(scope="session", params=["embedded", "postgres"])
+def crm(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """The service with BULKAPI_TYPES=examples.crm, on both modes."""
+    tmp = tmp_path_factory.mktemp(f"crm-{request.param}")
+    if request.param == "embedded":
+        yield from embedded_service(tmp, types_module=CRM)
+    else:
+        yield from production_service(tmp, types_module=CRM)
+
+
+@pytest.fixture
+def crm_api(crm: Service) -> InProcessApi:
+    return crm.api()
