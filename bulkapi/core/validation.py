@@ -31,6 +31,8 @@ MAX_VERSION = 2**31 - 1
 MAX_URL_LENGTH = 2048
 #: Highest TCP port (a callback URL's port must be 1 to this).
 MAX_PORT = 65535
+#: Longest host name DNS can carry (RFC 1035), without the final dot.
+MAX_HOST_LENGTH = 253
 
 _OP_FIELDS = frozenset({"op", "type", "id", "data", "if_version"})
 _KINDS = {kind.value: kind for kind in OpKind}
@@ -275,12 +277,27 @@ def check_callback_url(url: str | None, *, allow_private: bool = False) -> None:
             "The callback URL is invalid.",
             {"callback_url": [f"The port must be a number from 1 to {MAX_PORT}."]},
         )
+    if not _is_host_name(hostname):
+        raise ValidationFailed(
+            "The callback URL is invalid.",
+            {"callback_url": ["The host is not a valid name: labels of 1 to 63 characters."]},
+        )
     reason = None if allow_private else forbidden_host(hostname)
     if reason is not None:
         raise CallbackUrlForbidden(
             "The callback URL targets an address webhooks may not reach.",
             {"callback_url": [f"Must not target a {reason} address."]},
         )
+
+
+def _is_host_name(host: str) -> bool:
+    """A host a resolver could be asked for: IDNA-encodable (no empty label, none over 63
+    characters) and at most 253 characters; IPv6 literals pass through unchanged."""
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError:
+        return False
+    return len(encoded.rstrip(b".")) <= MAX_HOST_LENGTH
 
 
 def parse_deadline(value: str | float | None, now: datetime) -> datetime | None:

@@ -255,3 +255,22 @@ def test_deadline_that_is_not_a_finite_number_of_seconds_is_refused(value: Any) 
     with pytest.raises(ValidationFailed) as raised:
         parse_deadline(value, NOW)
     assert set(raised.value.errors) == {"deadline"}
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["a" * 64 + ".example.com", "hooks..example.com", ".example.com", ("a" * 60 + ".") * 5 + "com"],
+    ids=["label-over-63", "empty-label", "leading-dot", "name-over-253"],
+)
+def test_callback_url_whose_host_no_resolver_could_look_up_is_refused(host: str) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        check_callback_url(f"https://{host}/x")
+    assert raised.value.code == "validation_error"
+    assert "callback_url" in raised.value.errors
+
+
+@pytest.mark.parametrize(
+    "host", ["b\u00fccher.example", "a" * 63 + ".example.com", "hooks.example."]
+)
+def test_callback_url_with_an_international_long_or_rooted_name_is_accepted(host: str) -> None:
+    check_callback_url(f"https://{host}/x")
