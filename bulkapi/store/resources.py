@@ -152,6 +152,9 @@ def write_resource(
         raise ResourceBusy(
             f"{key.type}/{key.id} has accepted bulk operations not yet applied.", job_id=holder
         )
+    if operation.kind is not OpKind.UPSERT and not state.exists:
+        # Without preconditions this is a 404, so they are not evaluated (RFC 9110 13.2.1).
+        raise NotFound(f"No resource {key.type}/{key.id}.")
     preconditions.check(state, f"{key.type}/{key.id}")
     outcome = apply(state, operation)
     if outcome.error is OpError.NOT_FOUND:
