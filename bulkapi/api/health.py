@@ -24,6 +24,10 @@ def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
+#: A probe that found a dependency down may look again this soon.
+_RETRY = {"Retry-After": "5"}
+
+
 @blp.route("/readyz", methods=["GET"])
 @blp.response(200, HealthSchema)
 @blp.doc(security=[])
@@ -38,8 +42,12 @@ def readyz() -> Response:
             conn.execute(text("SELECT 1"))
     except Exception as error:
         return problem(
-            503, "not_ready", "Not ready", f"Database unreachable: {type(error).__name__}."
+            503,
+            "not_ready",
+            "Not ready",
+            f"Database unreachable: {type(error).__name__}.",
+            _RETRY,
         )
     if not broker_reachable(rt.broker):
-        return problem(503, "not_ready", "Not ready", "Broker unreachable.")
+        return problem(503, "not_ready", "Not ready", "Broker unreachable.", _RETRY)
     return json_response({"status": "ok"})

@@ -46,6 +46,7 @@ def _not_ready(api: HttpApi) -> None:
     response = requests.get(api.base_url + "/readyz", timeout=WAIT_SECONDS)
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "not_ready"
+    assert int(response.headers["Retry-After"]) >= 1
 
 
 def _paused(redis_server: PrivateRedis) -> None:
