@@ -6,6 +6,7 @@ embedded service built with tiny limits.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -176,3 +177,17 @@ def test_a_bulk_patch_that_would_grow_a_document_past_the_limit_fails_alone(
     assert grown["error"]["code"] == "rule_rejected"
     assert str(SMALL_MAX_DOCUMENT_BYTES) in grown["error"]["message"]
     assert limited_api.get("/v1/resources/row/grow").get_json()["data"] == _half("a")
+
+
+def test_a_document_within_the_limit_but_escaped_on_the_wire_is_accepted(
+    limited_api: InProcessApi,
+) -> None:
+    """The limit is on the document, as stored, not on how the client spelled it."""
+    document = {"pad": "\u00e9" * ((SMALL_MAX_DOCUMENT_BYTES - 20) // 2)}
+    escaped = json.dumps(document).encode()  # ensure_ascii: every é as \u00e9
+    assert len(escaped) > SMALL_MAX_DOCUMENT_BYTES >= len(orjson.dumps(document))
+    response = limited_api.put(
+        "/v1/resources/row/esc", data=escaped, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 201, response.get_json()
+    assert limited_api.get("/v1/resources/row/esc").get_json()["data"] == document
