@@ -23,6 +23,9 @@ from bulkapi.server import Server
 from tests.support import WAIT_SECONDS, RealServer, embedded_server, row_count
 
 MAX_BODY = 20_000
+#: Sync writes read a document's body up to several times this (escaping, indentation)
+#: before measuring it re-serialized: 75 kB and more is past that allowance.
+MAX_DOCUMENT = 10_000
 THREADS = 2
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
@@ -33,6 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     with embedded_server(
         tmp,
         BULKAPI_MAX_BODY_BYTES=str(MAX_BODY),
+        BULKAPI_MAX_DOCUMENT_BYTES=str(MAX_DOCUMENT),
         BULKAPI_BODY_TIMEOUT="2",
         BULKAPI_HEADER_TIMEOUT="2",
         BULKAPI_WEB_THREADS=str(THREADS),
@@ -211,6 +215,26 @@ def test_a_session_reusing_its_connection_after_a_413_gets_its_next_answer(
             assert refused.status_code == 413, refused.text
             assert refused.headers["Connection"] == "close"
             assert session.get(server.base_url + "/healthz", timeout=WAIT_SECONDS).ok
+
+
+def test_a_document_read_in_full_but_over_the_limit_keeps_the_connection_alive(
+    server: RealServer,
+) -> None:
+    """Over the document limit but within the wire allowance, the body is read to its
+    end to measure it: the connection serves the next request."""
+    document = orjson.dumps({"s": "x" * MAX_DOCUMENT})
+    head = _head(
+        server,
+        "PUT",
+        "/v1/resources/t/indented",
+        "Content-Type: application/json",
+        f"Content-Length: {len(document)}",
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + document)
+        _read_answer(sock).problem(413, "payload_too_large")
+        sock.sendall(_head(server, "GET", "/v1/resources/t/indented"))
+        _read_answer(sock).problem(404, "not_found")
 
 
 def test_a_body_shorter_than_its_content_length_is_400_and_closes(server: RealServer) -> None:
