@@ -81,6 +81,10 @@ class Runtime:
         self._worker: dramatiq.Worker | None = None
         self._booted = False
 
+    def wake_webhook_sender(self) -> None:
+        """A job ended with a callback to send: one shard's sender serves every tenant."""
+        self.waker.wake([WEBHOOKS_SHARD], lane="webhooks")
+
     def start_embedded_worker(self) -> None:
         """Run the drain workers as threads of this process (no broker configured)."""
         if self._worker is not None:

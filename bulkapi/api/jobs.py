@@ -25,7 +25,6 @@ from bulkapi.api.schemas import (
     ResultArgs,
     ResultPageSchema,
 )
-from bulkapi.dispatch.actors import WEBHOOKS_SHARD
 from bulkapi.store.database import reading, utcnow
 from bulkapi.store.jobs import (
     JobRecord,
@@ -147,7 +146,7 @@ def cancel_job(job_id: str) -> Response:
     with rt.engine.begin() as conn:
         webhook = cancel(conn, tenant_id, job_id, utcnow())
     if webhook:
-        rt.waker.wake([WEBHOOKS_SHARD], lane="webhooks")
+        rt.wake_webhook_sender()
     return json_response(job_body(read_job(tenant_id, job_id)), 202)
 
 
