@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from bulkapi.api.context import runtime
-from bulkapi.api.problems import PROBLEM_TYPE, problem
+from bulkapi.api.problems import DEPENDENCY_RETRY, PROBLEM_TYPE, problem
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import HealthSchema, ProblemSchema
 from bulkapi.dispatch.broker import broker_reachable
@@ -22,10 +22,6 @@ blp = Blueprint("health", __name__, description="Operations endpoints.")
 def healthz() -> Response:
     """The process is alive."""
     return json_response({"status": "ok"})
-
-
-#: A probe that found a dependency down may look again this soon.
-_RETRY = {"Retry-After": "5"}
 
 
 @blp.route("/readyz", methods=["GET"])
@@ -46,8 +42,8 @@ def readyz() -> Response:
             "not_ready",
             "Not ready",
             f"Database unreachable: {type(error).__name__}.",
-            _RETRY,
+            DEPENDENCY_RETRY,
         )
     if not broker_reachable(rt.broker):
-        return problem(503, "not_ready", "Not ready", "Broker unreachable.", _RETRY)
+        return problem(503, "not_ready", "Not ready", "Broker unreachable.", DEPENDENCY_RETRY)
     return json_response({"status": "ok"})

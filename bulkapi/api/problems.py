@@ -133,6 +133,10 @@ def _http_problem(error: HTTPException) -> Response:
     return problem(status, code, error.name, error.description or error.name, headers, **extra)
 
 
+#: Answers to a 503 whose dependency (database, broker) is down: when to look again.
+DEPENDENCY_RETRY = {"Retry-After": "5"}
+
+
 def _database_unavailable(error: DBAPIError) -> Response:
     """The database went away mid-request: a retryable 503, not a bug (500)."""
     if (
@@ -146,7 +150,7 @@ def _database_unavailable(error: DBAPIError) -> Response:
         "service_unavailable",
         "Service unavailable",
         "The database is unreachable right now; retry shortly.",
-        {"Retry-After": "5"},
+        DEPENDENCY_RETRY,
     )
 
 

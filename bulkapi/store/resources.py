@@ -157,8 +157,6 @@ def write_resource(
         raise NotFound(f"No resource {key.type}/{key.id}.")
     preconditions.check(state, f"{key.type}/{key.id}")
     outcome = apply(state, operation)
-    if outcome.error is OpError.NOT_FOUND:
-        raise NotFound(f"No resource {key.type}/{key.id}.")
     if outcome.error is OpError.RULE_REJECTED:
         if outcome.details:
             raise ValidationFailed(outcome.message or "invalid document", dict(outcome.details))
