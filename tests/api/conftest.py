@@ -42,6 +42,9 @@ JOB_FIELDS = {
     "links",
 }
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+#: Headers of a raw body sent as one JSON document, or as NDJSON lines.
+JSON = {"Content-Type": "application/json"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
 
 #: Limits of the ``limited`` service: small enough to cross with a handful of bytes.
 SMALL_MAX_OPERATIONS = 5

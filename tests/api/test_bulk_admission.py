@@ -8,6 +8,8 @@ import orjson
 import pytest
 
 from tests.api.conftest import (
+    JSON,
+    NDJSON,
     assert_counts_add_up,
     assert_job_representation,
     assert_problem,
@@ -117,7 +119,7 @@ def test_ndjson_body_is_accepted_with_callback_url_in_query(
 
 def test_ndjson_body_without_trailing_newline_is_accepted(api: InProcessApi) -> None:
     body = _ndjson(_op("p1"), _op("p2")).rstrip(b"\n")
-    response = api.post("/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"})
+    response = api.post("/v1/bulk", data=body, headers=NDJSON)
     assert response.status_code == 202
     assert response.get_json()["total"] == 2
 
@@ -126,7 +128,7 @@ def test_ndjson_line_that_is_not_json_is_validation_error_at_its_index(
     api: InProcessApi,
 ) -> None:
     body = _ndjson(_op("p1")) + b"{not json\n" + _ndjson(_op("p3"))
-    response = api.post("/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"})
+    response = api.post("/v1/bulk", data=body, headers=NDJSON)
     problem = assert_problem(response, 422, "validation_error")
     assert set(problem["errors"]) == {"1"}
     _assert_nothing_admitted(api, "p1", "p3")
@@ -267,14 +269,14 @@ def test_invalid_bulk_envelope_is_validation_error(
 def test_bulk_body_that_is_not_an_object_is_validation_error(
     api: InProcessApi, body: bytes
 ) -> None:
-    response = api.post("/v1/bulk", data=body, headers={"Content-Type": "application/json"})
+    response = api.post("/v1/bulk", data=body, headers=JSON)
     assert_problem(response, 422, "validation_error")
     _assert_nothing_admitted(api)
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b'{"operations": [}', b"\xc3\x28"])
 def test_bulk_body_that_is_not_json_is_malformed_body(api: InProcessApi, body: bytes) -> None:
-    response = api.post("/v1/bulk", data=body, headers={"Content-Type": "application/json"})
+    response = api.post("/v1/bulk", data=body, headers=JSON)
     assert_problem(response, 400, "malformed_body")
     _assert_nothing_admitted(api)
 

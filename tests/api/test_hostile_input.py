@@ -25,6 +25,8 @@ from werkzeug.test import TestResponse
 from bulkapi.api.pagination import encode_cursor
 from bulkapi.store.tables import jobs, operations, resources
 from tests.api.conftest import (
+    JSON,
+    NDJSON,
     SMALL_MAX_BODY_BYTES,
     assert_problem,
     tenant_of,
@@ -32,8 +34,6 @@ from tests.api.conftest import (
 from tests.conftest import InProcessApi, Service
 from tests.support import WAIT_SECONDS, embedded_server, row_count
 
-JSON = {"Content-Type": "application/json"}
-NDJSON = {"Content-Type": "application/x-ndjson"}
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -681,7 +681,7 @@ def test_an_ndjson_line_longer_than_any_document_is_refused_at_its_index(
     limit = service.runtime.settings.max_document_bytes
     long_line = orjson.dumps(_op() | {"data": {"s": "x" * (limit + 8192)}})
     body = orjson.dumps(_op(id="first")) + b"\n" + long_line + b"\n"
-    response = api.post("/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"})
+    response = api.post("/v1/bulk", data=body, headers=NDJSON)
     assert response.status_code == 422, response.get_json()
     assert set(response.get_json()["errors"]) == {"1"}
     assert "Line longer" in response.get_json()["errors"]["1"]["_schema"][0]

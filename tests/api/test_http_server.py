@@ -94,6 +94,12 @@ def _head(server: RealServer, method: str, path: str, *fields: str) -> bytes:
     return ("\r\n".join([*lines, *fields]) + "\r\n\r\n").encode()
 
 
+def _json_put(server: RealServer, path: str, document: bytes) -> bytes:
+    """A whole PUT of this JSON document, as the client's bytes on the wire."""
+    fields = ("Content-Type: application/json", f"Content-Length: {len(document)}")
+    return _head(server, "PUT", path, *fields) + document
+
+
 def _line(index: int) -> bytes:
     """An NDJSON upsert of exactly 1,000 bytes, newline included."""
     line = orjson.dumps({"op": "upsert", "type": "t", "id": f"i{index:03}", "data": {"p": ""}})
@@ -186,15 +192,8 @@ def test_an_oversize_body_is_answered_with_connection_close_and_the_connection_c
     server: RealServer,
 ) -> None:
     document = orjson.dumps({"s": "x" * 100_000})
-    head = _head(
-        server,
-        "PUT",
-        "/v1/resources/t/big",
-        "Content-Type: application/json",
-        f"Content-Length: {len(document)}",
-    )
     with _connect(server) as sock:
-        sock.sendall(head + document)
+        sock.sendall(_json_put(server, "/v1/resources/t/big", document))
         answer = _read_answer(sock)
         answer.problem(413, "payload_too_large")
         assert answer.headers["connection"] == "close"
@@ -223,17 +222,10 @@ def test_a_document_read_in_full_but_over_the_limit_keeps_the_connection_alive(
     """Over the document limit but within the wire allowance, the body is read to its
     end to measure it: the connection serves the next request."""
     document = orjson.dumps({"s": "x" * MAX_DOCUMENT})
-    head = _head(
-        server,
-        "PUT",
-        "/v1/resources/t/indented",
-        "Content-Type: application/json",
-        f"Content-Length: {len(document)}",
-    )
     with _connect(server) as sock:
-        sock.sendall(head + document)
+        sock.sendall(_json_put(server, "/v1/resources/t/over", document))
         _read_answer(sock).problem(413, "payload_too_large")
-        sock.sendall(_head(server, "GET", "/v1/resources/t/indented"))
+        sock.sendall(_head(server, "GET", "/v1/resources/t/over"))
         _read_answer(sock).problem(404, "not_found")
 
 

@@ -14,12 +14,16 @@ import pytest
 
 from bulkapi.config import Settings
 from tests.api.conftest import (
+    JSON,
+    NDJSON,
     SMALL_MAX_BODY_BYTES,
     SMALL_MAX_DOCUMENT_BYTES,
     SMALL_MAX_OPERATIONS,
     assert_problem,
 )
 from tests.conftest import InProcessApi
+
+DEFAULT_MAX_DOCUMENT_BYTES = Settings().max_document_bytes
 
 
 def _ops(count: int) -> list[dict[str, Any]]:
@@ -63,9 +67,7 @@ def test_ndjson_request_over_the_operation_limit_is_too_many_operations(
     body = _ndjson(_ops(SMALL_MAX_OPERATIONS + 1))
     if not trailing_newline:
         body = body.rstrip(b"\n")
-    response = limited_api.post(
-        "/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"}
-    )
+    response = limited_api.post("/v1/bulk", data=body, headers=NDJSON)
     assert_problem(response, 413, "too_many_operations")
     _assert_nothing_admitted(limited_api, SMALL_MAX_OPERATIONS + 1)
 
@@ -74,9 +76,7 @@ def test_ndjson_request_at_the_operation_limit_with_blank_lines_is_accepted(
     limited_api: InProcessApi,
 ) -> None:
     body = b"\n\n".join(orjson.dumps(op) for op in _ops(SMALL_MAX_OPERATIONS)) + b"\n\n"
-    response = limited_api.post(
-        "/v1/bulk", data=body, headers={"Content-Type": "application/x-ndjson"}
-    )
+    response = limited_api.post("/v1/bulk", data=body, headers=NDJSON)
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["total"] == SMALL_MAX_OPERATIONS
 
@@ -178,10 +178,6 @@ def test_a_bulk_patch_that_would_grow_a_document_past_the_limit_fails_alone(
     assert grown["error"]["code"] == "rule_rejected"
     assert str(SMALL_MAX_DOCUMENT_BYTES) in grown["error"]["message"]
     assert limited_api.get("/v1/resources/row/grow").get_json()["data"] == _half("a")
-
-
-DEFAULT_MAX_DOCUMENT_BYTES = Settings().max_document_bytes
-JSON = {"Content-Type": "application/json"}
 
 
 def test_a_document_within_the_limit_but_escaped_on_the_wire_is_accepted(

@@ -6,11 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.api.conftest import assert_problem
+from tests.api.conftest import JSON, NDJSON, assert_problem
 from tests.conftest import InProcessApi
 
-JSON = {"Content-Type": "application/json"}
-NDJSON = {"Content-Type": "application/x-ndjson"}
 RES = "/v1/resources/t/numbers"
 #: One past each end of what orjson reads exactly: [-2**63, 2**64 - 1].
 BEYOND = [b"18446744073709551616", b"-9223372036854775809", b"1" + b"0" * 40, b"9" * 5000]

@@ -8,11 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.api.conftest import PROBLEM_FIELDS, assert_problem
+from tests.api.conftest import JSON, NDJSON, PROBLEM_FIELDS, assert_problem
 from tests.conftest import InProcessApi
-
-JSON = {"Content-Type": "application/json"}
-NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 def _cursor(position: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import assert_problem, parse_time
+from tests.api.conftest import JSON, assert_problem, parse_time
 from tests.conftest import InProcessApi
 
 
@@ -255,18 +255,14 @@ def test_longest_valid_key_is_accepted(api: InProcessApi) -> None:
 def test_document_that_is_not_an_object_is_validation_error(
     api: InProcessApi, document: bytes
 ) -> None:
-    response = api.put(
-        "/v1/resources/user/u1", data=document, headers={"Content-Type": "application/json"}
-    )
+    response = api.put("/v1/resources/user/u1", data=document, headers=JSON)
     assert_problem(response, 422, "validation_error")
     assert_problem(api.get("/v1/resources/user/u1"), 404, "not_found")
 
 
 @pytest.mark.parametrize("body", [b"{", b"{'a': 1}", b"", b"\xff\xfe"])
 def test_invalid_json_document_is_malformed_body(api: InProcessApi, body: bytes) -> None:
-    response = api.put(
-        "/v1/resources/user/u1", data=body, headers={"Content-Type": "application/json"}
-    )
+    response = api.put("/v1/resources/user/u1", data=body, headers=JSON)
     assert_problem(response, 400, "malformed_body")
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from bulkapi.core.webhooks import forbidden_host
 from bulkapi.store.tenants import signing_secret
-from tests.api.conftest import assert_problem
+from tests.api.conftest import NDJSON, assert_problem
 from tests.conftest import InProcessApi, Service, embedded_service
 from tests.receivers import Received, Receiver
 from tests.support import TEST_WEBHOOK_ATTEMPTS, WAIT_SECONDS, free_port
@@ -216,7 +216,7 @@ def _assert_refused_at_admission(api: InProcessApi, url: str) -> None:
     ndjson = api.post(
         "/v1/bulk",
         data=orjson.dumps(_op()),
-        headers={"Content-Type": "application/x-ndjson"},
+        headers=NDJSON,
         query_string={"callback_url": url},
     )
     assert_problem(ndjson, 422, "callback_url_forbidden")
