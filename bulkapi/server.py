@@ -162,7 +162,8 @@ class Worker(ThreadWorker):  # type: ignore[misc]
       too long) are problems (``application/problem+json``), not HTML pages;
     - an answer to a request whose body the application did not read to its end (413,
       408, a short body) says ``Connection: close``, and the connection closes: gunicorn
-      would drop it anyway, after announcing keep-alive, and a client reusing it fails.
+      would announce keep-alive, then spend up to 5 s of the thread discarding the rest
+      of the body, and drop the connection if it takes longer.
     """
 
     header_timeout: float = Settings.header_timeout
