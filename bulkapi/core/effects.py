@@ -15,12 +15,6 @@ class EffectStatus(StrEnum):
     FAILED = "failed"
 
 
-def backoff_seconds(attempt: int, first_backoff: float) -> float:
-    """Delay after failed attempt ``attempt`` (1-based): doubling, capped."""
-    delay: float = first_backoff * 2.0 ** (attempt - 1)
-    return min(delay, MAX_BACKOFF_SECONDS)
-
-
 def summary_status(statuses: Iterable[str]) -> EffectStatus | None:
     """One status for an operation's effects: failed if any failed, else pending if any
     is still to run, else succeeded; None when the operation triggered none."""

@@ -61,15 +61,6 @@ def signed_headers(
     }
 
 
-def retry_delay(attempt: int, first: float, cap: float, jitter: float) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1-based): ``first`` doubling per
-    attempt, capped at ``cap``, then spread by ``jitter`` (a random number in [0, 1):
-    the delay is scaled by 0.75 to 1.25) so receivers that failed together do not get
-    their retries all at once."""
-    base = min(first * 2.0 ** (attempt - 1), cap)
-    return base * (0.75 + 0.5 * jitter)
-
-
 #: NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 

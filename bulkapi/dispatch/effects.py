@@ -20,7 +20,8 @@ from dramatiq.middleware import Interrupt
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.effects import EffectStatus, backoff_seconds
+from bulkapi.core.backoff import backoff_seconds
+from bulkapi.core.effects import MAX_BACKOFF_SECONDS, EffectStatus
 from bulkapi.dispatch.drainer import DrainState
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import is_postgres, utcnow
@@ -148,7 +149,9 @@ class EffectRunner:
     def _lease(self, effect: PendingEffect) -> float:
         """Seconds a claim holds: the pass's budget, then the backoff of a failed attempt
         (an attempt that never reports back counts as one)."""
-        return self.budget_seconds + backoff_seconds(effect.attempts + 1, self.first_backoff)
+        return self.budget_seconds + backoff_seconds(
+            effect.attempts + 1, self.first_backoff, MAX_BACKOFF_SECONDS
+        )
 
     def _attempt(self, pending: PendingEffect, attempt: int) -> AttemptOutcome:
         try:
@@ -200,7 +203,9 @@ class EffectRunner:
         )
         if gave_up:
             return AttemptOutcome(pending.id, EffectStatus.FAILED, error)
-        retry_at = utcnow() + timedelta(seconds=backoff_seconds(attempt, self.first_backoff))
+        retry_at = utcnow() + timedelta(
+            seconds=backoff_seconds(attempt, self.first_backoff, MAX_BACKOFF_SECONDS)
+        )
         return AttemptOutcome(pending.id, EffectStatus.PENDING, error, retry_at)
 
     @contextmanager

@@ -30,7 +30,8 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.webhooks import DeliveryStatus, retry_delay, signed_headers
+from bulkapi.core.backoff import backoff_seconds
+from bulkapi.core.webhooks import DeliveryStatus, signed_headers
 from bulkapi.dispatch.drainer import DrainState
 from bulkapi.dispatch.webhook_post import Limits, TargetForbidden, Transport, post
 from bulkapi.store.database import utcnow
@@ -173,7 +174,7 @@ class WebhookSender:
             )
         retry_at = None
         if outcome is DeliveryStatus.PENDING:
-            delay = retry_delay(
+            delay = backoff_seconds(
                 delivery.attempt, self.first_backoff, self.max_backoff, random.random()
             )
             retry_at = utcnow() + timedelta(seconds=delay)

@@ -1,17 +1,10 @@
-"""Pure side-effect bookkeeping: retry delays and the per-operation summary."""
+"""Pure side-effect bookkeeping: the per-operation summary."""
 
 from __future__ import annotations
 
 import pytest
 
-from bulkapi.core.effects import MAX_BACKOFF_SECONDS, EffectStatus, backoff_seconds, summary_status
-
-
-def test_backoff_doubles_from_the_first_delay_and_is_capped() -> None:
-    delays = [backoff_seconds(attempt, 1.5) for attempt in range(1, 6)]
-    assert delays == [1.5, 3.0, 6.0, 12.0, 24.0]
-    assert backoff_seconds(40, 1.5) == MAX_BACKOFF_SECONDS
-    assert backoff_seconds(3, 0) == 0
+from bulkapi.core.effects import EffectStatus, summary_status
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from bulkapi.core.validation import check_callback_url
 from bulkapi.core.webhooks import (
     forbidden_address,
     forbidden_host,
-    retry_delay,
     signature,
     signed_headers,
     signing_key,
@@ -69,13 +68,6 @@ def test_signed_headers_carry_id_timestamp_signature_type_and_agent() -> None:
     assert headers["webhook-signature"] == _reference_signature(secret, "msg_x", 42, b"{}")
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == "agent/1"
-
-
-def test_retry_delay_doubles_is_capped_and_jitters_within_a_quarter() -> None:
-    assert [retry_delay(n, 5.0, 1000.0, 0.5) for n in (1, 2, 3, 4)] == [5.0, 10.0, 20.0, 40.0]
-    assert retry_delay(30, 5.0, 60.0, 0.5) == 60.0
-    assert retry_delay(1, 4.0, 60.0, 0.0) == 3.0
-    assert retry_delay(1, 4.0, 60.0, 0.999999) == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize(
