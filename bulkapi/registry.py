@@ -101,6 +101,12 @@ class RegisteredType:
                 errors,
             )
 
+    @property
+    def is_passive(self) -> bool:
+        """No business rules and no effects: an upsert's outcome then depends on nothing
+        but the current version, which the store can handle without reading first."""
+        return not self.declared.rules and not self.effects
+
     def triggered_effects(self, change: Change) -> tuple[str, ...]:
         return tuple(
             name

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from bulkapi.api.representations import job_body
 from bulkapi.applier import Applier
 from bulkapi.config import Settings
+from bulkapi.core.plan import RetryPolicy
 from bulkapi.dispatch.actors import WEBHOOKS_SHARD, declare_partition_actors
 from bulkapi.dispatch.broker import build_broker, scheduled_flags
 from bulkapi.dispatch.drainer import PartitionDrainer
@@ -20,6 +21,7 @@ from bulkapi.dispatch.wakeups import Waker
 from bulkapi.dispatch.webhooks import WebhookSender
 from bulkapi.registry import load_registry
 from bulkapi.store.database import make_engine
+from bulkapi.writes import SyncWriter
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +35,11 @@ class Runtime:
         self.engine = engine or make_engine(settings.database_url, settings.db_pool_size)
         self.broker = build_broker(settings)
         self.registry = load_registry(settings.types_module, strict=settings.strict_types)
-        self.apply = Applier(
-            self.registry,
-            attempts=settings.rule_attempts,
-            max_document_bytes=settings.max_document_bytes,
-        )
+        self.decide = Applier(self.registry, max_document_bytes=settings.max_document_bytes)
+        self.rule_retries = RetryPolicy(attempts=settings.rule_attempts)
+        self.writer = SyncWriter(self.engine, self.decide, self.rule_retries, settings.retry_after)
         drainer = PartitionDrainer(
-            self.engine, settings.batch_size, settings.drain_budget, self.apply
+            self.engine, settings.batch_size, settings.drain_budget, self.decide, self.rule_retries
         )
         effect_runner = EffectRunner(
             self.engine,

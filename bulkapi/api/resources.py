@@ -27,7 +27,6 @@ from bulkapi.core.validation import check_document, nesting_depth_exceeds
 from bulkapi.store.database import reading
 from bulkapi.store.effects import effects_of_resource
 from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
-from bulkapi.writes import write_now_or_wait
 
 blp = Blueprint(
     "resources",
@@ -93,15 +92,12 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
     partition = partition_of(tenant_id, key, rt.settings.partitions)
     wait_seconds = parse_prefer_wait(request.headers.get("Prefer"))
     with may_wait(tenant_id, wanted=wait_seconds > 0) as waiting:
-        result = write_now_or_wait(
-            rt.engine,
-            rt.apply,
+        result = rt.writer.write(
             tenant_id,
             operation,
             partition=partition,
             wait_seconds=wait_seconds if waiting else 0.0,
             preconditions=preconditions,
-            retry_after=rt.settings.retry_after,
         )
     if result.effects:
         rt.waker.wake([partition], lane="effects")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import dramatiq
 
-from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
+from bulkapi.dispatch.drainer import DrainHooks, DrainState, PartitionDrainer
 from bulkapi.dispatch.scheduled import ScheduledFlags
 
 #: Queue of regular drain wake-ups.
@@ -77,11 +77,19 @@ def declare_partition_actors(
     """Declare every lane on ``broker``; every process declares them the same way."""
     actors = PartitionActors({}, flags)
 
+    def retry_later(partition: int, delay: float) -> None:
+        actors.lanes["regular"].send_with_options(args=(partition,), delay=int(delay * 1000) + 1)
+
     def drain(partition: int) -> DrainState:
         return drainer.drain(
             partition,
-            lambda: actors.wake("effects", partition),
-            lambda: actors.wake("webhooks", WEBHOOKS_SHARD),
+            DrainHooks(
+                on_effects=lambda: actors.wake("effects", partition),
+                on_webhooks=lambda: actors.wake("webhooks", WEBHOOKS_SHARD),
+                # Straight to the queue, past the coalescing flag: a wake-up queued now
+                # may run before the key is due, and this one must come after.
+                on_retry=lambda delay: retry_later(partition, delay),
+            ),
         )
 
     def declare(

@@ -1,16 +1,26 @@
-"""Draining a partition batch by batch, within a time budget, then settling jobs."""
+"""Draining a partition batch by batch, within a time budget, then settling jobs.
+
+Each batch is "read and lock → plan → write": the store locks and reads, the pure
+planner decides (operator code runs there, with no row lock held), the store writes the
+plan and commits. Only the jobs whose last operation in the partition a batch finished
+are settled, in one transaction for all of them.
+"""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
 
+from bulkapi.core.plan import Decide, RetryPolicy, plan_batch
 from bulkapi.store.database import utcnow
-from bulkapi.store.drain import Apply, drain_batch
+from bulkapi.store.drain import read_batch, write_plan
 from bulkapi.store.jobs import settle
 
 
@@ -26,36 +36,94 @@ class DrainState(Enum):
     MORE = "more"
 
 
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    #: False when another worker holds the partition; nothing was read.
+    locked: bool
+    #: Operations the batch read (decided or put off).
+    read: int = 0
+    #: Jobs whose last operation in the partition this batch finished.
+    done_jobs: frozenset[str] = frozenset()
+    #: Side effects the batch recorded (to be run after commit).
+    effects: int = 0
+    #: When a key put off by a crashed rule may be tried again.
+    retry_at: datetime | None = None
+
+
+def drain_batch(
+    conn: Connection,
+    partition: int,
+    *,
+    batch_size: int,
+    now: datetime,
+    decide: Decide,
+    policy: RetryPolicy,
+) -> BatchResult:
+    """One batch of ``partition`` on ``conn``; committed when it returns."""
+    batch = read_batch(conn, partition, batch_size, now)
+    if batch is None:
+        return BatchResult(locked=False)
+    if not batch.pending:
+        return BatchResult(locked=True)
+    plan = plan_batch(
+        batch.pending,
+        batch.states,
+        batch.jobs,
+        partition=partition,
+        now=now,
+        decide=decide,
+        policy=policy,
+        jitter=random.random,
+    )
+    done = write_plan(conn, partition, plan, now)
+    return BatchResult(True, len(batch.pending), frozenset(done), len(plan.effects), plan.retry_at)
+
+
+@dataclass(frozen=True)
+class DrainHooks:
+    """What a drain starts besides itself: effects after a batch recorded some, webhooks
+    after a settle finished a job with a callback URL, a wake-up when a put-off key is
+    due (its delay in seconds)."""
+
+    on_effects: Callable[[], None] = lambda: None
+    on_webhooks: Callable[[], None] = lambda: None
+    on_retry: Callable[[float], None] = field(default=lambda _delay: None)
+
+
 @dataclass(frozen=True)
 class PartitionDrainer:
     engine: Engine
     batch_size: int
     budget_seconds: float
-    apply: Apply
+    decide: Decide
+    policy: RetryPolicy
 
-    def drain(
-        self,
-        partition: int,
-        on_effects: Callable[[], None],
-        on_webhooks: Callable[[], None] = lambda: None,
-    ) -> DrainState:
-        """Apply batches until the partition is empty or the budget is spent;
-        ``on_effects`` runs after every batch that recorded side effects, ``on_webhooks``
-        after every settle that finished a job with a callback URL."""
+    def drain(self, partition: int, hooks: DrainHooks) -> DrainState:
+        """Apply batches until the partition is empty or the budget is spent."""
         deadline = time.monotonic() + self.budget_seconds
+        retry_at: datetime | None = None
         while True:
             with self.engine.begin() as conn:
-                result = drain_batch(conn, partition, self.batch_size, utcnow(), self.apply)
+                result = drain_batch(
+                    conn,
+                    partition,
+                    batch_size=self.batch_size,
+                    now=utcnow(),
+                    decide=self.decide,
+                    policy=self.policy,
+                )
             if not result.locked:
                 return DrainState.BUSY
             if result.effects:
-                on_effects()
-            if result.jobs:
+                hooks.on_effects()
+            if result.done_jobs:
                 with self.engine.begin() as conn:
-                    settled = settle(conn, result.jobs, utcnow())
+                    settled = settle(conn, result.done_jobs, utcnow())
                 if settled.webhooks:
-                    on_webhooks()
-            if result.finished < self.batch_size:
-                return DrainState.EMPTY
-            if time.monotonic() >= deadline:
-                return DrainState.MORE
+                    hooks.on_webhooks()
+            if result.retry_at is not None:
+                retry_at = min(retry_at or result.retry_at, result.retry_at)
+            if result.read < self.batch_size or time.monotonic() >= deadline:
+                if retry_at is not None:
+                    hooks.on_retry(max(0.0, (retry_at - utcnow()).total_seconds()))
+                return DrainState.EMPTY if result.read < self.batch_size else DrainState.MORE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from bulkapi.core.operations import Operation
 from bulkapi.ids import digest, id_time, new_id, new_secret
 from bulkapi.store.bulk_sql import OperationRow, bulk_sql_for
 from bulkapi.store.database import as_utc
-from bulkapi.store.tables import job_status_history, jobs, status_tokens
+from bulkapi.store.tables import job_counts, job_status_history, jobs, status_tokens
 
 #: How long an Idempotency-Key keeps answering with its original job (SPEC §4).
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -132,6 +133,20 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
             for index, (op, partition) in enumerate(
                 zip(job.operations, job.partitions, strict=True)
             )
+        ],
+    )
+    conn.execute(
+        job_counts.insert(),
+        [
+            {
+                "job_id": job_id,
+                "partition": partition,
+                "succeeded": 0,
+                "failed": 0,
+                "cancelled": 0,
+                "pending": pending,
+            }
+            for partition, pending in sorted(Counter(job.partitions).items())
         ],
     )
     return Admitted(job_id, status_token, frozenset(job.partitions), created_at)

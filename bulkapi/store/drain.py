@@ -1,35 +1,41 @@
-"""Draining one partition: apply a batch of pending operations in per-key order, once.
+"""Draining one partition, the store's half: lock and read a batch, then write its plan.
 
-Exactly-once comes from doing three things in one transaction: the resource change,
-the operation's move out of ``pending`` and the job counter. Order comes from the
-per-key sequence numbers: a batch holds, for every key in it, that key's lowest pending
-operations (lower sequence numbers are committed first, and id order follows commit
-order per key), and they are applied in sequence order.
+What happens to each operation is decided by ``core.plan``; this module only locks,
+reads and writes, set-based. On PostgreSQL a batch costs two round trips: one statement
+takes the partition's lock, locks the batch's operation rows and reads them with their
+jobs' flags and their resources' states; then every write and the COMMIT go out
+together in one pipeline.
+
+Locks and who waits on them: the partition's transaction-scoped advisory lock keeps
+other drainers of the partition out for the whole batch; the operation rows are locked
+from the read on, so a cancel (which skips locked rows) cannot change them under the
+batch. Resource rows are *not* locked while the batch is planned: only a drain of the
+partition writes a key with pending operations (sync writes wait for zero pending), and
+admission only raises ``admitted_seq``/``pending``, which the write below adjusts
+relative to the row's current value. Resource rows are locked only by the final write,
+and released by the COMMIT sent with it, so an admission never waits on a drain that
+stalls while planning. A drainer that vanishes mid-batch holds the partition only as
+long as PostgreSQL keeps its transaction (see ``database.py`` for the timeouts).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+import orjson
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.apply import Outcome, ResourceState
+from bulkapi.core.apply import ResourceState
+from bulkapi.core.jobs import JobStatus
 from bulkapi.core.keys import ResourceKey
-from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
-from bulkapi.store.bulk_sql import OperationOutcome, ResourceWrite, bulk_sql_for
+from bulkapi.core.operations import Operation, OpKind, OpStatus
+from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
-from bulkapi.store.effects import AppliedChange, operation_id, record_effects
-from bulkapi.store.tables import job_counts, jobs, operations
-
-#: How a drain applies one write (the operator's rules included).
-Apply = Callable[[ResourceState, Operation], Outcome]
-
-_EXPIRED = "The job's deadline passed before this operation's turn."
+from bulkapi.store.effects import effect_values, insert_effects
+from bulkapi.store.tables import effects, job_status_history, jobs, operations, resources
 
 #: Tenants served per batch; the rest wait for the next batch (oldest first).
 MAX_TENANTS_PER_BATCH = 8
@@ -37,84 +43,275 @@ MAX_TENANTS_PER_BATCH = 8
 #: First half of the PostgreSQL advisory-lock key for partitions ("bu").
 PARTITION_LOCK_SPACE = 0x6275
 
+_PENDING = OpStatus.PENDING.value
+
 
 @dataclass(frozen=True, slots=True)
-class BatchResult:
-    #: False when another worker holds the partition; nothing was read.
-    locked: bool
-    #: Operations that left ``pending`` in this batch.
-    finished: int = 0
-    jobs: frozenset[str] = frozenset()
-    #: Side effects the batch's changes recorded (to be run after commit).
-    effects: int = 0
+class Batch:
+    """A partition's next operations, locked, with what planning them needs."""
+
+    pending: list[Pending]
+    states: dict[StateKey, ResourceState]
+    jobs: dict[str, JobFacts]
 
 
-def lock_partition(conn: Connection, partition: int) -> bool:
-    """One drainer per partition at a time. SQLite's BEGIN IMMEDIATE already serializes."""
-    if not is_postgres(conn):
-        return True
-    return bool(
-        conn.execute(
-            select(func.pg_try_advisory_xact_lock(PARTITION_LOCK_SPACE, partition))
-        ).scalar()
-    )
+def read_batch(conn: Connection, partition: int, batch_size: int, now: datetime) -> Batch | None:
+    """Lock the partition and its next batch; None when another drainer holds it.
+
+    Each waiting tenant (longest-waiting first, at most ``MAX_TENANTS_PER_BATCH``) gets
+    an equal share, oldest operations first: a tenant with a million queued operations
+    cannot make another's ten wait behind them. Oldest first also means every key in
+    the batch brings its lowest pending sequence numbers (for one key, id order is
+    admission order). Keys waiting for a crashed rule's retry are left out whole.
+    """
+    if is_postgres(conn):
+        return _read_batch_postgres(conn, partition, batch_size, now)
+    return _read_batch_sqlite(conn, partition, batch_size, now)
 
 
-def add_counts(conn: Connection, partition: int, counts: dict[str, Counter[str]]) -> None:
-    """Add outcome counts to each job's counter row for this partition."""
-    if not counts:
-        return
-    table = job_counts
-    insert = dialect_insert(conn, table)
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.job_id, table.c.partition],
-        set_={
-            name: table.c[name] + insert.excluded[name]
-            for name in ("succeeded", "failed", "cancelled")
-        },
-    )
-    conn.execute(
-        statement,
-        [
+def write_plan(conn: Connection, partition: int, plan: BatchPlan, now: datetime) -> list[str]:
+    """Write the plan and commit; the jobs whose last operation in this partition the
+    batch finished (the ones that may now be done)."""
+    if is_postgres(conn):
+        return _write_plan_postgres(conn, partition, plan, now)
+    return _write_plan_sqlite(conn, partition, plan, now)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+_PG_READ = f"""
+WITH got AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock({PARTITION_LOCK_SPACE}, %(partition)s) AS ok
+),
+waiting AS MATERIALIZED (
+    SELECT o.tenant_id, min(o.id) AS oldest
+    FROM operations AS o
+    WHERE (SELECT ok FROM got) AND o.partition = %(partition)s AND o.status = 'pending'
+    GROUP BY o.tenant_id
+    ORDER BY oldest
+    LIMIT {MAX_TENANTS_PER_BATCH}
+),
+batch AS (
+    SELECT b.* FROM waiting AS w CROSS JOIN LATERAL (
+        SELECT o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op, o.data,
+               o.if_version, o.attempts
+        FROM operations AS o
+        WHERE o.partition = %(partition)s AND o.tenant_id = w.tenant_id
+          AND o.status = 'pending'
+          AND NOT EXISTS (
+              SELECT 1 FROM resources AS r
+              WHERE r.tenant_id = o.tenant_id AND r.type = o.type AND r.rid = o.rid
+                AND r.retry_at > %(now)s)
+        ORDER BY o.id
+        LIMIT (SELECT greatest(1, %(batch_size)s / count(*)) FROM waiting)
+        FOR UPDATE OF o
+    ) AS b
+)
+SELECT got.ok, b.id, b.job_id, b.idx, b.tenant_id, b.type, b.rid, b.seq, b.op, b.data,
+       b.if_version, b.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version,
+       CASE WHEN row_number() OVER (
+           PARTITION BY b.tenant_id, b.type, b.rid ORDER BY b.seq) = 1 THEN r.data END
+FROM got
+LEFT JOIN batch AS b ON true
+LEFT JOIN jobs AS j ON j.id = b.job_id
+LEFT JOIN resources AS r ON r.tenant_id = b.tenant_id AND r.type = b.type AND r.rid = b.rid
+"""
+
+
+def driver_cursor(conn: Connection) -> Any:
+    """The psycopg cursor of this transaction: arrays sent as binary (%b), no quoting."""
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def _read_batch_postgres(
+    conn: Connection, partition: int, batch_size: int, now: datetime
+) -> Batch | None:
+    driver = conn.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    with driver.pipeline():  # type: ignore[union-attr]  # BEGIN travels with the query
+        cursor.execute(_PG_READ, {"partition": partition, "batch_size": batch_size, "now": now})
+    rows = cursor.fetchall()
+    if not rows[0][0]:
+        return None
+    batch = Batch([], {}, {})
+    for (
+        _,
+        ref,
+        job_id,
+        index,
+        tenant_id,
+        rtype,
+        rid,
+        seq,
+        op,
+        data,
+        if_version,
+        attempts,
+        deadline,
+        cancelled,
+        version,
+        document,
+    ) in rows:
+        if ref is None:
+            break
+        key = ResourceKey(rtype, rid)
+        batch.pending.append(
+            Pending(
+                ref,
+                job_id,
+                index,
+                tenant_id,
+                seq,
+                Operation(OpKind(op), key, data, if_version),
+                attempts,
+            )
+        )
+        if version is not None and (tenant_id, rtype, rid) not in batch.states:
+            batch.states[(tenant_id, rtype, rid)] = ResourceState(version, document)
+        if job_id not in batch.jobs:
+            batch.jobs[job_id] = JobFacts(deadline, cancelled)
+    return batch
+
+
+_PG_START_JOBS = """
+WITH moved AS (
+    UPDATE jobs SET status = 'processing', started_at = %(now)s
+    WHERE id IN (
+        SELECT id FROM jobs WHERE id = ANY(%(jobs)s) AND status = 'queued'
+        ORDER BY id FOR UPDATE)
+    RETURNING id
+)
+INSERT INTO job_status_history (job_id, status, at)
+SELECT id, 'processing', %(now)s FROM moved
+ON CONFLICT DO NOTHING
+"""
+_PG_WRITE_RESOURCES = """
+UPDATE resources AS r
+SET version = CASE WHEN w.changed THEN w.version ELSE r.version END,
+    data = CASE WHEN w.changed THEN w.data ELSE r.data END,
+    updated_at = CASE WHEN w.changed THEN %(now)s ELSE r.updated_at END,
+    pending = r.pending - w.done,
+    retry_at = w.retry_at
+FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
+            %(changed)b::boolean[], %(versions)b::integer[], %(datas)b::text[]::jsonb[],
+            %(done)b::integer[], %(retry)b::timestamptz[])
+  AS w(tenant_id, type, rid, changed, version, data, done, retry_at)
+WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
+"""
+_PG_FINISH = """
+UPDATE operations AS o
+SET status = f.status, version = f.version, error_code = f.error_code,
+    error_message = f.error_message, attempts = coalesce(f.attempts, o.attempts),
+    finished_at = CASE WHEN f.status = 'pending' THEN NULL ELSE %(now)s END
+FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(versions)b::integer[],
+            %(codes)b::varchar[], %(messages)b::text[], %(attempts)b::smallint[])
+  AS f(id, status, version, error_code, error_message, attempts)
+WHERE o.id = f.id
+"""
+_PG_COUNT = """
+UPDATE job_counts AS c
+SET succeeded = c.succeeded + t.succeeded, failed = c.failed + t.failed,
+    cancelled = c.cancelled + t.cancelled,
+    pending = c.pending - t.succeeded - t.failed - t.cancelled
+FROM unnest(%(jobs)b::varchar[], %(succeeded)b::integer[], %(failed)b::integer[],
+            %(cancelled)b::integer[]) AS t(job_id, succeeded, failed, cancelled)
+WHERE c.job_id = t.job_id AND c.partition = %(partition)s
+RETURNING c.job_id, c.pending
+"""
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _write_plan_postgres(
+    conn: Connection, partition: int, plan: BatchPlan, now: datetime
+) -> list[str]:
+    driver = conn.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    counted = driver.cursor()  # type: ignore[union-attr]
+    job_ids = sorted(plan.tallies)
+    finished = [
+        (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
+    ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
+    # Lock order, as in cancel: job rows, then resource rows, then counters.
+    with driver.pipeline():  # type: ignore[union-attr]
+        if job_ids:
+            cursor.execute(_PG_START_JOBS, {"now": now, "jobs": job_ids})
+        keys = plan.keys
+        cursor.execute(
+            _PG_WRITE_RESOURCES,
             {
-                "job_id": job_id,
-                "partition": partition,
-                "succeeded": tally[OpStatus.SUCCEEDED],
-                "failed": tally[OpStatus.FAILED],
-                "cancelled": tally[OpStatus.CANCELLED],
-            }
-            for job_id, tally in sorted(counts.items())
-        ],
-    )
+                "now": now,
+                "tenants": [k.key[0] for k in keys],
+                "types": [k.key[1] for k in keys],
+                "rids": [k.key[2] for k in keys],
+                "changed": [k.changed for k in keys],
+                "versions": [k.state.version for k in keys],
+                "datas": [_json(k.state.data) if k.changed else None for k in keys],
+                "done": [k.done for k in keys],
+                "retry": [k.retry_at for k in keys],
+            },
+        )
+        cursor.execute(
+            _PG_FINISH,
+            {
+                "now": now,
+                "ids": [f[0] for f in finished],
+                "statuses": [f[1] for f in finished],
+                "versions": [f[2] for f in finished],
+                "codes": [None if f[3] is None else f[3].value for f in finished],
+                "messages": [f[4] for f in finished],
+                "attempts": [f[5] for f in finished],
+            },
+        )
+        if job_ids:
+            tallies = [plan.tallies[job_id] for job_id in job_ids]
+            counted.execute(
+                _PG_COUNT,
+                {
+                    "partition": partition,
+                    "jobs": job_ids,
+                    "succeeded": [t.succeeded for t in tallies],
+                    "failed": [t.failed for t in tallies],
+                    "cancelled": [t.cancelled for t in tallies],
+                },
+            )
+        if plan.effects:
+            insert_effects(cursor, plan.effects, now)
+        driver.commit()  # type: ignore[union-attr]
+    return [job_id for job_id, pending in counted.fetchall() if pending == 0] if job_ids else []
 
 
-def _waiting_tenants(conn: Connection, partition: int) -> list[str]:
-    """Tenants with pending work in the partition, longest-waiting first."""
+# -- SQLite -------------------------------------------------------------------------------
+# One writer at a time already (BEGIN IMMEDIATE), in-process: plain statements, with
+# ``executemany`` for the writes.
+
+
+def _read_batch_sqlite(
+    conn: Connection, partition: int, batch_size: int, now: datetime
+) -> Batch | None:
     o = operations
-    oldest = func.min(o.c.id)
-    return list(
+    tenants = list(
         conn.execute(
             select(o.c.tenant_id)
-            .where(o.c.partition == partition, o.c.status == OpStatus.PENDING.value)
+            .where(o.c.partition == partition, o.c.status == _PENDING)
             .group_by(o.c.tenant_id)
-            .order_by(oldest)
+            .order_by(func.min(o.c.id))
             .limit(MAX_TENANTS_PER_BATCH)
         ).scalars()
     )
-
-
-def _select_batch(conn: Connection, partition: int, batch_size: int) -> list[Any]:
-    """Lock the next operations to apply: an equal share for each waiting tenant.
-
-    Within a tenant, the oldest operations (id order) come first, so every key in the
-    batch brings its lowest pending sequence numbers. Sharing the batch means a tenant
-    with a million queued operations cannot make another tenant's ten wait behind them.
-    """
-    tenants = _waiting_tenants(conn, partition)
+    batch = Batch([], {}, {})
     if not tenants:
-        return []
+        return batch
     share = max(1, batch_size // len(tenants))
-    o = operations
+    r = resources
+    waits = exists().where(
+        r.c.tenant_id == o.c.tenant_id,
+        r.c.type == o.c.type,
+        r.c.rid == o.c.rid,
+        r.c.retry_at > bindparam("now", now, type_=r.c.retry_at.type),
+    )
     columns = (
         o.c.id,
         o.c.job_id,
@@ -126,96 +323,144 @@ def _select_batch(conn: Connection, partition: int, batch_size: int) -> list[Any
         o.c.op,
         o.c.data,
         o.c.if_version,
+        o.c.attempts,
         jobs.c.deadline,
+        jobs.c.cancelled_at,
     )
-    batch: list[Any] = []
     for tenant_id in tenants:
-        batch.extend(
-            conn.execute(
-                select(*columns)
-                .join(jobs, jobs.c.id == o.c.job_id)
-                .where(
-                    o.c.partition == partition,
-                    o.c.tenant_id == tenant_id,
-                    o.c.status == OpStatus.PENDING.value,
+        for row in conn.execute(
+            select(*columns)
+            .join(jobs, jobs.c.id == o.c.job_id)
+            .where(
+                o.c.partition == partition,
+                o.c.tenant_id == tenant_id,
+                o.c.status == _PENDING,
+                ~waits,
+            )
+            .order_by(o.c.id)
+            .limit(share)
+        ):
+            batch.pending.append(
+                Pending(
+                    row.id,
+                    row.job_id,
+                    row.idx,
+                    row.tenant_id,
+                    row.seq,
+                    Operation(
+                        OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version
+                    ),
+                    row.attempts,
                 )
-                .order_by(o.c.id)
-                .limit(share)
-                .with_for_update(of=o)
-            ).all()
-        )
+            )
+            batch.jobs.setdefault(
+                row.job_id, JobFacts(as_utc(row.deadline), row.cancelled_at is not None)
+            )
+    cursor = driver_cursor(conn)
+    for state_key in sorted({p.key for p in batch.pending}):
+        cursor.execute(_SQLITE_STATE, state_key)
+        found = cursor.fetchone()
+        if found is not None:
+            version, data = found
+            batch.states[state_key] = ResourceState(
+                version, None if data is None else orjson.loads(data)
+            )
     return batch
 
 
-def drain_batch(
-    conn: Connection, partition: int, batch_size: int, now: datetime, apply: Apply
-) -> BatchResult:
-    if not lock_partition(conn, partition):
-        return BatchResult(locked=False)
-    batch = _select_batch(conn, partition, batch_size)
-    if not batch:
-        return BatchResult(locked=True)
+_SQLITE_STATE = "SELECT version, data FROM resources WHERE tenant_id = ? AND type = ? AND rid = ?"
+_SQLITE_WRITE_CHANGED = (
+    "UPDATE resources SET version = ?, data = ?, updated_at = ?, pending = pending - ?,"
+    " retry_at = ? WHERE tenant_id = ? AND type = ? AND rid = ?"
+)
+_SQLITE_WRITE_UNCHANGED = (
+    "UPDATE resources SET pending = pending - ?, retry_at = ?"
+    " WHERE tenant_id = ? AND type = ? AND rid = ?"
+)
+_SQLITE_FINISH = (
+    "UPDATE operations SET status = ?, version = ?, error_code = ?, error_message = ?,"
+    " finished_at = ? WHERE id = ?"
+)
+_SQLITE_DEFER = "UPDATE operations SET attempts = ? WHERE id = ?"
+_SQLITE_COUNT = (
+    "UPDATE job_counts SET succeeded = succeeded + ?, failed = failed + ?,"
+    " cancelled = cancelled + ?, pending = pending - ?"
+    " WHERE job_id = ? AND partition = ? RETURNING pending"
+)
 
-    bulk = bulk_sql_for(conn)
-    keys = sorted({(row.tenant_id, row.type, row.rid) for row in batch})
-    states = bulk.lock_resources(conn, keys)
 
-    outcomes: list[OperationOutcome] = []
-    applied_changes: list[AppliedChange] = []
-    changed: set[tuple[str, str, str]] = set()
-    counts: dict[str, Counter[str]] = {}
-    for row in sorted(batch, key=lambda row: (row.tenant_id, row.type, row.rid, row.seq)):
-        key = (row.tenant_id, row.type, row.rid)
-        if row.deadline is not None and as_utc(row.deadline) <= now:  # type: ignore[operator]
-            outcomes.append(
-                OperationOutcome(
-                    row.id, OpStatus.CANCELLED, None, OpError.DEADLINE_EXCEEDED.value, _EXPIRED
-                )
+def sqlite_timestamp(conn: Connection, moment: datetime | None) -> Any:
+    """``moment`` as SQLAlchemy itself stores it in SQLite, so reads agree."""
+    if moment is None:
+        return None
+    process = resources.c.updated_at.type.bind_processor(conn.dialect)
+    return moment if process is None else process(moment)
+
+
+def _write_plan_sqlite(
+    conn: Connection, partition: int, plan: BatchPlan, now: datetime
+) -> list[str]:
+    cursor = driver_cursor(conn)
+    stamp = sqlite_timestamp(conn, now)
+    queued = list(
+        conn.execute(
+            select(jobs.c.id).where(
+                jobs.c.id.in_(sorted(plan.tallies)), jobs.c.status == JobStatus.QUEUED.value
             )
-            counts.setdefault(row.job_id, Counter())[OpStatus.CANCELLED] += 1
-            continue
-        operation = Operation(
-            OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version
+        ).scalars()
+    )
+    if queued:
+        processing = JobStatus.PROCESSING.value
+        conn.execute(
+            jobs.update().where(jobs.c.id.in_(queued)).values(status=processing, started_at=now)
         )
-        outcome = apply(states[key], operation)
-        status = OpStatus.SUCCEEDED if outcome.succeeded else OpStatus.FAILED
-        if outcome.succeeded:
-            if outcome.effects:
-                applied_changes.append(
-                    AppliedChange(
-                        row.tenant_id,
-                        operation.key,
-                        partition,
-                        operation_id(row.job_id, row.idx),
-                        row.job_id,
-                        row.idx,
-                        operation.kind,
-                        outcome.state.version,
-                        states[key].data,
-                        outcome.state.data,
-                        outcome.effects,
-                    )
-                )
-            states[key] = outcome.state
-            changed.add(key)
-        outcomes.append(
-            OperationOutcome(
-                row.id,
-                status,
-                outcome.state.version if outcome.succeeded else None,
-                outcome.error.value if outcome.error else None,
-                outcome.message,
+        conn.execute(
+            dialect_insert(conn, job_status_history).on_conflict_do_nothing(),
+            [{"job_id": job_id, "status": processing, "at": now} for job_id in queued],
+        )
+    cursor.executemany(
+        _SQLITE_WRITE_CHANGED,
+        [
+            (
+                k.state.version,
+                _json(k.state.data),
+                stamp,
+                k.done,
+                sqlite_timestamp(conn, k.retry_at),
+                *k.key,
             )
+            for k in plan.keys
+            if k.changed
+        ],
+    )
+    cursor.executemany(
+        _SQLITE_WRITE_UNCHANGED,
+        [(k.done, sqlite_timestamp(conn, k.retry_at), *k.key) for k in plan.keys if not k.changed],
+    )
+    cursor.executemany(
+        _SQLITE_FINISH,
+        [
+            (
+                d.status.value,
+                d.version,
+                None if d.error is None else d.error.value,
+                d.message,
+                stamp,
+                d.ref,
+            )
+            for d in plan.decided
+        ],
+    )
+    cursor.executemany(_SQLITE_DEFER, [(d.attempts, d.ref) for d in plan.deferred])
+    done: list[str] = []
+    for job_id, tally in sorted(plan.tallies.items()):
+        cursor.execute(
+            _SQLITE_COUNT,
+            (tally.succeeded, tally.failed, tally.cancelled, tally.done, job_id, partition),
         )
-        counts.setdefault(row.job_id, Counter())[status] += 1
-
-    if changed:
-        bulk.write_resources(
-            conn,
-            [ResourceWrite(*key, states[key].version, states[key].data) for key in sorted(changed)],
-            now,
-        )
-    bulk.finish_operations(conn, outcomes, now)
-    add_counts(conn, partition, counts)
-    recorded = record_effects(conn, applied_changes, now)
-    return BatchResult(locked=True, finished=len(batch), jobs=frozenset(counts), effects=recorded)
+        left = cursor.fetchone()
+        if left is not None and left[0] == 0:
+            done.append(job_id)
+    if plan.effects:
+        conn.execute(effects.insert(), effect_values(plan.effects, now))
+    return done

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, delete, exists, insert, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
@@ -19,38 +20,16 @@ from sqlalchemy.sql.selectable import Exists
 
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.keys import ResourceKey
-from bulkapi.core.operations import OpKind
+from bulkapi.core.plan import AppliedChange
 from bulkapi.store.database import as_utc
 from bulkapi.store.tables import effects
 
 _PENDING = EffectStatus.PENDING.value
 
 
-def operation_id(job_id: str, index: int) -> str:
-    """A bulk operation's id: stable, so it can serve as an idempotency key downstream."""
-    return f"{job_id}.{index}"
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedChange:
-    """One applied write whose type asked for effects."""
-
-    tenant_id: str
-    key: ResourceKey
-    partition: int
-    operation_id: str
-    job_id: str | None
-    index: int | None
-    kind: OpKind
-    version: int
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    effects: tuple[str, ...]
-
-
-def record_effects(conn: Connection, changes: Iterable[AppliedChange], now: datetime) -> int:
-    """Insert one pending row per triggered effect; returns how many."""
-    rows = [
+def effect_values(changes: Iterable[AppliedChange], now: datetime) -> list[dict[str, Any]]:
+    """One pending outbox row per effect a change triggered, in its declared order."""
+    return [
         {
             "tenant_id": change.tenant_id,
             "type": change.key.type,
@@ -73,6 +52,53 @@ def record_effects(conn: Connection, changes: Iterable[AppliedChange], now: date
         for change in changes
         for position, name in enumerate(change.effects)
     ]
+
+
+_PG_INSERT = """
+INSERT INTO effects (tenant_id, type, rid, version, position, name, partition, operation_id,
+                     job_id, idx, op, before, after, status, attempts, next_attempt_at,
+                     created_at)
+SELECT e.tenant_id, e.type, e.rid, e.version, e.position, e.name, e.partition,
+       e.operation_id, e.job_id, e.idx, e.op, e.before, e.after, 'pending', 0, %(now)s,
+       %(now)s
+FROM unnest(%(tenant_id)b::varchar[], %(type)b::varchar[], %(rid)b::varchar[],
+            %(version)b::integer[], %(position)b::smallint[], %(name)b::varchar[],
+            %(partition)b::smallint[], %(operation_id)b::varchar[], %(job_id)b::varchar[],
+            %(idx)b::integer[], %(op)b::varchar[], %(before)b::text[]::jsonb[],
+            %(after)b::text[]::jsonb[])
+  AS e(tenant_id, type, rid, version, position, name, partition, operation_id, job_id, idx,
+       op, before, after)
+"""
+_PG_COLUMNS = (
+    "tenant_id",
+    "type",
+    "rid",
+    "version",
+    "position",
+    "name",
+    "partition",
+    "operation_id",
+    "job_id",
+    "idx",
+    "op",
+)
+
+
+def insert_effects(cursor: Any, changes: Iterable[AppliedChange], now: datetime) -> None:
+    """``record_effects`` on a raw psycopg cursor, as one array statement, so it can go
+    out in a pipeline with the rest of a write and its COMMIT."""
+    rows = effect_values(changes, now)
+    arrays: dict[str, Any] = {column: [row[column] for row in rows] for column in _PG_COLUMNS}
+    for column in ("before", "after"):
+        arrays[column] = [
+            None if row[column] is None else orjson.dumps(row[column]).decode() for row in rows
+        ]
+    cursor.execute(_PG_INSERT, {"now": now, **arrays})
+
+
+def record_effects(conn: Connection, changes: Iterable[AppliedChange], now: datetime) -> int:
+    """Insert one pending row per triggered effect; returns how many."""
+    rows = effect_values(changes, now)
     if rows:
         conn.execute(insert(effects), rows)
     return len(rows)

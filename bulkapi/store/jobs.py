@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.errors import JobFinished, NotFound
 from bulkapi.core.jobs import OPEN_STATUSES, STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert
-from bulkapi.store.drain import add_counts
 from bulkapi.store.effects import EffectRecord, effects_of_operations, effects_summary_is
 from bulkapi.store.tables import (
     job_counts,
     job_status_history,
     jobs,
     operations,
+    resources,
     status_tokens,
 )
 from bulkapi.store.webhooks import purge_deliveries, record_delivery
@@ -296,46 +296,76 @@ def pending_partitions(conn: Connection) -> list[int]:
     )
 
 
+#: Rows per statement when a cancel names operations or keys one by one.
+_CANCEL_CHUNK = 1000
+
+
 def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> bool:
     """Cancel every operation of the job not yet applied; applied ones stay.
+
+    Idempotent: cancelling a job that is already cancelled changes nothing and is not an
+    error, so concurrent or retried cancels all succeed alike on every database; a job
+    that finished otherwise is ``JobFinished``. Operations a drain holds right now are
+    skipped, never waited for: that drain applies them (they were already under way),
+    or, should it fail, a later drain cancels them (it sees ``cancelled_at``).
 
     Returns whether a webhook delivery was recorded (the webhook lane should be woken).
     """
     status = conn.execute(
-        select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+        select(jobs.c.status)
+        .where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
+        .with_for_update()
     ).scalar()
     if status is None:
         raise NotFound(f"No job {job_id}.")
+    if status == JobStatus.CANCELLED.value:
+        return False
     if JobStatus(status).is_terminal:
         raise JobFinished(f"Job {job_id} is already {status}.")
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancelled_at=now))
     o = operations
-    pending = OpStatus.PENDING.value
-    # Lock in id order, the order drains lock in, so the two never deadlock.
-    partitions = (
+    reachable = conn.execute(
+        select(o.c.id, o.c.partition, o.c.tenant_id, o.c.type, o.c.rid)
+        .where(o.c.job_id == job_id, o.c.status == OpStatus.PENDING.value)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for chunk in _chunks([row.id for row in reachable]):
         conn.execute(
-            select(o.c.partition)
-            .where(o.c.job_id == job_id, o.c.status == pending)
-            .order_by(o.c.id)
-            .with_for_update()
+            update(o)
+            .where(o.c.id.in_(chunk))
+            .values(status=OpStatus.CANCELLED.value, finished_at=now)
         )
-        .scalars()
-        .all()
-    )
-    conn.execute(
-        update(o)
-        .where(o.c.job_id == job_id, o.c.status == pending)
-        .values(status=OpStatus.CANCELLED.value, finished_at=now)
-    )
-    for partition, cancelled in Counter(partitions).items():
-        add_counts(conn, partition, {job_id: Counter({OpStatus.CANCELLED: cancelled})})
-    total = conn.execute(
-        select(jobs.c.total).where(jobs.c.id == job_id).with_for_update()
-    ).scalar_one()
-    status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
-    if JobStatus(status).is_terminal:
-        return False
+    _release_keys(conn, sorted((row.tenant_id, row.type, row.rid) for row in reachable))
+    c = job_counts
+    for partition, cancelled in sorted(Counter(row.partition for row in reachable).items()):
+        conn.execute(
+            update(c)
+            .where(c.c.job_id == job_id, c.c.partition == partition)
+            .values(cancelled=c.c.cancelled + cancelled, pending=c.c.pending - cancelled)
+        )
+    total = conn.execute(select(jobs.c.total).where(jobs.c.id == job_id)).scalar_one()
     done = _finish(conn, job_id, _counts(conn, {job_id: total})[job_id], now)
     return done is not None and done.webhook
+
+
+def _release_keys(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> None:
+    """One pending operation fewer on each key (a job has at most one per key), locking
+    the rows in the one global order admissions use."""
+    r = resources
+    row_key = tuple_(r.c.tenant_id, r.c.type, r.c.rid)
+    for chunk in _chunks(keys):
+        conn.execute(
+            select(r.c.tenant_id)
+            .where(row_key.in_(chunk))
+            .order_by(r.c.tenant_id, r.c.type, r.c.rid)
+            .with_for_update()
+        ).all()
+        conn.execute(update(r).where(row_key.in_(chunk)).values(pending=r.c.pending - 1))
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CANCEL_CHUNK):
+        yield items[start : start + _CANCEL_CHUNK]
 
 
 def purge_finished(conn: Connection, finished_before: datetime, limit: int) -> int:

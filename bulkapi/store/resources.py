@@ -6,24 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.apply import ResourceState
-from bulkapi.core.errors import (
-    ApplyFailed,
-    NotFound,
-    ResourceBusy,
-    RuleRejectedWrite,
-    ValidationFailed,
-)
+from bulkapi.core.errors import NotFound
 from bulkapi.core.keys import ResourceKey
-from bulkapi.core.operations import Operation, OpError, OpKind, OpStatus
-from bulkapi.core.preconditions import Preconditions
-from bulkapi.ids import new_id
-from bulkapi.store.database import as_utc, dialect_insert
-from bulkapi.store.drain import Apply
-from bulkapi.store.effects import AppliedChange, record_effects
+from bulkapi.core.operations import OpStatus
+from bulkapi.core.plan import AppliedChange
+from bulkapi.core.preconditions import ANY_VERSION, Preconditions
+from bulkapi.store.database import as_utc, dialect_insert, is_postgres
+from bulkapi.store.effects import insert_effects, record_effects
 from bulkapi.store.tables import operations, resources
 
 
@@ -92,109 +86,174 @@ def oldest_pending_job(conn: Connection, tenant_id: str, key: ResourceKey) -> st
     ).scalar()
 
 
-def _lock_state(conn: Connection, tenant_id: str, key: ResourceKey) -> ResourceState | None:
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """A key's row, locked for a sync write: its state and its unfinished bulk work."""
+
+    state: ResourceState
+    pending: int
+
+
+_PG_LOCK_OR_CREATE = """
+INSERT INTO resources AS r (tenant_id, type, rid, version, admitted_seq, created_at,
+                            updated_at)
+VALUES (%(tenant)s, %(type)s, %(rid)s, 0, 0, %(now)s, %(now)s)
+ON CONFLICT (tenant_id, type, rid) DO UPDATE SET pending = r.pending
+RETURNING version, data, pending
+"""
+_PG_LOCK = """
+SELECT version, data, pending FROM resources
+WHERE tenant_id = %(tenant)s AND type = %(type)s AND rid = %(rid)s
+FOR UPDATE
+"""
+_PG_WRITE = """
+UPDATE resources
+SET version = %(version)s, data = %(data)s::jsonb, updated_at = %(now)s,
+    created_at = CASE WHEN %(created)s THEN %(now)s ELSE created_at END
+WHERE tenant_id = %(tenant)s AND type = %(type)s AND rid = %(rid)s
+"""
+
+
+def lock_for_write(
+    conn: Connection, tenant_id: str, key: ResourceKey, now: datetime, *, create: bool
+) -> Locked | None:
+    """Lock the key's row (creating an absent placeholder first when ``create``); None
+    when there is no row and none was to be created.
+
+    The row lock is what admissions take to count a key's pending work, so while it is
+    held no bulk operation can be admitted for the key, and ``pending`` is exact.
+    """
+    if is_postgres(conn):
+        row = _pg_one(
+            conn,
+            _PG_LOCK_OR_CREATE if create else _PG_LOCK,
+            {"tenant": tenant_id, "type": key.type, "rid": key.id, "now": now},
+        )
+        return None if row is None else Locked(ResourceState(row[0], row[1]), row[2])
     r = resources
-    row = conn.execute(
-        select(r.c.version, r.c.data).where(*_where_key(tenant_id, key)).with_for_update()
+    if create:
+        conn.execute(
+            dialect_insert(conn, r)
+            .values(
+                tenant_id=tenant_id,
+                type=key.type,
+                rid=key.id,
+                version=0,
+                admitted_seq=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+    found = conn.execute(
+        select(r.c.version, r.c.data, r.c.pending).where(*_where_key(tenant_id, key))
     ).first()
-    return None if row is None else ResourceState(row.version, row.data)
+    if found is None:
+        return None
+    return Locked(ResourceState(found.version, found.data), found.pending)
 
 
-def _lock_or_create(
-    conn: Connection, tenant_id: str, key: ResourceKey, now: datetime
-) -> ResourceState:
-    """Lock the key's row, creating an absent placeholder first: one round trip."""
-    r = resources
-    insert = dialect_insert(conn, r).values(
-        tenant_id=tenant_id,
-        type=key.type,
-        rid=key.id,
-        version=0,
-        admitted_seq=0,
-        created_at=now,
-        updated_at=now,
-    )
-    row = conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=[r.c.tenant_id, r.c.type, r.c.rid],
-            set_={"admitted_seq": r.c.admitted_seq},  # a no-op update: takes the row lock
-        ).returning(r.c.version, r.c.data)
-    ).one()
-    return ResourceState(row.version, row.data)
+def _pg_one(conn: Connection, statement: str, params: dict[str, Any]) -> Any:
+    """The first row of a raw statement; BEGIN travels with it in one round trip."""
+    driver = conn.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    with driver.pipeline():  # type: ignore[union-attr]
+        cursor.execute(statement, params)
+    return cursor.fetchone()
 
 
-def write_resource(
+def write_state(
     conn: Connection,
     tenant_id: str,
-    operation: Operation,
-    now: datetime,
-    apply: Apply,
+    key: ResourceKey,
     *,
-    partition: int,
-    preconditions: Preconditions,
-) -> WriteResult:
-    """Apply one write now, unless accepted bulk work on the key must go first.
+    state: ResourceState,
+    created: bool,
+    changes: list[AppliedChange],
+    now: datetime,
+) -> None:
+    """Store a sync write's result (and its effects) on the locked row, and commit."""
+    if not is_postgres(conn):
+        values: dict[str, Any] = {"version": state.version, "data": state.data, "updated_at": now}
+        if created:
+            values["created_at"] = now
+        conn.execute(update(resources).where(*_where_key(tenant_id, key)).values(**values))
+        record_effects(conn, changes, now)
+        return
+    driver = conn.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    with driver.pipeline():  # type: ignore[union-attr]  # the writes and COMMIT: one trip
+        cursor.execute(
+            _PG_WRITE,
+            {
+                "tenant": tenant_id,
+                "type": key.type,
+                "rid": key.id,
+                "version": state.version,
+                "data": None if state.data is None else orjson.dumps(state.data).decode(),
+                "created": created,
+                "now": now,
+            },
+        )
+        if changes:
+            insert_effects(cursor, changes, now)
+        driver.commit()  # type: ignore[union-attr]
 
-    The key's row lock is what admissions take to hand out sequence numbers, so while it
-    is held no bulk operation can be admitted for the key, and the pending check below
-    sees every one admitted before.
-    """
-    key = operation.key
-    if operation.kind is OpKind.UPSERT:
-        state = _lock_or_create(conn, tenant_id, key, now)
-    else:
-        found = _lock_state(conn, tenant_id, key)
-        if found is None:
-            raise NotFound(f"No resource {key.type}/{key.id}.")
-        state = found
-    holder = oldest_pending_job(conn, tenant_id, key)
-    if holder is not None:
-        raise ResourceBusy(
-            f"{key.type}/{key.id} has accepted bulk operations not yet applied.", job_id=holder
-        )
-    if operation.kind is not OpKind.UPSERT and not state.exists:
-        # Without preconditions this is a 404, so they are not evaluated (RFC 9110 13.2.1).
-        raise NotFound(f"No resource {key.type}/{key.id}.")
-    preconditions.check(state, f"{key.type}/{key.id}")
-    outcome = apply(state, operation)
-    if outcome.error is OpError.RULE_REJECTED:
-        if outcome.details:
-            raise ValidationFailed(outcome.message or "invalid document", dict(outcome.details))
-        raise RuleRejectedWrite(outcome.message or "rejected by a business rule")
-    if outcome.error is not None:
-        raise ApplyFailed(outcome.message or "the write could not be applied")
-    r = resources
-    conn.execute(
-        update(r)
-        .where(*_where_key(tenant_id, key))
-        .values(
-            version=outcome.state.version,
-            data=outcome.state.data,
-            admitted_seq=r.c.admitted_seq + 1,
-            updated_at=now,
-        )
-    )
-    changes = (
-        [
-            AppliedChange(
-                tenant_id,
-                key,
-                partition,
-                new_id("wr"),
-                None,
-                None,
-                operation.kind,
-                outcome.state.version,
-                state.data,
-                outcome.state.data,
-                outcome.effects,
-            )
-        ]
-        if outcome.effects
-        else []
-    )
-    recorded = record_effects(conn, changes, now)
-    stored = StoredResource(key.type, key.id, outcome.state.version, outcome.state.data, now)
-    return WriteResult(
-        stored, created=operation.kind is OpKind.UPSERT and not state.exists, effects=recorded
-    )
+
+#: A blind upsert (no rules, no effects) on PostgreSQL: lock-or-create, pending check,
+#: preconditions and write in one statement. ``created_at`` is set whenever the write
+#: brings the resource into existence, which is how the answer tells 201 from 200.
+_BLIND_UPSERT = """
+INSERT INTO resources AS r (tenant_id, type, rid, version, admitted_seq, data, created_at,
+                            updated_at)
+VALUES (%(tenant)s, %(type)s, %(rid)s, 1, 0, %(data)s::jsonb, %(now)s, %(now)s)
+ON CONFLICT (tenant_id, type, rid) DO UPDATE
+SET version = r.version + 1, data = excluded.data, updated_at = excluded.updated_at,
+    created_at = CASE WHEN r.data IS NULL THEN excluded.created_at ELSE r.created_at END
+WHERE r.pending = 0 AND (NOT %(only_new)s OR r.data IS NULL)
+RETURNING r.version, r.created_at = %(now)s
+"""
+#: The same for a replacement under ``If-Match``: the resource must exist.
+_BLIND_REPLACE = """
+UPDATE resources AS r
+SET version = r.version + 1, data = %(data)s::jsonb, updated_at = %(now)s
+WHERE r.tenant_id = %(tenant)s AND r.type = %(type)s AND r.rid = %(rid)s
+  AND r.pending = 0 AND r.data IS NOT NULL
+  AND (%(versions)s::integer[] IS NULL OR r.version = ANY(%(versions)s::integer[]))
+RETURNING r.version, false
+"""
+
+
+def write_blind(
+    conn: Connection,
+    tenant_id: str,
+    key: ResourceKey,
+    *,
+    data: dict[str, Any],
+    preconditions: Preconditions,
+    now: datetime,
+) -> tuple[int, bool] | None:
+    """Try an upsert whose outcome needs no read (PostgreSQL only): one round trip with
+    its COMMIT. The new version and whether it created the resource, or None when the
+    key is busy or a precondition does not hold: nothing was written, the row (if any)
+    stays locked, and the caller reads it to say why."""
+    if_match = preconditions.if_match
+    params: dict[str, Any] = {
+        "tenant": tenant_id,
+        "type": key.type,
+        "rid": key.id,
+        "data": orjson.dumps(data).decode(),
+        "now": now,
+        "only_new": preconditions.if_none_match,
+        "versions": None if if_match is None or if_match == ANY_VERSION else sorted(if_match),
+    }
+    statement = _BLIND_UPSERT if if_match is None else _BLIND_REPLACE
+    driver = conn.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    with driver.pipeline():  # type: ignore[union-attr]
+        cursor.execute(statement, params)
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    driver.commit()  # type: ignore[union-attr]
+    return int(row[0]), bool(row[1])

@@ -49,7 +49,9 @@ api_keys = Table(
 )
 
 #: One row per key ever written. ``data`` NULL = absent (placeholder or tombstone);
-#: ``admitted_seq`` is the per-key sequence handed to each accepted write.
+#: ``admitted_seq`` is the per-key sequence handed to each accepted bulk operation,
+#: ``pending`` how many of them are not finished yet (sync writes apply only at zero),
+#: ``retry_at`` until when the key waits for a crashed rule's next attempt.
 resources = Table(
     "resources",
     metadata,
@@ -58,6 +60,8 @@ resources = Table(
     Column("rid", String(128), nullable=False),
     Column("version", Integer, nullable=False, server_default=text("0")),
     Column("admitted_seq", Integer, nullable=False),
+    Column("pending", Integer, nullable=False, server_default=text("0")),
+    Column("retry_at", Timestamp),
     Column("data", Document),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
@@ -79,6 +83,8 @@ jobs = Table(
     Column("deadline", Timestamp),
     Column("idempotency_key", String(255)),
     Column("request_hash", String(64)),
+    #: When a cancel was asked; drains cancel the operations it could not reach.
+    Column("cancelled_at", Timestamp),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_idempotency"),
     Index("ix_jobs_tenant_id", "tenant_id", "id"),
     Index("ix_jobs_finished_at", "finished_at"),
@@ -110,6 +116,8 @@ job_status_history = Table(
 
 #: Outcome counters per (job, partition): each drain touches only its own row, so
 #: partitions never queue up behind one hot job row; readers add the rows up.
+#: ``pending`` starts at the job's operations in the partition (written at admission):
+#: the drain that takes it to zero is the one that may finish the job.
 job_counts = Table(
     "job_counts",
     metadata,
@@ -118,6 +126,7 @@ job_counts = Table(
     Column("succeeded", Integer, nullable=False),
     Column("failed", Integer, nullable=False),
     Column("cancelled", Integer, nullable=False),
+    Column("pending", Integer, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("job_id", "partition"),
 )
 
@@ -138,6 +147,8 @@ operations = Table(
     Column("data", Document),
     Column("if_version", Integer),
     Column("status", String(10), nullable=False),
+    #: Attempts that ended in a crash of operator code (retried after a backoff).
+    Column("attempts", SmallInteger, nullable=False, server_default=text("0")),
     Column("version", Integer),
     Column("error_code", String(32)),
     Column("error_message", Text),

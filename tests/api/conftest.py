@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +15,8 @@ from sqlalchemy.engine import Connection
 from werkzeug.test import TestResponse
 
 from bulkapi.core.keys import ResourceKey, partition_of
+from bulkapi.dispatch.drainer import drain_batch
 from bulkapi.store.database import utcnow
-from bulkapi.store.drain import drain_batch
 from bulkapi.store.jobs import settle
 from bulkapi.store.tenants import authenticate
 from tests.conftest import (
@@ -124,22 +125,26 @@ class HeldDrains:
         self.holder = holder
 
     def drain(self, partition: int) -> None:
-        settings = self.service.runtime.settings
+        runtime = self.service.runtime
+        drain = functools.partial(
+            drain_batch,
+            partition=partition,
+            batch_size=runtime.settings.batch_size,
+            now=utcnow(),
+            decide=runtime.decide,
+            policy=runtime.rule_retries,
+        )
         if self.holder is None:  # embedded: SQLite serializes writers, no lock to take
-            with self.service.runtime.engine.begin() as conn:
-                result = drain_batch(
-                    conn, partition, settings.batch_size, utcnow(), self.service.runtime.apply
-                )
-            with self.service.runtime.engine.begin() as conn:
-                settle(conn, result.jobs, utcnow())
+            with runtime.engine.begin() as conn:
+                result = drain(conn)
+            with runtime.engine.begin() as conn:
+                settle(conn, result.done_jobs, utcnow())
         else:  # the session holding every partition lock may take them again
-            result = drain_batch(
-                self.holder, partition, settings.batch_size, utcnow(), self.service.runtime.apply
-            )
+            result = drain(self.holder)
             self.holder.commit()
-            settle(self.holder, result.jobs, utcnow())
+            settle(self.holder, result.done_jobs, utcnow())
             self.holder.commit()
-        assert result.locked and result.finished > 0
+        assert result.locked and result.read > 0
 
 
 @contextmanager

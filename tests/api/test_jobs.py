@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -185,11 +186,32 @@ def test_cancel_of_a_finished_job_is_job_finished(api: InProcessApi) -> None:
     assert api.get(f"/v1/jobs/{job['id']}").get_json() == final
 
 
-def test_cancel_of_a_cancelled_job_is_job_finished(service: Service, api: InProcessApi) -> None:
+def test_cancel_is_idempotent_but_a_job_finished_otherwise_is_job_finished(
+    service: Service, api: InProcessApi
+) -> None:
     with service.drains_paused():
         job = api.submit([_upsert("a")])
-        assert api.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
-        assert_problem(api.post(f"/v1/jobs/{job['id']}/cancel"), 409, "job_finished")
+        first = api.post(f"/v1/jobs/{job['id']}/cancel")
+        again = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert first.status_code == again.status_code == 202
+    assert again.get_json()["status"] == "cancelled"
+    assert again.get_json()["status_history"] == first.get_json()["status_history"]
+    done = api.submit([_upsert("b")])
+    assert api.wait_job(done["id"])["status"] == "succeeded"
+    assert_problem(api.post(f"/v1/jobs/{done['id']}/cancel"), 409, "job_finished")
+
+
+def test_concurrent_cancels_of_one_running_job_all_succeed(
+    service: Service, api: InProcessApi
+) -> None:
+    with service.drains_paused():
+        job = api.submit([_upsert(f"c-{n}") for n in range(50)])
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda _: api.post(f"/v1/jobs/{job['id']}/cancel"), range(6)))
+    assert [a.status_code for a in answers] == [202] * 6
+    final = api.get(f"/v1/jobs/{job['id']}").get_json()
+    assert final["status"] == "cancelled"
+    assert final["counts"]["cancelled"] == 50
 
 
 # --- per-operation if_version -----------------------------------------------------------

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bulkapi import writes
 from bulkapi.api import jobs as jobs_api
+from bulkapi.writes import SyncWriter
 from tests.api.test_events import EventStream
 from tests.conftest import InProcessApi, Service, embedded_service
 from tests.support import WAIT_SECONDS
@@ -106,7 +106,7 @@ def test_a_sync_write_without_a_slot_answers_busy_at_once(
     two_slots: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant_a, tenant_b = two_slots.api(), two_slots.api()
-    first_try = FirstCall(monkeypatch, writes, "write_resource")
+    first_try = FirstCall(monkeypatch, SyncWriter, "write_once")
 
     def busy_write_status(api: InProcessApi) -> int:
         """The status of a ``Prefer: wait=30`` PUT to a busy key freed after its first try."""

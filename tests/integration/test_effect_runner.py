@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from bulkapi.applier import Applier
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpKind
+from bulkapi.core.plan import RetryPolicy
 from bulkapi.dispatch.actors import declare_partition_actors
 from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
 from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
@@ -328,7 +329,7 @@ def test_a_wakeup_that_finds_the_runner_at_work_is_left_to_it(
     broker = StubBroker()
     actors = declare_partition_actors(
         broker,
-        PartitionDrainer(engine, 100, 1.0, Applier(runner.registry)),
+        PartitionDrainer(engine, 100, 1.0, Applier(runner.registry), RetryPolicy()),
         runner.run,
         send_webhooks=lambda _: DrainState.EMPTY,
         busy_retry_delay=0.25,

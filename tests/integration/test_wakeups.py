@@ -10,6 +10,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select
 
 from bulkapi.applier import Applier
+from bulkapi.core.plan import RetryPolicy
 from bulkapi.dispatch.actors import declare_partition_actors
 from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
 from bulkapi.dispatch.scheduled import MemoryFlags
@@ -30,7 +31,7 @@ def test_wakeups_that_find_the_partition_draining_bounce_once_per_lane(
     engine = make_engine(postgres_url)
     upgrade(engine)
     broker = StubBroker()
-    drainer = PartitionDrainer(engine, 100, 1.0, Applier(TypeRegistry([])))
+    drainer = PartitionDrainer(engine, 100, 1.0, Applier(TypeRegistry([])), RetryPolicy())
     actors = declare_partition_actors(
         broker,
         drainer,
