@@ -86,8 +86,8 @@ class SyncWriter:
                     version, created = written
                     stored = StoredResource(key.type, key.id, version, operation.data, now)
                     return WriteResult(stored, created=created)
-                # Not written: the key is busy or a precondition failed. Its row is
-                # locked now; the general path below says which.
+                # Not written: the key is busy or a precondition failed; the general
+                # path below reads the row and says which.
             locked = lock_for_write(
                 conn, tenant_id, key, now, create=operation.kind is OpKind.UPSERT
             )

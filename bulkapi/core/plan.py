@@ -57,6 +57,7 @@ class Pending:
     job_id: str
     index: int
     tenant_id: str
+    partition: int
     seq: int
     operation: Operation
     #: Attempts that already ended in a crash of operator code.
@@ -153,8 +154,8 @@ class BatchPlan:
     decided: list[Decided] = field(default_factory=list)
     deferred: list[Deferred] = field(default_factory=list)
     keys: list[KeyWrite] = field(default_factory=list)
-    #: Outcome counts per job (all in the batch's partition).
-    tallies: dict[str, Tally] = field(default_factory=dict)
+    #: Outcome counts per (job, partition).
+    tallies: dict[tuple[str, int], Tally] = field(default_factory=dict)
     effects: list[AppliedChange] = field(default_factory=list)
 
     @property
@@ -177,7 +178,6 @@ def plan_batch(
     states: Mapping[StateKey, ResourceState],
     jobs: Mapping[str, JobFacts],
     *,
-    partition: int,
     now: datetime,
     decide: Decide,
     policy: RetryPolicy,
@@ -221,12 +221,13 @@ def plan_batch(
                 decided = _decided(pending, outcome)
                 if outcome.succeeded:
                     if outcome.effects:
-                        plan.effects.append(_change(pending, partition, state, outcome))
+                        plan.effects.append(_change(pending, state, outcome))
                     state = outcome.state
             plan.decided.append(decided)
-            tally = plan.tallies.get(pending.job_id)
+            counted = (pending.job_id, pending.partition)
+            tally = plan.tallies.get(counted)
             if tally is None:
-                tally = plan.tallies[pending.job_id] = Tally()
+                tally = plan.tallies[counted] = Tally()
             tally.add(decided.status)
             done += 1
         plan.keys.append(KeyWrite(key, state, state is not before, done, retry_at))
@@ -239,14 +240,12 @@ def _decided(pending: Pending, outcome: Outcome) -> Decided:
     return Decided(pending.ref, OpStatus.FAILED, None, outcome.error, outcome.message)
 
 
-def _change(
-    pending: Pending, partition: int, state: ResourceState, outcome: Outcome
-) -> AppliedChange:
+def _change(pending: Pending, state: ResourceState, outcome: Outcome) -> AppliedChange:
     op = pending.operation
     return AppliedChange(
         pending.tenant_id,
         op.key,
-        partition,
+        pending.partition,
         operation_id(pending.job_id, pending.index),
         pending.job_id,
         pending.index,

@@ -84,7 +84,7 @@ def declare_partition_actors(
         return drainer.drain(
             partition,
             DrainHooks(
-                on_effects=lambda: actors.wake("effects", partition),
+                on_effects=lambda effects_partition: actors.wake("effects", effects_partition),
                 on_webhooks=lambda: actors.wake("webhooks", WEBHOOKS_SHARD),
                 # Straight to the queue, past the coalescing flag: a wake-up queued now
                 # may run before the key is due, and this one must come after.

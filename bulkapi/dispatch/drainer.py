@@ -44,8 +44,8 @@ class BatchResult:
     read: int = 0
     #: Jobs whose last operation in the partition this batch finished.
     done_jobs: frozenset[str] = frozenset()
-    #: Side effects the batch recorded (to be run after commit).
-    effects: int = 0
+    #: Partitions in which the batch recorded side effects (to be run after commit).
+    effects: frozenset[int] = frozenset()
     #: When a key put off by a crashed rule may be tried again.
     retry_at: datetime | None = None
 
@@ -58,9 +58,11 @@ def drain_batch(
     now: datetime,
     decide: Decide,
     policy: RetryPolicy,
+    spill: bool = True,
 ) -> BatchResult:
-    """One batch of ``partition`` on ``conn``; committed when it returns."""
-    batch = read_batch(conn, partition, batch_size, now)
+    """One batch of ``partition`` on ``conn`` (see ``read_batch`` for ``spill``);
+    committed when it returns."""
+    batch = read_batch(conn, partition, batch_size, now, spill=spill)
     if batch is None:
         return BatchResult(locked=False)
     if not batch.pending:
@@ -69,23 +71,23 @@ def drain_batch(
         batch.pending,
         batch.states,
         batch.jobs,
-        partition=partition,
         now=now,
         decide=decide,
         policy=policy,
         jitter=random.random,
     )
-    done = write_plan(conn, partition, plan, now)
-    return BatchResult(True, len(batch.pending), frozenset(done), len(plan.effects), plan.retry_at)
+    done = write_plan(conn, plan, now)
+    effects = frozenset(change.partition for change in plan.effects)
+    return BatchResult(True, len(batch.pending), frozenset(done), effects, plan.retry_at)
 
 
 @dataclass(frozen=True)
 class DrainHooks:
-    """What a drain starts besides itself: effects after a batch recorded some, webhooks
-    after a settle finished a job with a callback URL, a wake-up when a put-off key is
-    due (its delay in seconds)."""
+    """What a drain starts besides itself: a partition's effects after a batch recorded
+    some there, webhooks after a settle finished a job with a callback URL, a wake-up
+    when a put-off key is due (its delay in seconds)."""
 
-    on_effects: Callable[[], None] = lambda: None
+    on_effects: Callable[[int], None] = lambda _partition: None
     on_webhooks: Callable[[], None] = lambda: None
     on_retry: Callable[[float], None] = field(default=lambda _delay: None)
 
@@ -114,8 +116,8 @@ class PartitionDrainer:
                 )
             if not result.locked:
                 return DrainState.BUSY
-            if result.effects:
-                hooks.on_effects()
+            for effects_partition in sorted(result.effects):
+                hooks.on_effects(effects_partition)
             if result.done_jobs:
                 with self.engine.begin() as conn:
                     settled = settle(conn, result.done_jobs, utcnow())

@@ -41,7 +41,9 @@ logger = logging.getLogger(__name__)
 #: First half of the PostgreSQL advisory-lock key for effect runners ("ef").
 EFFECTS_LOCK_SPACE = 0x6566
 #: Effects read per pass: every resource's earliest due ones first, then its next ones.
-EFFECTS_PER_PASS = 100
+#: A pass costs two commits (claims, outcomes), so a pass as large as a drain batch keeps
+#: the outbox from costing more per change than the change itself.
+EFFECTS_PER_PASS = 500
 
 _DIED = (
     "gave up after {attempts} attempts: the last did not finish "

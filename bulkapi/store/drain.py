@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.apply import ResourceState
@@ -35,7 +35,7 @@ from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
 from bulkapi.store.effects import effect_values, insert_effects
-from bulkapi.store.tables import effects, job_status_history, jobs, operations, resources
+from bulkapi.store.tables import effects, job_status_history, jobs, resources
 
 #: Tenants served per batch; the rest wait for the next batch (oldest first).
 MAX_TENANTS_PER_BATCH = 8
@@ -55,7 +55,9 @@ class Batch:
     jobs: dict[str, JobFacts]
 
 
-def read_batch(conn: Connection, partition: int, batch_size: int, now: datetime) -> Batch | None:
+def read_batch(
+    conn: Connection, partition: int, batch_size: int, now: datetime, *, spill: bool = True
+) -> Batch | None:
     """Lock the partition and its next batch; None when another drainer holds it.
 
     Each waiting tenant (longest-waiting first, at most ``MAX_TENANTS_PER_BATCH``) gets
@@ -63,18 +65,22 @@ def read_batch(conn: Connection, partition: int, batch_size: int, now: datetime)
     cannot make another's ten wait behind them. Oldest first also means every key in
     the batch brings its lowest pending sequence numbers (for one key, id order is
     admission order). Keys waiting for a crashed rule's retry are left out whole.
+
+    SQLite has one writer at a time, so a drain there holds every partition: with
+    ``spill`` it goes on from ``partition`` to the next ones with pending work until the
+    batch is full (fewer, fuller transactions).
     """
     if is_postgres(conn):
         return _read_batch_postgres(conn, partition, batch_size, now)
-    return _read_batch_sqlite(conn, partition, batch_size, now)
+    return _read_batch_sqlite(conn, partition, batch_size, now, spill)
 
 
-def write_plan(conn: Connection, partition: int, plan: BatchPlan, now: datetime) -> list[str]:
-    """Write the plan and commit; the jobs whose last operation in this partition the
+def write_plan(conn: Connection, plan: BatchPlan, now: datetime) -> list[str]:
+    """Write the plan and commit; the jobs whose last operation in some partition the
     batch finished (the ones that may now be done)."""
     if is_postgres(conn):
-        return _write_plan_postgres(conn, partition, plan, now)
-    return _write_plan_sqlite(conn, partition, plan, now)
+        return _write_plan_postgres(conn, plan, now)
+    return _write_plan_sqlite(conn, plan, now)
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
@@ -161,6 +167,7 @@ def _read_batch_postgres(
                 job_id,
                 index,
                 tenant_id,
+                partition,
                 seq,
                 Operation(OpKind(op), key, data, if_version),
                 attempts,
@@ -186,16 +193,26 @@ SELECT id, 'processing', %(now)s FROM moved
 ON CONFLICT DO NOTHING
 """
 _PG_WRITE_RESOURCES = """
+WITH w AS (
+    SELECT * FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
+                         %(changed)b::boolean[], %(versions)b::integer[],
+                         %(datas)b::text[]::jsonb[], %(done)b::integer[],
+                         %(retry)b::timestamptz[])
+      AS w(tenant_id, type, rid, changed, version, data, done, retry_at)
+),
+locked AS (  -- in key order, as admissions lock: the two never deadlock
+    SELECT w.* FROM resources AS r
+    JOIN w ON r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
+    ORDER BY r.tenant_id, r.type, r.rid
+    FOR UPDATE OF r
+)
 UPDATE resources AS r
 SET version = CASE WHEN w.changed THEN w.version ELSE r.version END,
     data = CASE WHEN w.changed THEN w.data ELSE r.data END,
     updated_at = CASE WHEN w.changed THEN %(now)s ELSE r.updated_at END,
     pending = r.pending - w.done,
     retry_at = w.retry_at
-FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
-            %(changed)b::boolean[], %(versions)b::integer[], %(datas)b::text[]::jsonb[],
-            %(done)b::integer[], %(retry)b::timestamptz[])
-  AS w(tenant_id, type, rid, changed, version, data, done, retry_at)
+FROM locked AS w
 WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
 """
 _PG_FINISH = """
@@ -213,9 +230,10 @@ UPDATE job_counts AS c
 SET succeeded = c.succeeded + t.succeeded, failed = c.failed + t.failed,
     cancelled = c.cancelled + t.cancelled,
     pending = c.pending - t.succeeded - t.failed - t.cancelled
-FROM unnest(%(jobs)b::varchar[], %(succeeded)b::integer[], %(failed)b::integer[],
-            %(cancelled)b::integer[]) AS t(job_id, succeeded, failed, cancelled)
-WHERE c.job_id = t.job_id AND c.partition = %(partition)s
+FROM unnest(%(jobs)b::varchar[], %(partitions)b::integer[], %(succeeded)b::integer[],
+            %(failed)b::integer[], %(cancelled)b::integer[])
+  AS t(job_id, partition, succeeded, failed, cancelled)
+WHERE c.job_id = t.job_id AND c.partition = t.partition
 RETURNING c.job_id, c.pending
 """
 
@@ -224,13 +242,12 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _write_plan_postgres(
-    conn: Connection, partition: int, plan: BatchPlan, now: datetime
-) -> list[str]:
+def _write_plan_postgres(conn: Connection, plan: BatchPlan, now: datetime) -> list[str]:
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
-    counted = driver.cursor()  # type: ignore[union-attr]
-    job_ids = sorted(plan.tallies)
+    counter = driver.cursor()  # type: ignore[union-attr]
+    counted = sorted(plan.tallies)
+    job_ids = sorted({job_id for job_id, _ in counted})
     finished = [
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
@@ -265,13 +282,13 @@ def _write_plan_postgres(
                 "attempts": [f[5] for f in finished],
             },
         )
-        if job_ids:
-            tallies = [plan.tallies[job_id] for job_id in job_ids]
-            counted.execute(
+        if counted:
+            tallies = [plan.tallies[c] for c in counted]
+            counter.execute(
                 _PG_COUNT,
                 {
-                    "partition": partition,
-                    "jobs": job_ids,
+                    "jobs": [job_id for job_id, _ in counted],
+                    "partitions": [partition for _, partition in counted],
                     "succeeded": [t.succeeded for t in tallies],
                     "failed": [t.failed for t in tallies],
                     "cancelled": [t.cancelled for t in tallies],
@@ -280,7 +297,9 @@ def _write_plan_postgres(
         if plan.effects:
             insert_effects(cursor, plan.effects, now)
         driver.commit()  # type: ignore[union-attr]
-    return [job_id for job_id, pending in counted.fetchall() if pending == 0] if job_ids else []
+    if not counted:
+        return []
+    return sorted({job_id for job_id, pending in counter.fetchall() if pending == 0})
 
 
 # -- SQLite -------------------------------------------------------------------------------
@@ -288,87 +307,111 @@ def _write_plan_postgres(
 # ``executemany`` for the writes.
 
 
+#: Partitions with pending work, one index probe each (a loose index scan).
+_SQLITE_PARTITIONS = """
+WITH RECURSIVE busy(partition) AS (
+    SELECT min(partition) FROM operations WHERE status = 'pending'
+    UNION ALL
+    SELECT (SELECT min(partition) FROM operations
+            WHERE status = 'pending' AND partition > busy.partition)
+    FROM busy WHERE busy.partition IS NOT NULL
+)
+SELECT partition FROM busy WHERE partition IS NOT NULL
+"""
+_SQLITE_TENANTS = (
+    "SELECT tenant_id FROM operations WHERE partition = ? AND status = 'pending'"
+    " GROUP BY tenant_id ORDER BY min(id) LIMIT ?"
+)
+_SQLITE_READ = """
+SELECT o.id, o.job_id, o.idx, o.type, o.rid, o.seq, o.op, o.data, o.if_version, o.attempts,
+       j.deadline, j.cancelled_at IS NOT NULL, r.version, r.data
+FROM operations AS o
+JOIN jobs AS j ON j.id = o.job_id
+JOIN resources AS r ON r.tenant_id = o.tenant_id AND r.type = o.type AND r.rid = o.rid
+WHERE o.partition = ? AND o.tenant_id = ? AND o.status = 'pending'
+  AND (r.retry_at IS NULL OR r.retry_at <= ?)
+ORDER BY o.id
+LIMIT ?
+"""
+
+
 def _read_batch_sqlite(
-    conn: Connection, partition: int, batch_size: int, now: datetime
+    conn: Connection, partition: int, batch_size: int, now: datetime, spill: bool
 ) -> Batch | None:
-    o = operations
-    tenants = list(
-        conn.execute(
-            select(o.c.tenant_id)
-            .where(o.c.partition == partition, o.c.status == _PENDING)
-            .group_by(o.c.tenant_id)
-            .order_by(func.min(o.c.id))
-            .limit(MAX_TENANTS_PER_BATCH)
-        ).scalars()
+    """Each key's row comes along in the same query as its operations."""
+    cursor = driver_cursor(conn)
+    busy = (
+        sorted(
+            (row[0] for row in cursor.execute(_SQLITE_PARTITIONS)),
+            key=lambda p: (p < partition, p),
+        )
+        if spill
+        else [partition]
     )
     batch = Batch([], {}, {})
-    if not tenants:
-        return batch
-    share = max(1, batch_size // len(tenants))
-    r = resources
-    waits = exists().where(
-        r.c.tenant_id == o.c.tenant_id,
-        r.c.type == o.c.type,
-        r.c.rid == o.c.rid,
-        r.c.retry_at > bindparam("now", now, type_=r.c.retry_at.type),
-    )
-    columns = (
-        o.c.id,
-        o.c.job_id,
-        o.c.idx,
-        o.c.tenant_id,
-        o.c.type,
-        o.c.rid,
-        o.c.seq,
-        o.c.op,
-        o.c.data,
-        o.c.if_version,
-        o.c.attempts,
-        jobs.c.deadline,
-        jobs.c.cancelled_at,
-    )
-    for tenant_id in tenants:
-        for row in conn.execute(
-            select(*columns)
-            .join(jobs, jobs.c.id == o.c.job_id)
-            .where(
-                o.c.partition == partition,
-                o.c.tenant_id == tenant_id,
-                o.c.status == _PENDING,
-                ~waits,
-            )
-            .order_by(o.c.id)
-            .limit(share)
-        ):
-            batch.pending.append(
-                Pending(
-                    row.id,
-                    row.job_id,
-                    row.idx,
-                    row.tenant_id,
-                    row.seq,
-                    Operation(
-                        OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version
-                    ),
-                    row.attempts,
-                )
-            )
-            batch.jobs.setdefault(
-                row.job_id, JobFacts(as_utc(row.deadline), row.cancelled_at is not None)
-            )
-    cursor = driver_cursor(conn)
-    for state_key in sorted({p.key for p in batch.pending}):
-        cursor.execute(_SQLITE_STATE, state_key)
-        found = cursor.fetchone()
-        if found is not None:
-            version, data = found
-            batch.states[state_key] = ResourceState(
-                version, None if data is None else orjson.loads(data)
-            )
+    stamp = sqlite_timestamp(conn, now)
+    room = batch_size
+    for part in busy:
+        tenants = [row[0] for row in cursor.execute(_SQLITE_TENANTS, (part, MAX_TENANTS_PER_BATCH))]
+        share = max(1, room // max(1, len(tenants)))
+        for tenant_id in tenants:
+            rows = cursor.execute(_SQLITE_READ, (part, tenant_id, stamp, share)).fetchall()
+            _add_rows(batch, part, tenant_id, rows)
+            room -= len(rows)
+        if room <= 0:
+            break
     return batch
 
 
-_SQLITE_STATE = "SELECT version, data FROM resources WHERE tenant_id = ? AND type = ? AND rid = ?"
+def _add_rows(batch: Batch, partition: int, tenant_id: str, rows: list[Any]) -> None:
+    loads = orjson.loads
+    for (
+        ref,
+        job_id,
+        index,
+        rtype,
+        rid,
+        seq,
+        op,
+        data,
+        if_version,
+        attempts,
+        deadline,
+        cancelled,
+        version,
+        document,
+    ) in rows:
+        batch.pending.append(
+            Pending(
+                ref,
+                job_id,
+                index,
+                tenant_id,
+                partition,
+                seq,
+                Operation(
+                    OpKind(op),
+                    ResourceKey(rtype, rid),
+                    None if data is None else loads(data),
+                    if_version,
+                ),
+                attempts,
+            )
+        )
+        state_key = (tenant_id, rtype, rid)
+        if state_key not in batch.states:
+            batch.states[state_key] = ResourceState(
+                version, None if document is None else loads(document)
+            )
+        if job_id not in batch.jobs:
+            batch.jobs[job_id] = JobFacts(_sqlite_time(deadline), bool(cancelled))
+
+
+def _sqlite_time(value: str | None) -> datetime | None:
+    """A timestamp as SQLAlchemy stores it in SQLite (ISO text, UTC), read back."""
+    return None if value is None else as_utc(datetime.fromisoformat(value))
+
+
 _SQLITE_WRITE_CHANGED = (
     "UPDATE resources SET version = ?, data = ?, updated_at = ?, pending = pending - ?,"
     " retry_at = ? WHERE tenant_id = ? AND type = ? AND rid = ?"
@@ -393,20 +436,18 @@ def sqlite_timestamp(conn: Connection, moment: datetime | None) -> Any:
     """``moment`` as SQLAlchemy itself stores it in SQLite, so reads agree."""
     if moment is None:
         return None
-    process = resources.c.updated_at.type.bind_processor(conn.dialect)
+    column_type = resources.c.updated_at.type.dialect_impl(conn.dialect)
+    process = column_type.bind_processor(conn.dialect)
     return moment if process is None else process(moment)
 
 
-def _write_plan_sqlite(
-    conn: Connection, partition: int, plan: BatchPlan, now: datetime
-) -> list[str]:
+def _write_plan_sqlite(conn: Connection, plan: BatchPlan, now: datetime) -> list[str]:
     cursor = driver_cursor(conn)
     stamp = sqlite_timestamp(conn, now)
+    job_ids = sorted({job_id for job_id, _ in plan.tallies})
     queued = list(
         conn.execute(
-            select(jobs.c.id).where(
-                jobs.c.id.in_(sorted(plan.tallies)), jobs.c.status == JobStatus.QUEUED.value
-            )
+            select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.QUEUED.value)
         ).scalars()
     )
     if queued:
@@ -452,15 +493,15 @@ def _write_plan_sqlite(
         ],
     )
     cursor.executemany(_SQLITE_DEFER, [(d.attempts, d.ref) for d in plan.deferred])
-    done: list[str] = []
-    for job_id, tally in sorted(plan.tallies.items()):
+    done: set[str] = set()
+    for (job_id, partition), tally in sorted(plan.tallies.items()):
         cursor.execute(
             _SQLITE_COUNT,
             (tally.succeeded, tally.failed, tally.cancelled, tally.done, job_id, partition),
         )
         left = cursor.fetchone()
         if left is not None and left[0] == 0:
-            done.append(job_id)
+            done.add(job_id)
     if plan.effects:
         conn.execute(effects.insert(), effect_values(plan.effects, now))
-    return done
+    return sorted(done)

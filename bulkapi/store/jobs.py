@@ -283,6 +283,19 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
     return Settled(finished, webhooks)
 
 
+def pending_operations(conn: Connection, tenant_id: str) -> int:
+    """The tenant's accepted operations not yet finished, from its open jobs' counters:
+    a few rows per job, however many operations are waiting."""
+    c = job_counts
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(c.c.pending), 0))
+            .select_from(c.join(jobs, jobs.c.id == c.c.job_id))
+            .where(jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
+        ).scalar_one()
+    )
+
+
 def open_job_ids(conn: Connection) -> list[str]:
     return list(conn.execute(select(jobs.c.id).where(jobs.c.status.in_(OPEN_STATUSES))).scalars())
 

@@ -233,10 +233,10 @@ def write_blind(
     preconditions: Preconditions,
     now: datetime,
 ) -> tuple[int, bool] | None:
-    """Try an upsert whose outcome needs no read (PostgreSQL only): one round trip with
-    its COMMIT. The new version and whether it created the resource, or None when the
-    key is busy or a precondition does not hold: nothing was written, the row (if any)
-    stays locked, and the caller reads it to say why."""
+    """Try an upsert whose outcome needs no read (PostgreSQL only): the statement and its
+    COMMIT in one round trip. The new version and whether it created the resource, or
+    None when the key is busy or a precondition does not hold: then nothing was written,
+    and the caller reads the row, in a new transaction, to say why."""
     if_match = preconditions.if_match
     params: dict[str, Any] = {
         "tenant": tenant_id,
@@ -252,8 +252,8 @@ def write_blind(
     cursor = driver.cursor()  # type: ignore[union-attr]
     with driver.pipeline():  # type: ignore[union-attr]
         cursor.execute(statement, params)
+        driver.commit()  # type: ignore[union-attr]
     row = cursor.fetchone()
     if row is None:
         return None
-    driver.commit()  # type: ignore[union-attr]
     return int(row[0]), bool(row[1])

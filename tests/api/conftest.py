@@ -133,6 +133,7 @@ class HeldDrains:
             now=utcnow(),
             decide=runtime.decide,
             policy=runtime.rule_retries,
+            spill=False,
         )
         if self.holder is None:  # embedded: SQLite serializes writers, no lock to take
             with runtime.engine.begin() as conn:

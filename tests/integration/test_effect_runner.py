@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from bulkapi.applier import Applier
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpKind
-from bulkapi.core.plan import RetryPolicy
+from bulkapi.core.plan import AppliedChange, RetryPolicy
 from bulkapi.dispatch.actors import declare_partition_actors
 from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
 from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
@@ -24,7 +24,7 @@ from bulkapi.dispatch.scheduled import MemoryFlags
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import as_utc, make_engine, utcnow
 from bulkapi.store.effect_runs import due_effects, due_partitions
-from bulkapi.store.effects import AppliedChange, record_effects
+from bulkapi.store.effects import record_effects
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import effects
 from bulkapi.types import Effect, EffectEvent, ResourceType

@@ -46,7 +46,6 @@ def plan(
         batch,
         states or {},
         jobs or {},
-        partition=3,
         now=NOW,
         decide=decide,
         policy=POLICY,
@@ -61,6 +60,7 @@ def pending(ref: int, rid: str, seq: int, kind: OpKind = OpKind.UPSERT, **extra:
         extra.pop("job_id", "job-a"),
         ref,
         TENANT,
+        3,
         seq,
         Operation(kind, ResourceKey("item", rid), data, extra.pop("if_version", None)),
         extra.pop("attempts", 0),
@@ -103,6 +103,7 @@ def test_a_plan_applied_to_a_model_equals_applying_operations_one_by_one(
                 "job",
                 ref,
                 TENANT,
+                3,
                 seqs[rid],
                 Operation(kind, ResourceKey("item", rid), body, if_version),
             )
@@ -132,7 +133,7 @@ def test_a_plan_applied_to_a_model_equals_applying_operations_one_by_one(
     for k in result.keys:
         assert k.done == seqs[k.key[2]]
         assert k.changed == (k.key in written)
-    tally = result.tallies.get("job", Tally())
+    tally = result.tallies.get(("job", 3), Tally())
     assert (tally.succeeded, tally.failed, tally.cancelled) == (
         sum(1 for s in expected.values() if s[0] is OpStatus.SUCCEEDED),
         sum(1 for s in expected.values() if s[0] is OpStatus.FAILED),
@@ -208,7 +209,7 @@ def test_cancelled_and_expired_jobs_cancel_their_operations_without_running_rule
     assert decided[1].status is OpStatus.CANCELLED and decided[1].error is None
     assert decided[2].status is OpStatus.CANCELLED
     assert decided[2].error is OpError.DEADLINE_EXCEEDED
-    assert result.tallies["cancelled"].cancelled == 1
+    assert result.tallies[("cancelled", 3)].cancelled == 1
     assert all(k.done == 1 and not k.changed for k in result.keys)
 
 
