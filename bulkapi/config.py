@@ -58,6 +58,8 @@ class Settings:
     partitions: int = 64
     #: Operations applied per drain transaction.
     batch_size: int = 500
+    #: Versions of each resource kept in its history (newest first).
+    history_versions: int = 100
     #: Seconds one drain message may keep a partition before yielding to others.
     drain_budget: float = 2.0
     #: Seconds between sweeps that re-send wake-ups for pending work and settle jobs.
@@ -148,9 +150,19 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise ValueError(f"BULKAPI_PARTITIONS must be between 1 and {MAX_PARTITIONS}")
-        if min(self.batch_size, self.rule_attempts, self.effect_attempts, self.max_operations) < 1:
+        if (
+            min(
+                self.batch_size,
+                self.rule_attempts,
+                self.effect_attempts,
+                self.max_operations,
+                self.history_versions,
+            )
+            < 1
+        ):
             raise ValueError(
-                "batch size, rule attempts, effect attempts and max operations must be >= 1"
+                "batch size, rule attempts, effect attempts, max operations and history"
+                " versions must be >= 1"
             )
         if self.max_waiting_requests < 0:
             raise ValueError("BULKAPI_MAX_WAITING_REQUESTS must be >= 0")
@@ -180,6 +192,7 @@ class Settings:
             redis_timeout=_float(env, "BULKAPI_REDIS_TIMEOUT", defaults.redis_timeout),
             partitions=_int(env, "BULKAPI_PARTITIONS", defaults.partitions),
             batch_size=_int(env, "BULKAPI_BATCH_SIZE", defaults.batch_size),
+            history_versions=_int(env, "BULKAPI_HISTORY_VERSIONS", defaults.history_versions),
             drain_budget=_float(env, "BULKAPI_DRAIN_BUDGET", defaults.drain_budget),
             sweep_interval=_float(env, "BULKAPI_SWEEP_INTERVAL", defaults.sweep_interval),
             prompt_job_operations=_int(

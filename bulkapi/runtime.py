@@ -37,9 +37,20 @@ class Runtime:
         self.registry = load_registry(settings.types_module, strict=settings.strict_types)
         self.decide = Applier(self.registry, max_document_bytes=settings.max_document_bytes)
         self.rule_retries = RetryPolicy(attempts=settings.rule_attempts)
-        self.writer = SyncWriter(self.engine, self.decide, self.rule_retries, settings.retry_after)
+        self.writer = SyncWriter(
+            self.engine,
+            self.decide,
+            self.rule_retries,
+            settings.retry_after,
+            settings.history_versions,
+        )
         drainer = PartitionDrainer(
-            self.engine, settings.batch_size, settings.drain_budget, self.decide, self.rule_retries
+            self.engine,
+            settings.batch_size,
+            settings.drain_budget,
+            self.decide,
+            self.rule_retries,
+            settings.history_versions,
         )
         effect_runner = EffectRunner(
             self.engine,

@@ -13,7 +13,14 @@ from bulkapi.applier import Applier
 from bulkapi.core.backoff import backoff_seconds
 from bulkapi.core.errors import ApplyFailed, ResourceBusy
 from bulkapi.core.operations import Operation, OpKind
-from bulkapi.core.plan import AppliedChange, OperatorCrashed, RetryPolicy, crash_message, plan_write
+from bulkapi.core.plan import (
+    Applied,
+    AppliedChange,
+    OperatorCrashed,
+    RetryPolicy,
+    crash_message,
+    plan_write,
+)
 from bulkapi.core.preconditions import Preconditions
 from bulkapi.ids import new_id
 from bulkapi.polling import Poll
@@ -34,6 +41,8 @@ class SyncWriter:
     decide: Applier
     policy: RetryPolicy
     retry_after: int
+    #: Versions of each key kept in its history.
+    keep_history: int
 
     def write(
         self,
@@ -81,10 +90,11 @@ class SyncWriter:
                     data=operation.data,
                     preconditions=preconditions,
                     now=now,
+                    keep_history=self.keep_history,
                 )
                 if written is not None:
-                    version, created = written
-                    stored = StoredResource(key.type, key.id, version, operation.data, now)
+                    version, created, written_at = written
+                    stored = StoredResource(key.type, key.id, version, operation.data, written_at)
                     return WriteResult(stored, created=created)
                 # Not written: the key is busy or a precondition failed; the general
                 # path below reads the row and says which.
@@ -98,6 +108,7 @@ class SyncWriter:
                 )
             current = None if locked is None else locked.state
             outcome = plan_write(current, operation, preconditions, self.decide)
+            now = utcnow()  # once locked: a key's versions are stamped in the order made
             created = operation.kind is OpKind.UPSERT and (current is None or not current.exists)
             changes = (
                 [
@@ -125,7 +136,15 @@ class SyncWriter:
                 state=outcome.state,
                 created=created,
                 changes=changes,
+                applied=Applied(
+                    (tenant_id, key.type, key.id),
+                    outcome.state.version,
+                    operation.kind,
+                    None,
+                    None,
+                ),
                 now=now,
+                keep_history=self.keep_history,
             )
         stored = StoredResource(key.type, key.id, outcome.state.version, outcome.state.data, now)
         return WriteResult(stored, created=created, effects=len(outcome.effects))

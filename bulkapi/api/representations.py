@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bulkapi.core.effects import summary_status
 from bulkapi.store.effects import EffectRecord
+from bulkapi.store.history import HistoryEntry
 from bulkapi.store.jobs import JobRecord, ResultRecord
 from bulkapi.store.resources import StoredResource
 from bulkapi.store.webhooks import DeliveryRecord
@@ -79,6 +81,19 @@ def effect_body(effect: EffectRecord) -> dict[str, Any]:
         "index": effect.index,
         "created_at": rfc3339(effect.created_at),
         "finished_at": rfc3339(effect.finished_at),
+    }
+
+
+def history_body(entry: HistoryEntry, effects: Sequence[EffectRecord]) -> dict[str, Any]:
+    source: dict[str, Any] | str = (
+        "sync" if entry.job_id is None else {"job_id": entry.job_id, "index": entry.index}
+    )
+    return {
+        "version": entry.version,
+        "op": entry.op,
+        "source": source,
+        "applied_at": rfc3339(entry.applied_at),
+        "effects": [effect_body(effect) for effect in effects],
     }
 
 

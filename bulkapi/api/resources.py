@@ -16,16 +16,23 @@ from bulkapi.api.documented import problems
 from bulkapi.api.holds import may_wait
 from bulkapi.api.pagination import MAX_INDEX, decode_cursor, page_body
 from bulkapi.api.preconditions import etag, none_match, parse_if_match, parse_prefer_wait
-from bulkapi.api.representations import effect_body, resource_body
+from bulkapi.api.representations import effect_body, history_body, resource_body
 from bulkapi.api.responses import json_response
-from bulkapi.api.schemas import EffectPageSchema, PageArgs, ResourcePageSchema, ResourceSchema
-from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
+from bulkapi.api.schemas import (
+    EffectPageSchema,
+    HistoryPageSchema,
+    PageArgs,
+    ResourcePageSchema,
+    ResourceSchema,
+)
+from bulkapi.core.errors import NotFound, PayloadTooLarge, ValidationFailed
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type, partition_of
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.preconditions import Preconditions
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
 from bulkapi.store.database import reading
-from bulkapi.store.effects import effects_of_resource
+from bulkapi.store.effects import effects_of_resource, effects_of_versions
+from bulkapi.store.history import history_of
 from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
 
 blp = Blueprint(
@@ -215,6 +222,33 @@ def _effects_cursor(cursor: str | None) -> tuple[int, int] | None:
             "The cursor is not one this API handed out.", {"cursor": ["Invalid cursor."]}
         )
     return numbers
+
+
+@blp.route("/<rtype>/<rid>/history", methods=["GET"])
+@blp.arguments(PageArgs, location="query", as_kwargs=True)
+@blp.response(200, HistoryPageSchema)
+@problems(blp, 404)
+def history(rtype: str, rid: str, limit: int, cursor: str | None) -> Response:
+    """Every version of a resource, newest first: which write made it (a bulk operation,
+    or `sync`), when, and the side effects it triggered. The newest
+    `BULKAPI_HISTORY_VERSIONS` versions of each resource are kept."""
+    tenant_id = require_tenant()
+    key = _key(rtype, rid)
+    before = decode_cursor(cursor, int)
+    with reading(runtime().engine) as conn:
+        page = history_of(conn, tenant_id, key, limit + 1, before)  # type: ignore[arg-type]
+        if page is None:
+            raise NotFound(f"No resource {key.type}/{key.id}.")
+        versions = [entry.version for entry in page[:limit]]
+        effects = effects_of_versions(conn, tenant_id, key, versions)
+    return json_response(
+        page_body(
+            page,
+            limit,
+            lambda entry: history_body(entry, effects.get(entry.version, ())),
+            lambda entry: entry.version,
+        )
+    )
 
 
 @blp.route("/<rtype>/<rid>/effects", methods=["GET"])

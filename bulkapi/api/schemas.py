@@ -223,6 +223,37 @@ class ResourceSchema(_Strict):
     updated_at = fields.DateTime(required=True)
 
 
+class HistoryEntrySchema(_Strict):
+    version = fields.Integer(required=True, metadata={"description": "The version it made."})
+    op = fields.String(required=True, validate=validate.OneOf([k.value for k in OpKind]))
+    source = fields.Raw(
+        required=True,
+        metadata={
+            "description": 'The bulk operation that made it ({"job_id", "index"}), or "sync".',
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["job_id", "index"],
+                    "properties": {"job_id": {"type": "string"}, "index": {"type": "integer"}},
+                    "additionalProperties": False,
+                },
+                {"type": "string", "enum": ["sync"]},
+            ],
+        },
+    )
+    applied_at = fields.DateTime(required=True)
+    effects = fields.List(
+        fields.Nested(EffectSchema),
+        required=True,
+        metadata={"description": "The side effects this version triggered, in run order."},
+    )
+
+
+class HistoryPageSchema(_Strict):
+    items = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
 class ResourcePageSchema(_Strict):
     items = fields.List(fields.Nested(ResourceSchema), required=True)
     next_cursor = fields.String(allow_none=True)

@@ -128,6 +128,18 @@ class AppliedChange:
     effects: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One version a write made: a line of the resource's history."""
+
+    key: StateKey
+    version: int
+    kind: OpKind
+    #: The bulk operation that made it (None for a sync write).
+    job_id: str | None
+    index: int | None
+
+
 @dataclass(slots=True)
 class Tally:
     """Outcomes of one job's operations in a batch."""
@@ -157,6 +169,8 @@ class BatchPlan:
     #: Outcome counts per (job, partition).
     tallies: dict[tuple[str, int], Tally] = field(default_factory=dict)
     effects: list[AppliedChange] = field(default_factory=list)
+    #: Every version the batch made, in order per key.
+    applied: list[Applied] = field(default_factory=list)
 
     @property
     def retry_at(self) -> datetime | None:
@@ -223,6 +237,15 @@ def plan_batch(
                     if outcome.effects:
                         plan.effects.append(_change(pending, state, outcome))
                     state = outcome.state
+                    plan.applied.append(
+                        Applied(
+                            key,
+                            state.version,
+                            pending.operation.kind,
+                            pending.job_id,
+                            pending.index,
+                        )
+                    )
             plan.decided.append(decided)
             counted = (pending.job_id, pending.partition)
             tally = plan.tallies.get(counted)

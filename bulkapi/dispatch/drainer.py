@@ -58,6 +58,7 @@ def drain_batch(
     now: datetime,
     decide: Decide,
     policy: RetryPolicy,
+    keep_history: int,
     spill: bool = True,
 ) -> BatchResult:
     """One batch of ``partition`` on ``conn`` (see ``read_batch`` for ``spill``);
@@ -76,7 +77,7 @@ def drain_batch(
         policy=policy,
         jitter=random.random,
     )
-    done = write_plan(conn, plan, now)
+    done = write_plan(conn, plan, now, keep_history)
     effects = frozenset(change.partition for change in plan.effects)
     return BatchResult(True, len(batch.pending), frozenset(done), effects, plan.retry_at)
 
@@ -99,6 +100,8 @@ class PartitionDrainer:
     budget_seconds: float
     decide: Decide
     policy: RetryPolicy
+    #: Versions of each key kept in its history.
+    keep_history: int
 
     def drain(self, partition: int, hooks: DrainHooks) -> DrainState:
         """Apply batches until the partition is empty or the budget is spent."""
@@ -113,6 +116,7 @@ class PartitionDrainer:
                     now=utcnow(),
                     decide=self.decide,
                     policy=self.policy,
+                    keep_history=self.keep_history,
                 )
             if not result.locked:
                 return DrainState.BUSY

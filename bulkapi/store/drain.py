@@ -35,6 +35,7 @@ from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
 from bulkapi.store.effects import effect_values, insert_effects
+from bulkapi.store.history import record_history, record_history_postgres
 from bulkapi.store.tables import effects, job_status_history, jobs, resources
 
 #: Tenants served per batch; the rest wait for the next batch (oldest first).
@@ -75,12 +76,13 @@ def read_batch(
     return _read_batch_sqlite(conn, partition, batch_size, now, spill)
 
 
-def write_plan(conn: Connection, plan: BatchPlan, now: datetime) -> list[str]:
+def write_plan(conn: Connection, plan: BatchPlan, now: datetime, keep_history: int) -> list[str]:
     """Write the plan and commit; the jobs whose last operation in some partition the
-    batch finished (the ones that may now be done)."""
+    batch finished (the ones that may now be done). Each key keeps its newest
+    ``keep_history`` versions in its history."""
     if is_postgres(conn):
-        return _write_plan_postgres(conn, plan, now)
-    return _write_plan_sqlite(conn, plan, now)
+        return _write_plan_postgres(conn, plan, now, keep_history)
+    return _write_plan_sqlite(conn, plan, now, keep_history)
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
@@ -242,7 +244,9 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _write_plan_postgres(conn: Connection, plan: BatchPlan, now: datetime) -> list[str]:
+def _write_plan_postgres(
+    conn: Connection, plan: BatchPlan, now: datetime, keep_history: int
+) -> list[str]:
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     counter = driver.cursor()  # type: ignore[union-attr]
@@ -296,6 +300,7 @@ def _write_plan_postgres(conn: Connection, plan: BatchPlan, now: datetime) -> li
             )
         if plan.effects:
             insert_effects(cursor, plan.effects, now)
+        record_history_postgres(cursor, plan.applied, now, keep_history)
         driver.commit()  # type: ignore[union-attr]
     if not counted:
         return []
@@ -441,7 +446,9 @@ def sqlite_timestamp(conn: Connection, moment: datetime | None) -> Any:
     return moment if process is None else process(moment)
 
 
-def _write_plan_sqlite(conn: Connection, plan: BatchPlan, now: datetime) -> list[str]:
+def _write_plan_sqlite(
+    conn: Connection, plan: BatchPlan, now: datetime, keep_history: int
+) -> list[str]:
     cursor = driver_cursor(conn)
     stamp = sqlite_timestamp(conn, now)
     job_ids = sorted({job_id for job_id, _ in plan.tallies})
@@ -504,4 +511,5 @@ def _write_plan_sqlite(conn: Connection, plan: BatchPlan, now: datetime) -> list
             done.add(job_id)
     if plan.effects:
         conn.execute(effects.insert(), effect_values(plan.effects, now))
+    record_history(conn, plan.applied, now, keep_history)
     return sorted(done)

@@ -212,6 +212,29 @@ def effects_of_resource(
     return [_record(row) for row in rows]
 
 
+def effects_of_versions(
+    conn: Connection, tenant_id: str, key: ResourceKey, versions: Sequence[int]
+) -> dict[int, list[EffectRecord]]:
+    """The effects some versions of a resource triggered, by version, in run order."""
+    if not versions:
+        return {}
+    e = effects
+    rows = conn.execute(
+        select(*_RECORD_COLUMNS)
+        .where(
+            e.c.tenant_id == tenant_id,
+            e.c.type == key.type,
+            e.c.rid == key.id,
+            e.c.version.between(min(versions), max(versions)),
+        )
+        .order_by(e.c.version, e.c.position)
+    )
+    found: dict[int, list[EffectRecord]] = {}
+    for row in rows:
+        found.setdefault(row.version, []).append(_record(row))
+    return found
+
+
 def purge_finished_effects(conn: Connection, finished_before: datetime, limit: int) -> int:
     """Delete up to ``limit`` effects that ended before the cutoff (pending ones stay,
     whatever became of their job)."""

@@ -14,10 +14,11 @@ from bulkapi.core.apply import ResourceState
 from bulkapi.core.errors import NotFound
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpStatus
-from bulkapi.core.plan import AppliedChange
+from bulkapi.core.plan import Applied, AppliedChange
 from bulkapi.core.preconditions import ANY_VERSION, Preconditions
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
 from bulkapi.store.effects import insert_effects, record_effects
+from bulkapi.store.history import record_history, record_history_postgres
 from bulkapi.store.tables import operations, resources
 
 
@@ -170,15 +171,19 @@ def write_state(
     state: ResourceState,
     created: bool,
     changes: list[AppliedChange],
+    applied: Applied,
     now: datetime,
+    keep_history: int,
 ) -> None:
-    """Store a sync write's result (and its effects) on the locked row, and commit."""
+    """Store a sync write's result, its effects and its history line on the locked row,
+    and commit."""
     if not is_postgres(conn):
         values: dict[str, Any] = {"version": state.version, "data": state.data, "updated_at": now}
         if created:
             values["created_at"] = now
         conn.execute(update(resources).where(*_where_key(tenant_id, key)).values(**values))
         record_effects(conn, changes, now)
+        record_history(conn, [applied], now, keep_history)
         return
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
@@ -197,6 +202,7 @@ def write_state(
         )
         if changes:
             insert_effects(cursor, changes, now)
+        record_history_postgres(cursor, [applied], now, keep_history)
         driver.commit()  # type: ignore[union-attr]
 
 
@@ -206,22 +212,42 @@ def write_state(
 _BLIND_UPSERT = """
 INSERT INTO resources AS r (tenant_id, type, rid, version, admitted_seq, data, created_at,
                             updated_at)
-VALUES (%(tenant)s, %(type)s, %(rid)s, 1, 0, %(data)s::jsonb, %(now)s, %(now)s)
+VALUES (%(tenant)s, %(type)s, %(rid)s, 1, 0, %(data)s::jsonb, %(now)s, clock_timestamp())
 ON CONFLICT (tenant_id, type, rid) DO UPDATE
-SET version = r.version + 1, data = excluded.data, updated_at = excluded.updated_at,
+SET version = r.version + 1, data = excluded.data, updated_at = clock_timestamp(),
     created_at = CASE WHEN r.data IS NULL THEN excluded.created_at ELSE r.created_at END
 WHERE r.pending = 0 AND (NOT %(only_new)s OR r.data IS NULL)
-RETURNING r.version, r.created_at = %(now)s
+RETURNING r.version, r.created_at = %(now)s AS created, r.updated_at
 """
 #: The same for a replacement under ``If-Match``: the resource must exist.
 _BLIND_REPLACE = """
 UPDATE resources AS r
-SET version = r.version + 1, data = %(data)s::jsonb, updated_at = %(now)s
+SET version = r.version + 1, data = %(data)s::jsonb, updated_at = clock_timestamp()
 WHERE r.tenant_id = %(tenant)s AND r.type = %(type)s AND r.rid = %(rid)s
   AND r.pending = 0 AND r.data IS NOT NULL
   AND (%(versions)s::integer[] IS NULL OR r.version = ANY(%(versions)s::integer[]))
-RETURNING r.version, false
+RETURNING r.version, false AS created, r.updated_at
 """
+#: Either of them, with the version's history line (and the oldest line let go) in the
+#: same statement. Times are taken once the row is locked (``clock_timestamp()``), so a
+#: key's versions are stamped in the order they were made.
+_BLIND_WITH_HISTORY = """
+WITH written AS ({write}),
+noted AS (
+    INSERT INTO resource_history (tenant_id, type, rid, version, op, job_id, idx, applied_at)
+    SELECT %(tenant)s, %(type)s, %(rid)s, version, 'upsert', NULL, NULL, updated_at
+    FROM written
+),
+pruned AS (
+    DELETE FROM resource_history AS h
+    USING written
+    WHERE h.tenant_id = %(tenant)s AND h.type = %(type)s AND h.rid = %(rid)s
+      AND h.version <= written.version - %(keep)s
+)
+SELECT version, created, updated_at FROM written
+"""
+_BLIND_UPSERT_NOTED = _BLIND_WITH_HISTORY.format(write=_BLIND_UPSERT)
+_BLIND_REPLACE_NOTED = _BLIND_WITH_HISTORY.format(write=_BLIND_REPLACE)
 
 
 def write_blind(
@@ -232,9 +258,11 @@ def write_blind(
     data: dict[str, Any],
     preconditions: Preconditions,
     now: datetime,
-) -> tuple[int, bool] | None:
+    keep_history: int,
+) -> tuple[int, bool, datetime] | None:
     """Try an upsert whose outcome needs no read (PostgreSQL only): the statement and its
-    COMMIT in one round trip. The new version and whether it created the resource, or
+    COMMIT in one round trip. The new version, whether it created the resource and when
+    it was written, or
     None when the key is busy or a precondition does not hold: then nothing was written,
     and the caller reads the row, in a new transaction, to say why."""
     if_match = preconditions.if_match
@@ -246,8 +274,9 @@ def write_blind(
         "now": now,
         "only_new": preconditions.if_none_match,
         "versions": None if if_match is None or if_match == ANY_VERSION else sorted(if_match),
+        "keep": keep_history,
     }
-    statement = _BLIND_UPSERT if if_match is None else _BLIND_REPLACE
+    statement = _BLIND_UPSERT_NOTED if if_match is None else _BLIND_REPLACE_NOTED
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     with driver.pipeline():  # type: ignore[union-attr]
@@ -256,4 +285,4 @@ def write_blind(
     row = cursor.fetchone()
     if row is None:
         return None
-    return int(row[0]), bool(row[1])
+    return int(row[0]), bool(row[1]), row[2]

@@ -68,6 +68,22 @@ resources = Table(
     PrimaryKeyConstraint("tenant_id", "type", "rid"),
 )
 
+#: Every applied version of a key, newest kept (``BULKAPI_HISTORY_VERSIONS`` per key):
+#: which write made it (``job_id``/``idx`` for bulk, both NULL for a sync write), and when.
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("tenant_id", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("rid", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("op", String(8), nullable=False),
+    Column("job_id", String(40)),
+    Column("idx", Integer),
+    Column("applied_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "type", "rid", "version"),
+)
+
 jobs = Table(
     "jobs",
     metadata,

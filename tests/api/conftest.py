@@ -133,6 +133,7 @@ class HeldDrains:
             now=utcnow(),
             decide=runtime.decide,
             policy=runtime.rule_retries,
+            keep_history=runtime.settings.history_versions,
             spill=False,
         )
         if self.holder is None:  # embedded: SQLite serializes writers, no lock to take

@@ -329,7 +329,7 @@ def test_a_wakeup_that_finds_the_runner_at_work_is_left_to_it(
     broker = StubBroker()
     actors = declare_partition_actors(
         broker,
-        PartitionDrainer(engine, 100, 1.0, Applier(runner.registry), RetryPolicy()),
+        PartitionDrainer(engine, 100, 1.0, Applier(runner.registry), RetryPolicy(), 100),
         runner.run,
         send_webhooks=lambda _: DrainState.EMPTY,
         busy_retry_delay=0.25,

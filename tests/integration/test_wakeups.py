@@ -31,7 +31,7 @@ def test_wakeups_that_find_the_partition_draining_bounce_once_per_lane(
     engine = make_engine(postgres_url)
     upgrade(engine)
     broker = StubBroker()
-    drainer = PartitionDrainer(engine, 100, 1.0, Applier(TypeRegistry([])), RetryPolicy())
+    drainer = PartitionDrainer(engine, 100, 1.0, Applier(TypeRegistry([])), RetryPolicy(), 100)
     actors = declare_partition_actors(
         broker,
         drainer,

@@ -1,0 +1,149 @@
+"""Per-resource history: a row per applied version, written with the version itself.
+
+Each write path records its versions in the transaction that makes them, so the
+history of a key has no gap: versions 1..n, each with the write that made it. Only the
+newest ``keep`` versions of a key are kept; older ones are deleted as new ones come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select
+from sqlalchemy.engine import Connection
+
+from bulkapi.core.keys import ResourceKey
+from bulkapi.core.plan import Applied
+from bulkapi.store.database import as_utc
+from bulkapi.store.tables import resource_history, resources
+
+_PG_INSERT = """
+INSERT INTO resource_history (tenant_id, type, rid, version, op, job_id, idx, applied_at)
+SELECT h.tenant_id, h.type, h.rid, h.version, h.op, h.job_id, h.idx, %(now)s
+FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
+            %(versions)b::integer[], %(ops)b::varchar[], %(job_ids)b::varchar[],
+            %(idxs)b::integer[])
+  AS h(tenant_id, type, rid, version, op, job_id, idx)
+"""
+_PG_PRUNE = """
+DELETE FROM resource_history AS h
+USING unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
+             %(oldest)b::integer[]) AS k(tenant_id, type, rid, oldest)
+WHERE h.tenant_id = k.tenant_id AND h.type = k.type AND h.rid = k.rid
+  AND h.version < k.oldest
+"""
+
+
+def _newest(entries: Sequence[Applied]) -> dict[tuple[str, str, str], int]:
+    newest: dict[tuple[str, str, str], int] = {}
+    for entry in entries:
+        newest[entry.key] = max(entry.version, newest.get(entry.key, 0))
+    return newest
+
+
+def record_history_postgres(
+    cursor: Any, entries: Sequence[Applied], now: datetime, keep: int
+) -> None:
+    """``record_history`` on a raw psycopg cursor (two array statements), so it can go out
+    in a pipeline with the rest of a write and its COMMIT."""
+    if not entries:
+        return
+    cursor.execute(
+        _PG_INSERT,
+        {
+            "now": now,
+            "tenants": [e.key[0] for e in entries],
+            "types": [e.key[1] for e in entries],
+            "rids": [e.key[2] for e in entries],
+            "versions": [e.version for e in entries],
+            "ops": [e.kind.value for e in entries],
+            "job_ids": [e.job_id for e in entries],
+            "idxs": [e.index for e in entries],
+        },
+    )
+    # Only keys that now hold more than ``keep`` versions have any to lose.
+    full = sorted(
+        (key, newest - keep + 1) for key, newest in _newest(entries).items() if newest > keep
+    )
+    if full:
+        cursor.execute(
+            _PG_PRUNE,
+            {
+                "tenants": [key[0] for key, _ in full],
+                "types": [key[1] for key, _ in full],
+                "rids": [key[2] for key, _ in full],
+                "oldest": [oldest for _, oldest in full],
+            },
+        )
+
+
+def record_history(conn: Connection, entries: Sequence[Applied], now: datetime, keep: int) -> None:
+    """Add a history row per applied version; drop versions older than the newest
+    ``keep`` of each key."""
+    if not entries:
+        return
+    conn.execute(
+        insert(resource_history),
+        [
+            {
+                "tenant_id": e.key[0],
+                "type": e.key[1],
+                "rid": e.key[2],
+                "version": e.version,
+                "op": e.kind.value,
+                "job_id": e.job_id,
+                "idx": e.index,
+                "applied_at": now,
+            }
+            for e in entries
+        ],
+    )
+    h = resource_history
+    for key, newest in sorted(_newest(entries).items()):
+        if newest > keep:
+            conn.execute(
+                delete(h).where(
+                    h.c.tenant_id == key[0],
+                    h.c.type == key[1],
+                    h.c.rid == key[2],
+                    h.c.version <= newest - keep,
+                )
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    version: int
+    op: str
+    job_id: str | None
+    index: int | None
+    applied_at: datetime
+
+
+def history_of(
+    conn: Connection, tenant_id: str, key: ResourceKey, limit: int, before: int | None
+) -> list[HistoryEntry] | None:
+    """A key's versions, newest first (``before``: the last version of the previous
+    page); None when the key was never written."""
+    r = resources
+    written = conn.execute(
+        select(r.c.version).where(
+            r.c.tenant_id == tenant_id, r.c.type == key.type, r.c.rid == key.id
+        )
+    ).scalar()
+    if not written:
+        return None
+    h = resource_history
+    query = select(h.c.version, h.c.op, h.c.job_id, h.c.idx, h.c.applied_at).where(
+        h.c.tenant_id == tenant_id, h.c.type == key.type, h.c.rid == key.id
+    )
+    if before is not None:
+        query = query.where(and_(h.c.version < before))
+    rows = conn.execute(query.order_by(h.c.version.desc()).limit(limit))
+    return [
+        HistoryEntry(row.version, row.op, row.job_id, row.idx, as_utc(row.applied_at))  # type: ignore[arg-type]
+        for row in rows
+    ]
