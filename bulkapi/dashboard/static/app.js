@@ -90,9 +90,9 @@ function signInForm(message) {
 }
 
 function sessionControls(credential) {
-  const what = credential.kind === "key" ? "API key" : "status token";
+  const what = credential.kind === "key" ? "an API key" : "a job's status token";
   return [
-    h("span", { className: "who" }, `Signed in with a ${what}`),
+    h("span", { className: "who" }, `Signed in with ${what}`),
     h(
       "button",
       {

@@ -16,7 +16,7 @@ export function h(tag, props = {}, ...children) {
 }
 
 const WHEN = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
-const RELATIVE = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const RELATIVE = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
 const NUMBER = new Intl.NumberFormat();
 const UNITS = [
   ["day", 86400],

@@ -7,6 +7,8 @@ import { followJob } from "./events.js";
 
 // Results read per page.
 const PAGE = 50;
+// Milliseconds between re-reads of the results' first page while the job runs.
+const RESULTS_REFRESH_MS = 3000;
 // The result filters: the API's operation statuses, and all of them.
 const FILTERS = ["", "succeeded", "failed", "cancelled", "pending"];
 
@@ -46,6 +48,7 @@ export class JobView {
     this.filter = options.filter ?? "";
     this.results = [];
     this.nextCursor = null;
+    this.resultsReadAt = 0;
   }
 
   mount(root) {
@@ -100,7 +103,10 @@ export class JobView {
     this.job = job;
     this.summary.replaceChildren(...this.summaryOf(job));
     this.renderTabs();
-    if (wasOpen && TERMINAL.has(job.status)) this.loadResults(false);
+    if (!wasOpen) return;
+    // While it runs, the first page follows along (not pages the user asked for more of).
+    const due = Date.now() - this.resultsReadAt >= RESULTS_REFRESH_MS && !this.nextPagesShown;
+    if (TERMINAL.has(job.status) || due) this.loadResults(false);
   }
 
   summaryOf(job) {
@@ -208,10 +214,12 @@ export class JobView {
     const status = this.filter;
     const cursor = more ? this.nextCursor : null;
     const read = (this.reads = (this.reads ?? 0) + 1);
+    this.resultsReadAt = Date.now();
     try {
       const page = await this.api.results(this.jobId, { status, limit: PAGE, cursor, signal: this.controller.signal });
       if (read !== this.reads) return; // a later read (another filter, say) wins
       this.results = more ? [...this.results, ...page.items] : page.items;
+      this.nextPagesShown = more;
       this.nextCursor = page.next_cursor;
       this.resultBody.replaceChildren(...this.results.map(resultRow));
       this.resultNote.hidden = this.results.length > 0;

@@ -21,17 +21,37 @@ function isNewer(a, b) {
   return a.counts.pending <= b.counts.pending;
 }
 
+// A short line from the job's metadata (the submitter's own labels), if it has any.
+function labels(metadata) {
+  if (!metadata || typeof metadata !== "object") return null;
+  const shown = Object.entries(metadata)
+    .filter(([, value]) => value === null || typeof value !== "object")
+    .slice(0, 3)
+    .map(([name, value]) => `${name}: ${value}`);
+  return shown.length ? h("div", { className: "labels" }, shown.join(" · ")) : null;
+}
+
+// A count, highlighted only when it is not zero.
+function tally(value, className) {
+  return h("td", { className: value ? `num ${className}` : "num muted" }, count(value));
+}
+
 function jobRow(job) {
   return h(
     "tr",
     { dataset: { jobId: job.id, status: job.status } },
-    h("td", {}, h("a", { className: "mono", href: `#job=${encodeURIComponent(job.id)}` }, job.id)),
+    h(
+      "td",
+      {},
+      h("a", { className: "mono", href: `#job=${encodeURIComponent(job.id)}` }, job.id),
+      labels(job.metadata),
+    ),
     h("td", {}, badge(job.status)),
     h("td", { className: "wide" }, progressBar(job)),
-    h("td", { className: "num ok" }, count(job.counts.succeeded)),
-    h("td", { className: "num bad" }, count(job.counts.failed)),
-    h("td", { className: "num" }, count(job.counts.cancelled)),
-    h("td", {}, ago(job.created_at)),
+    tally(job.counts.succeeded, "ok"),
+    tally(job.counts.failed, "bad"),
+    tally(job.counts.cancelled, ""),
+    h("td", { className: "when" }, ago(job.created_at)),
   );
 }
 
