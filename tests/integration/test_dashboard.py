@@ -10,7 +10,9 @@ them up.
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from bulkapi.dashboard import CONTENT_SECURITY_POLICY
+from bulkapi.dashboard import ASSETS, CONTENT_SECURITY_POLICY
 from tests.support import (
     REDIS_URL,
     WAIT_SECONDS,
@@ -282,3 +284,68 @@ def test_a_status_token_opens_its_one_job_without_a_cancel_button(
     expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
     expect(page.get_by_role("link", name="← All jobs")).to_have_count(0)
     watched.assert_clean(deployed)
+
+
+class _AssetFiles(http.server.SimpleHTTPRequestHandler):
+    """The dashboard's files at their paths, without an API behind them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, directory=str(ASSETS), **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        return super().translate_path(path.removeprefix("/dashboard/assets"))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test's output is about the page."""
+
+
+@contextmanager
+def asset_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AssetFiles)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+#: Feeds a stream cut at the given byte offsets to the page's SSE reader.
+_READ_EVENTS = """async ([text, cuts]) => {
+    const { readEvents } = await import("/dashboard/assets/events.js");
+    const bytes = new TextEncoder().encode(text);
+    const ends = [...cuts, bytes.length];
+    const body = new ReadableStream({
+        start(controller) {
+            ends.reduce((start, end) => (controller.enqueue(bytes.slice(start, end)), end), 0);
+            controller.close();
+        },
+    });
+    const events = [];
+    for await (const event of readEvents(body)) events.push(event);
+    return events;
+}"""
+
+
+def test_the_event_reader_parses_streams_cut_anywhere(browser: BrowserContext) -> None:
+    """Line ends of every kind, a CRLF and a UTF-8 character split between chunks,
+    comments, multi-line data; an event the stream did not finish is not delivered."""
+    text = (
+        "retry: 1500\n\n: keep-alive\n\n"
+        'event: status\r\nid: 7\r\ndata: {"name": "caf\u00e9"}\r\n\r\n'
+        "event: progress\rid: 9\rdata: one\rdata:two\r\r"
+        "data: never finished\n"
+    )
+    crlf = text.index("\r\n") + 1
+    accent = len(text[: text.index("\u00e9")].encode()) + 1
+    with asset_server() as base:
+        page = browser.new_page()
+        page.goto(f"{base}/index.html")
+        events = page.evaluate(_READ_EVENTS, [text, [8, crlf, accent, accent + 9]])
+    assert events == [
+        {"event": "message", "data": "", "retry": 1500},
+        {"event": "status", "id": "7", "data": '{"name": "caf\u00e9"}'},
+        {"event": "progress", "id": "9", "data": "one\ntwo"},
+    ]
