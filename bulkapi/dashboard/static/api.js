@@ -10,6 +10,16 @@ const STORAGE_KEY = "bulkapi.dashboard.credential";
 // Statuses after which a job never changes.
 export const TERMINAL = new Set(["succeeded", "partially_succeeded", "failed", "cancelled"]);
 
+const RANK = { queued: 0, processing: 1 };
+
+// Whether `a` is the same or a later state of a job than `b`: status ranks only rise and
+// pending counts only fall, and a list read or a reply can be older than an event.
+export function isLater(a, b) {
+  const rank = (job) => RANK[job.status] ?? 2;
+  if (rank(a) !== rank(b)) return rank(a) > rank(b);
+  return a.counts.pending <= b.counts.pending;
+}
+
 export class ApiError extends Error {
   constructor(status, problem) {
     super(problem?.detail || problem?.title || `The API answered ${status}.`);

@@ -1,7 +1,7 @@
 // One job: its progress, status history and details, its results filtered by status,
 // and (with an API key) a button that cancels what it has not applied yet.
 
-import { TERMINAL } from "./api.js";
+import { TERMINAL, isLater } from "./api.js";
 import { ago, badge, count, h, notice, progressBar, statusLabel, timeOf } from "./dom.js";
 import { followJob } from "./events.js";
 
@@ -99,6 +99,7 @@ export class JobView {
   }
 
   show(job) {
+    if (this.job && !isLater(job, this.job)) return; // an event older than what is shown
     const wasOpen = this.job && !TERMINAL.has(this.job.status);
     this.job = job;
     this.summary.replaceChildren(...this.summaryOf(job));
@@ -175,7 +176,6 @@ export class JobView {
     this.confirming = false;
     try {
       this.show(await this.api.cancel(this.jobId));
-      this.loadResults(false);
     } catch (error) {
       this.message = notice(error.message);
       this.show(this.job);

@@ -1,6 +1,6 @@
 // The tenant's jobs, newest first, with live progress for the ones still running.
 
-import { TERMINAL } from "./api.js";
+import { TERMINAL, isLater } from "./api.js";
 import { ago, badge, count, h, progressBar, statusLabel } from "./dom.js";
 import { followJob } from "./events.js";
 
@@ -12,15 +12,6 @@ const REFRESH_MS = 4000;
 // one of the browser's six connections to this server; the list refresh covers the rest.
 const MAX_STREAMS = 3;
 const STATUSES = ["queued", "processing", "succeeded", "partially_succeeded", "failed", "cancelled"];
-const RANK = { queued: 0, processing: 1 };
-
-// Whether `a` is a later state of the job than `b` (a list read can be older than an event).
-function isNewer(a, b) {
-  const rank = (job) => RANK[job.status] ?? 2;
-  if (rank(a) !== rank(b)) return rank(a) > rank(b);
-  return a.counts.pending <= b.counts.pending;
-}
-
 // A short line from the job's metadata (the submitter's own labels), if it has any.
 function labels(metadata) {
   if (!metadata || typeof metadata !== "object") return null;
@@ -138,7 +129,7 @@ export class JobsView {
       const known = new Map(this.jobs.map((job) => [job.id, job]));
       this.jobs = page.items.map((job) => {
         const shown = known.get(job.id);
-        return shown && this.streams.has(job.id) && isNewer(shown, job) ? shown : job;
+        return shown && this.streams.has(job.id) && isLater(shown, job) ? shown : job;
       });
       this.nextCursor = page.next_cursor;
       this.render();
@@ -170,7 +161,7 @@ export class JobsView {
 
   update(job) {
     const index = this.jobs.findIndex((shown) => shown.id === job.id);
-    if (index < 0 || !isNewer(job, this.jobs[index])) return;
+    if (index < 0 || !isLater(job, this.jobs[index])) return;
     this.jobs[index] = job;
     this.body.querySelector(`tr[data-job-id="${CSS.escape(job.id)}"]`)?.replaceWith(jobRow(job));
   }
