@@ -9,7 +9,10 @@ import { JobsView } from "./jobs.js";
 const main = document.getElementById("main");
 const session = document.getElementById("session");
 const banner = document.getElementById("banner");
+// Milliseconds an error stays on screen: a failure that persists is reported again.
+const BANNER_MS = 8000;
 let view = null;
+let bannerTimer = null;
 
 function route() {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -29,6 +32,8 @@ function report(error) {
     return;
   }
   banner.replaceChildren(notice(error.message));
+  clearTimeout(bannerTimer);
+  bannerTimer = setTimeout(() => banner.replaceChildren(), BANNER_MS);
 }
 
 // Status tokens start with jst_ (API keys with bk_): a token reads its one job only,
