@@ -267,7 +267,7 @@ def test_the_dashboard_follows_jobs_live_filters_results_and_cancels(
     assert page.evaluate("sessionStorage.length") == 0
 
 
-def test_a_status_token_opens_its_one_job_without_a_cancel_button(
+def test_a_status_token_opens_its_one_job_without_a_cancel_button_and_a_wrong_one_nothing(
     deployed: Deployment, browser: BrowserContext
 ) -> None:
     job = deployed.submit(_upserts(2, "tok") + _rejected(1))
@@ -275,6 +275,11 @@ def test_a_status_token_opens_its_one_job_without_a_cancel_button(
 
     watched = open_dashboard(browser, deployed, f"#job={job['id']}")
     page = watched.page
+    sign_in(page, "jst_" + "x" * 43, job["id"])  # not a token of ours
+    expect(page.get_by_role("alert")).to_contain_text("refused", timeout=UI_WAIT_MS)
+    assert page.evaluate("sessionStorage.length") == 0
+    watched.errors.remove(next(e for e in watched.errors if "401" in e))  # Chromium logs it
+
     sign_in(page, job["status_token"], job["id"])
     title = page.locator(".job-title .badge")
     expect(title).to_have_text("partially succeeded", timeout=UI_WAIT_MS)
