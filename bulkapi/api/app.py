@@ -14,6 +14,7 @@ from bulkapi.api.auth import CredentialCache
 from bulkapi.api.callbacks import CallbackLookups
 from bulkapi.api.holds import wait_slots
 from bulkapi.api.limits import TenantRateLimiter
+from bulkapi.dashboard import blueprint as dashboard
 from bulkapi.runtime import Runtime
 
 #: Where /docs loads Swagger UI from: served by us, so the docs work offline.
@@ -79,6 +80,7 @@ def create_app(runtime: Runtime) -> Flask:
     for blueprint in (bulk.blp, jobs.blp, events.blp, resources.blp, types.blp, health.blp):
         api.register_blueprint(blueprint)
     api.register_blueprint(metrics.blp)
+    app.register_blueprint(dashboard)  # a static page: not part of the OpenAPI document
     problems.register(app)  # after Api(): replaces flask-smorest's own error bodies
     app.after_request(_finish_headers)
 
