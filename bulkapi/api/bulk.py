@@ -1,4 +1,4 @@
-"""Bulk submission: validate everything, record it in one transaction, answer 202 (SPEC §4)."""
+"""Bulk submission: validate everything, record it in one transaction, answer 202."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A job's progress as Server-Sent Events: ``GET /v1/jobs/{id}/events`` (SPEC §5).
+"""A job's progress as Server-Sent Events: ``GET /v1/jobs/{id}/events``.
 
 The stream polls the database as the long poll does (the database is the record; there
 is no pub/sub to subscribe to) and turns each change it sees into events:

@@ -1,4 +1,4 @@
-"""Liveness and readiness (SPEC §8)."""
+"""Liveness and readiness."""
 
 from __future__ import annotations
 

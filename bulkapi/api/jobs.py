@@ -1,4 +1,4 @@
-"""Jobs: status, long poll, results, list and cancel (SPEC §5)."""
+"""Jobs: status, long poll, results, list and cancel."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def deliveries(job_id: str) -> Response:
     callback URL) carries the webhook id and the overall status: pending, delivered or
     failed.
     """
-    tenant_id = require_tenant()  # not a status token: SPEC §5 limits those to
+    tenant_id = require_tenant()  # not a status token: those read only
     check_job_id(job_id)  # the job's status, results and events
     read_job(tenant_id, job_id)  # 404 unless the job is the caller's
     with reading(runtime().engine) as conn:

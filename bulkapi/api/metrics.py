@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus gauges read from the database at scrape time (SPEC §8).
+"""``GET /metrics``: Prometheus gauges read from the database at scrape time.
 
 Every value comes from the database, the one place that knows the whole service, so any
 API process (behind any load balancer) answers the same truth, and nothing needs

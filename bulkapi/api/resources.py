@@ -1,4 +1,4 @@
-"""Single-resource endpoints: read, write synchronously, list (SPEC §3)."""
+"""Single-resource endpoints: read, write synchronously, list."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line (SPEC §9) as a user runs it: installed scripts, subprocesses, real HTTP."""
+"""The command line as a user runs it: installed scripts, subprocesses, real HTTP."""
 
 from __future__ import annotations
 
