@@ -43,7 +43,7 @@ type Submitted = paths["/v1/bulk"]["post"]["responses"][202]["content"]["applica
 type Problem = components["schemas"]["Problem"];
 type Put = operations["putResource"]["requestBody"];
 
-const token: Submitted["status_token"] = "jt_example";
+const token: Submitted["status_token"] = "jst_example";
 const status: Job["status"] = "partially_succeeded";
 const pending: Job["counts"]["pending"] = 0;
 const problem: Problem = {
