@@ -9,6 +9,7 @@ them): without them these tests fail, they do not skip.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -191,16 +192,16 @@ def npm_tools() -> Path:
     assert npm is not None, "npm is missing: run .ci/services (it installs Node.js and npm)"
     assert shutil.which("node") is not None, "node is missing: run .ci/services"
     NPM_CACHE.mkdir(parents=True, exist_ok=True)
-    bin_dir = NPM_CACHE / "node_modules" / ".bin"
     wanted = NPM_CACHE / "installed.txt"
-    if not wanted.exists() or wanted.read_text() != " ".join(NPM_PACKAGES):
-        installed = _run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM_CACHE), *NPM_PACKAGES],
-            cwd=NPM_CACHE,
-        )
-        assert installed.returncode == 0, installed.stdout + installed.stderr
-        wanted.write_text(" ".join(NPM_PACKAGES))
-    return bin_dir
+    # Test runs of several checkouts may share the cache: one installs, the others wait.
+    with (NPM_CACHE / "install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not wanted.exists() or wanted.read_text() != " ".join(NPM_PACKAGES):
+            install = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM_CACHE)]
+            installed = _run([*install, *NPM_PACKAGES], cwd=NPM_CACHE)
+            assert installed.returncode == 0, installed.stdout + installed.stderr
+            wanted.write_text(" ".join(NPM_PACKAGES))
+    return NPM_CACHE / "node_modules" / ".bin"
 
 
 def test_openapi_typescript_output_type_checks(
