@@ -92,15 +92,34 @@ class JobLinksSchema(_Strict):
 
 
 class JobSchema(_Strict):
+    """A bulk job: its status, counts and timeline."""
+
     id = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]))
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf([s.value for s in JobStatus]),
+        metadata={
+            "description": "`queued`, then `processing`, then one terminal status: "
+            "`succeeded`, `partially_succeeded`, `failed` or `cancelled`."
+        },
+    )
     created_at = fields.DateTime(required=True)
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
-    total = fields.Integer(required=True)
-    counts = fields.Nested(CountsSchema, required=True)
-    progress = fields.Float(required=True)
-    status_history = fields.List(fields.Nested(StatusEntrySchema), required=True)
+    total = fields.Integer(required=True, metadata={"description": "Operations in the job."})
+    counts = fields.Nested(
+        CountsSchema,
+        required=True,
+        metadata={"description": "Always adds up to `total`."},
+    )
+    progress = fields.Float(
+        required=True, metadata={"description": "`(total - pending) / total`, 0.0 to 1.0."}
+    )
+    status_history = fields.List(
+        fields.Nested(StatusEntrySchema),
+        required=True,
+        metadata={"description": "Every status the job entered, once, oldest first."},
+    )
     callback_url = fields.String(allow_none=True)
     metadata = fields.Dict(allow_none=True)
     deadline = fields.DateTime(allow_none=True)
@@ -169,13 +188,23 @@ class EffectPageSchema(_Strict):
 
 
 class ResultSchema(_Strict):
-    index = fields.Integer(required=True)
+    """The outcome of one operation of a job."""
+
+    index = fields.Integer(
+        required=True, metadata={"description": "The operation's 0-based position."}
+    )
     op = fields.String(required=True)
     type = fields.String(required=True)
     id = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in OpStatus]))
-    version = fields.Integer()
-    error = fields.Nested(ResultErrorSchema)
+    version = fields.Integer(metadata={"description": "The version the operation produced."})
+    error = fields.Nested(
+        ResultErrorSchema,
+        metadata={
+            "description": "Why it failed: `version_mismatch`, `not_found`, `rule_rejected`, "
+            "`apply_failed` or `deadline_exceeded`."
+        },
+    )
     effects_status = fields.String(
         validate=_EFFECT_STATUSES,
         metadata={"description": "failed if any effect failed, else pending until all ran."},
@@ -227,9 +256,13 @@ class DeliveriesSchema(_Strict):
 
 
 class ResourceSchema(_Strict):
+    """One resource with its current version (also in the `ETag` header)."""
+
     type = fields.String(required=True)
     id = fields.String(required=True)
-    version = fields.Integer(required=True)
+    version = fields.Integer(
+        required=True, metadata={"description": "1 when created, +1 on every applied write."}
+    )
     data = fields.Dict(required=True)
     updated_at = fields.DateTime(required=True)
 
