@@ -1,4 +1,4 @@
-"""The four cases of issue 4, each with its baseline measured in the same run."""
+"""The four benchmark cases, each with its baseline measured in the same run."""
 
 from __future__ import annotations
 

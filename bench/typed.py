@@ -1,4 +1,4 @@
-"""Case 'types' (issue 5): what a schema costs at admission, what effects cost after it.
+"""Case 'types': what a schema costs at admission, what effects cost after it.
 
 Each comparison runs side by side in one run, on the same stack:
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -34,6 +35,12 @@ def _settings(*, load_types: bool = False) -> Settings:
     return settings
 
 
+def _without_credentials(url: str) -> str:
+    """``url`` with any user and password left out, fit for a log line."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def _log_to_stderr() -> None:
     """Long-running commands log INFO and up to stderr, one line per record."""
     logging.basicConfig(
@@ -60,6 +67,13 @@ def serve(host: str, port: int) -> None:
         upgrade(engine)  # embedded mode is one command: the schema comes with it
         engine.dispose()
         click.echo(f"embedded mode: {settings.database_url}, workers in-process", err=True)
+    else:
+        click.echo(
+            f"production mode: database {_without_credentials(settings.database_url)}, "
+            f"broker {_without_credentials(settings.broker_url or '')} "
+            f"(namespace {settings.broker_namespace}); run `bulkapi worker` for the workers",
+            err=True,
+        )
     Server(settings, host, port).run()
 
 
@@ -131,9 +145,14 @@ def db_upgrade() -> None:
     """Create or migrate the schema to the latest version."""
     settings = _settings()
     engine = make_engine(settings.database_url)
-    upgrade(engine)
+    before, after = upgrade(engine)
     engine.dispose()
-    click.echo("schema is up to date", err=True)
+    if before is None:
+        click.echo(f"schema created (revision {after})", err=True)
+    elif before == after:
+        click.echo(f"schema is up to date (revision {after})", err=True)
+    else:
+        click.echo(f"schema upgraded from revision {before} to {after}", err=True)
 
 
 @main.group()

@@ -1,4 +1,4 @@
-"""Bulk submission: validate everything, record it in one transaction, answer 202 (SPEC §4)."""
+"""Bulk submission: validate everything, record it in one transaction, answer 202."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_bulk
 from bulkapi.api.callbacks import callback_lookups
 from bulkapi.api.context import runtime
-from bulkapi.api.documented import problems
+from bulkapi.api.documented import JOB_FOLLOW_UPS, JOB_ID, LOCATION, links, problems
 from bulkapi.api.limits import check_pending_cap
 from bulkapi.api.representations import job_body
 from bulkapi.api.responses import json_response
@@ -57,6 +57,7 @@ MAX_IDEMPOTENCY_KEY = 255
 @blp.route("", methods=["POST"])
 @blp.arguments(BulkQueryArgs, location="query", as_kwargs=True)
 @blp.doc(
+    operationId="submitBulk",
     parameters=[
         {
             "name": "Idempotency-Key",
@@ -68,22 +69,37 @@ MAX_IDEMPOTENCY_KEY = 255
     ],
     requestBody={
         "required": True,
+        "description": "A JSON envelope, or NDJSON: one `Operation` per line (then "
+        "`callback_url` and `deadline` go in the query).",
         "content": {
             "application/json": {"schema": BulkRequestSchema},
-            "application/x-ndjson": {
-                "schema": OperationSchema,
-                "description": "One operation per line.",
-            },
+            "application/x-ndjson": {"schema": OperationSchema},
         },
     },
 )
-@blp.response(202, SubmittedJobSchema, description="Accepted; poll the job at Location.")
+@blp.response(
+    202,
+    SubmittedJobSchema,
+    description="Accepted (or replayed): the job, to follow at `Location`.",
+    headers={
+        **LOCATION,
+        "Retry-After": {
+            "description": "Seconds before the first poll is worth it.",
+            "schema": {"type": "integer"},
+        },
+        "Idempotent-Replayed": {
+            "description": "`true` when an `Idempotency-Key` answered with the original job.",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    },
+)
+@links(blp, 202, *JOB_FOLLOW_UPS, job_id=JOB_ID)
 @problems(blp, 400, 408, 409, 413, 415)
 def submit(callback_url: str | None, deadline: str | None) -> Response:
     """Submit a bulk request: all operations are accepted together, or none is.
 
-    With ``Idempotency-Key``, the same key and body within 24 hours answer with the
-    original job (header ``Idempotent-Replayed: true``) and record nothing new.
+    With `Idempotency-Key`, the same key and body within 24 hours answer with the
+    original job (header `Idempotent-Replayed: true`) and record nothing new.
     """
     tenant_id = require_tenant()
     rt = runtime()

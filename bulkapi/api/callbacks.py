@@ -1,4 +1,4 @@
-"""Callback host names looked up at submit (SPEC §6), so that a name resolving to a
+"""Callback host names looked up at submit, so that a name resolving to a
 forbidden address is refused with 422 ``callback_url_forbidden``, as an IP literal is.
 
 This is I/O, so it lives here at the edge and not in ``core/validation.py``. The lookup

@@ -1,4 +1,4 @@
-"""A job's progress as Server-Sent Events: ``GET /v1/jobs/{id}/events`` (SPEC §5).
+"""A job's progress as Server-Sent Events: ``GET /v1/jobs/{id}/events``.
 
 The stream polls the database as the long poll does (the database is the record; there
 is no pub/sub to subscribe to) and turns each change it sees into events:
@@ -47,6 +47,7 @@ from bulkapi.api.documented import problems
 from bulkapi.api.holds import try_wait
 from bulkapi.api.jobs import read_job
 from bulkapi.api.representations import job_body
+from bulkapi.api.schemas import JobEventSchema
 from bulkapi.core.errors import NotFound
 from bulkapi.core.jobs import STATUS_RANK, JobStatus
 from bulkapi.store.jobs import JobRecord
@@ -85,25 +86,6 @@ _LAST_EVENT_ID = {
     "schema": {"type": "string"},
     "description": "Resume after this event: only later events are sent. Unknown ids are "
     "ignored (the stream starts over).",
-}
-#: One event of the stream (as OpenAPI 3.2 ``itemSchema`` would put it). ``data`` holds
-#: a Job as JSON; JSON Schema's ``contentSchema`` would say so, but it is not OpenAPI 3.0.
-_EVENT = {
-    "type": "object",
-    "required": ["event", "id", "data"],
-    "properties": {
-        "event": {"type": "string", "enum": ["status", "progress"]},
-        "id": {
-            "type": "string",
-            "pattern": "^[0-9]+$",
-            "description": "Increases along the job's events; send it back as Last-Event-ID.",
-        },
-        "data": {
-            "type": "string",
-            "description": "The job as JSON (a Job), as GET /v1/jobs/{job_id} answers it.",
-        },
-        "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting."},
-    },
 }
 
 
@@ -256,16 +238,16 @@ def _stream(
 @blp.route("/<job_id>/events", methods=["GET"])
 @blp.response(
     200,
-    _EVENT,
+    JobEventSchema,
     content_type="text/event-stream",
     description="Server-Sent Events `status` and `progress` (each as this schema says), "
     "closed after the terminal status event.",
 )
 @blp.alt_response(204, description="Resumed after the terminal event: nothing more to send.")
-@blp.doc(parameters=[_LAST_EVENT_ID])
+@blp.doc(operationId="streamJobEvents", parameters=[_LAST_EVENT_ID])
 @problems(blp, 404)
 def events(job_id: str) -> Response:
-    """A job's status changes and progress as Server-Sent Events, resumable by Last-Event-ID."""
+    """A job's status changes and progress as Server-Sent Events, resumable by `Last-Event-ID`."""
     tenant_id = require_job_reader(job_id)
     job = read_job(tenant_id, job_id)  # 404 before the stream starts
     seen = parse_last_event_id(request.headers.get("Last-Event-ID"), job)

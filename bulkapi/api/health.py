@@ -1,4 +1,4 @@
-"""Liveness and readiness (SPEC §8)."""
+"""Liveness and readiness."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from bulkapi.api.context import runtime
-from bulkapi.api.problems import DEPENDENCY_RETRY, PROBLEM_TYPE, problem
+from bulkapi.api.documented import problems
+from bulkapi.api.problems import DEPENDENCY_RETRY, problem
 from bulkapi.api.responses import json_response
-from bulkapi.api.schemas import HealthSchema, ProblemSchema
+from bulkapi.api.schemas import HealthSchema
 from bulkapi.dispatch.broker import broker_reachable
 from bulkapi.store.database import reading
 
@@ -18,7 +19,8 @@ blp = Blueprint("health", __name__, description="Operations endpoints.")
 
 @blp.route("/healthz", methods=["GET"])
 @blp.response(200, HealthSchema)
-@blp.doc(security=[])
+@blp.doc(operationId="getHealth", security=[])
+@problems(blp, authenticated=False)
 def healthz() -> Response:
     """The process is alive."""
     return json_response({"status": "ok"})
@@ -26,10 +28,8 @@ def healthz() -> Response:
 
 @blp.route("/readyz", methods=["GET"])
 @blp.response(200, HealthSchema)
-@blp.doc(security=[])
-@blp.alt_response(
-    503, schema=ProblemSchema, content_type=PROBLEM_TYPE, description="A dependency is unreachable"
-)
+@blp.doc(operationId="getReadiness", security=[])
+@problems(blp, 503, authenticated=False)
 def readyz() -> Response:
     """The database and the broker are reachable."""
     rt = runtime()

@@ -1,4 +1,4 @@
-"""Jobs: status, long poll, results, list and cancel (SPEC §5)."""
+"""Jobs: status, long poll, results, list and cancel."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 
 from bulkapi.api.auth import check_job_id, require_job_reader, require_tenant
 from bulkapi.api.context import runtime
-from bulkapi.api.documented import problems
+from bulkapi.api.documented import JOB_FOLLOW_UPS, JOB_ID, links, problems
 from bulkapi.api.holds import may_wait
 from bulkapi.api.pagination import decode_cursor, page_body
 from bulkapi.api.representations import delivery_body, job_body, result_body
@@ -58,9 +58,11 @@ def read_job(tenant_id: str, job_id: str) -> JobRecord:
 @blp.route("/<job_id>", methods=["GET"])
 @blp.arguments(JobWaitArgs, location="query", as_kwargs=True)
 @blp.response(200, JobSchema)
+@blp.doc(operationId="getJob")
+@links(blp, 200, *JOB_FOLLOW_UPS[1:], job_id=JOB_ID)
 @problems(blp, 404)
 def get(job_id: str, wait: float) -> Response:
-    """A job's state; with ``wait=N`` answers as soon as it is terminal, or after N seconds."""
+    """A job's state; with `wait=N` answers as soon as it is terminal, or after N seconds."""
     tenant_id = require_job_reader(job_id)
     deadline = time.monotonic() + wait
     poll = _FIRST_POLL_SECONDS
@@ -92,7 +94,20 @@ def _stream_results(job_id: str, wanted: ResultFilter) -> Iterator[bytes]:
 
 @blp.route("/<job_id>/results", methods=["GET"])
 @blp.arguments(ResultArgs, location="query", as_kwargs=True)
-@blp.response(200, ResultPageSchema, description="In request order; NDJSON if asked.")
+@blp.response(
+    200,
+    ResultPageSchema,
+    description="In request order. With `Accept: application/x-ndjson`, every result "
+    "(filtered, not paginated) as NDJSON: one `Result` per line.",
+)
+@blp.doc(
+    operationId="listJobResults",
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/Result"}}}
+        }
+    },
+)
 @problems(blp, 404)
 def results(
     job_id: str,
@@ -101,7 +116,7 @@ def results(
     limit: int,
     cursor: str | None,
 ) -> Response:
-    """Per-operation results in request order; ``Accept: application/x-ndjson`` streams all."""
+    """Per-operation results in request order; `Accept: application/x-ndjson` streams all."""
     wanted = ResultFilter(status, effects_status)
     tenant_id = require_job_reader(job_id)
     read_job(tenant_id, job_id)  # 404 unless the job is the caller's
@@ -119,15 +134,16 @@ def results(
 
 @blp.route("/<job_id>/deliveries", methods=["GET"])
 @blp.response(200, DeliveriesSchema)
+@blp.doc(operationId="listJobDeliveries")
 @problems(blp, 404)
 def deliveries(job_id: str) -> Response:
-    """Webhook delivery attempts to the job's ``callback_url``, oldest first.
+    """Webhook delivery attempts to the job's `callback_url`, oldest first.
 
-    ``items`` lists every attempt; ``delivery`` (absent until the job has finished with a
+    `items` lists every attempt; `delivery` (absent until the job has finished with a
     callback URL) carries the webhook id and the overall status: pending, delivered or
     failed.
     """
-    tenant_id = require_tenant()  # not a status token: SPEC §5 limits those to
+    tenant_id = require_tenant()  # not a status token: those read only
     check_job_id(job_id)  # the job's status, results and events
     read_job(tenant_id, job_id)  # 404 unless the job is the caller's
     with reading(runtime().engine) as conn:
@@ -137,6 +153,8 @@ def deliveries(job_id: str) -> Response:
 
 @blp.route("/<job_id>/cancel", methods=["POST"])
 @blp.response(202, JobSchema)
+@blp.doc(operationId="cancelJob")
+@links(blp, 202, JOB_FOLLOW_UPS[0], job_id=JOB_ID)
 @problems(blp, 404, 409)
 def cancel_job(job_id: str) -> Response:
     """Cancel the operations not yet applied; those applied stay applied."""
@@ -153,6 +171,7 @@ def cancel_job(job_id: str) -> Response:
 @blp.route("", methods=["GET"])
 @blp.arguments(JobListArgs, location="query", as_kwargs=True)
 @blp.response(200, JobPageSchema)
+@blp.doc(operationId="listJobs")
 @problems(blp)
 def list_all(status: str | None, limit: int, cursor: str | None) -> Response:
     """The tenant's jobs, newest first."""

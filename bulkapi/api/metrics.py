@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus gauges read from the database at scrape time (SPEC §8).
+"""``GET /metrics``: Prometheus gauges read from the database at scrape time.
 
 Every value comes from the database, the one place that knows the whole service, so any
 API process (behind any load balancer) answers the same truth, and nothing needs
@@ -31,6 +31,7 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import Engine
 
 from bulkapi import __version__
+from bulkapi.api.documented import problems
 from bulkapi.config import Settings
 from bulkapi.runtime import Runtime
 from bulkapi.store.database import reading, utcnow
@@ -227,7 +228,8 @@ _DESCRIPTION = (
 
 @blp.route("/metrics", methods=["GET"])
 @blp.response(200, {"type": "string"}, content_type="text/plain", description=_DESCRIPTION)
-@blp.doc(security=[])
+@blp.doc(operationId="getMetrics", security=[])
+@problems(blp, authenticated=False)
 def metrics() -> Response:
     """Backlog, open jobs and side effects, read from the database (Prometheus format)."""
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -7,7 +7,7 @@ from typing import Literal
 
 from bulkapi.core.preconditions import ANY_VERSION
 
-#: Longest ``Prefer: wait=N`` a sync write honours (SPEC §3).
+#: Longest ``Prefer: wait=N`` a sync write honours.
 MAX_WRITE_WAIT_SECONDS = 30
 #: A strong entity tag naming a version: ``"12"`` (ASCII digits only).
 _VERSION_TAG = re.compile(r'"([0-9]{1,18})"')

@@ -1,4 +1,4 @@
-"""Single-resource endpoints: read, write synchronously, list (SPEC §3)."""
+"""Single-resource endpoints: read, write synchronously, list."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_document
 from bulkapi.api.context import runtime
-from bulkapi.api.documented import problems
+from bulkapi.api.documented import ETAG, LOCATION, links, problems
 from bulkapi.api.holds import may_wait
 from bulkapi.api.pagination import MAX_INDEX, decode_cursor, page_body
 from bulkapi.api.preconditions import etag, none_match, parse_if_match, parse_prefer_wait
 from bulkapi.api.representations import effect_body, history_body, resource_body
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import (
+    DocumentSchema,
     EffectPageSchema,
     HistoryPageSchema,
     PageArgs,
@@ -116,11 +117,14 @@ _WRITE_ERRORS = (400, 404, 408, 409, 412, 413, 415)
 
 _DOCUMENT_BODY = {
     "required": True,
+    "content": {"application/json": {"schema": DocumentSchema}},
+}
+_MERGE_PATCH_BODY = {
+    "required": True,
+    "description": "A JSON Merge Patch (RFC 7396): `null` removes a member.",
     "content": {
-        "application/json": {"schema": {"type": "object", "additionalProperties": True}},
-        "application/merge-patch+json": {
-            "schema": {"type": "object", "additionalProperties": True}
-        },
+        "application/merge-patch+json": {"schema": DocumentSchema},
+        "application/json": {"schema": DocumentSchema},
     },
 }
 _WRITE_HEADERS = [
@@ -129,14 +133,15 @@ _WRITE_HEADERS = [
         "in": "header",
         "required": False,
         "schema": {"type": "string"},
-        "description": 'Apply only if the current version is this ETag ("<version>").',
+        "description": 'Apply only if the current version is this ETag (`"<version>"`).',
     },
     {
         "name": "Prefer",
         "in": "header",
         "required": False,
         "schema": {"type": "string"},
-        "description": "wait=N (N <= 30): wait for accepted bulk work on the key, then apply.",
+        "description": "`wait=N` (N ≤ 30): wait up to N seconds for accepted bulk work on "
+        "the resource, then apply.",
     },
 ]
 _IF_NONE_MATCH = {
@@ -144,14 +149,14 @@ _IF_NONE_MATCH = {
     "in": "header",
     "required": False,
     "schema": {"type": "string"},
-    "description": "PUT: '*' creates only. GET: an ETag answers 304 if unchanged.",
+    "description": "PUT: `*` creates only. GET: an ETag answers 304 if unchanged.",
 }
 
 
 @blp.route("/<rtype>/<rid>", methods=["GET"])
-@blp.response(200, ResourceSchema)
-@blp.alt_response(304, description="Not modified (If-None-Match matched)")
-@blp.doc(parameters=[_IF_NONE_MATCH])
+@blp.response(200, ResourceSchema, headers=ETAG)
+@blp.alt_response(304, description="Not modified (`If-None-Match` matched)", headers=ETAG)
+@blp.doc(operationId="getResource", parameters=[_IF_NONE_MATCH])
 @problems(blp, 404)
 def get(rtype: str, rid: str) -> Response:
     """Read one resource; 404 if absent or deleted."""
@@ -164,19 +169,24 @@ def get(rtype: str, rid: str) -> Response:
 
 
 @blp.route("/<rtype>/<rid>", methods=["PUT"])
-@blp.response(200, ResourceSchema, description="Replaced")
-@blp.alt_response(201, schema=ResourceSchema, description="Created")
-@blp.doc(requestBody=_DOCUMENT_BODY, parameters=[*_WRITE_HEADERS, _IF_NONE_MATCH])
+@blp.response(200, ResourceSchema, description="Replaced", headers=ETAG)
+@blp.alt_response(201, schema=ResourceSchema, description="Created", headers=ETAG | LOCATION)
+@blp.doc(
+    operationId="putResource",
+    requestBody=_DOCUMENT_BODY,
+    parameters=[*_WRITE_HEADERS, _IF_NONE_MATCH],
+)
+@links(blp, 201, "getResource", rtype="$response.body#/type", rid="$response.body#/id")
 @problems(blp, *_WRITE_ERRORS)
 def put(rtype: str, rid: str) -> Response:
-    """Create or replace a resource; honours If-Match, If-None-Match: * and Prefer: wait=N."""
+    """Create or replace a resource; honours `If-Match`, `If-None-Match: *` and `Prefer: wait=N`."""
     result = _write(rtype, rid, OpKind.UPSERT, _document())
     return _resource_response(result.resource, 201 if result.created else 200)
 
 
 @blp.route("/<rtype>/<rid>", methods=["PATCH"])
-@blp.response(200, ResourceSchema)
-@blp.doc(requestBody=_DOCUMENT_BODY, parameters=_WRITE_HEADERS)
+@blp.response(200, ResourceSchema, headers=ETAG)
+@blp.doc(operationId="patchResource", requestBody=_MERGE_PATCH_BODY, parameters=_WRITE_HEADERS)
 @problems(blp, *_WRITE_ERRORS)
 def patch(rtype: str, rid: str) -> Response:
     """Apply a JSON Merge Patch (RFC 7396); 404 if the resource is absent."""
@@ -185,8 +195,8 @@ def patch(rtype: str, rid: str) -> Response:
 
 
 @blp.route("/<rtype>/<rid>", methods=["DELETE"])
-@blp.response(204, description="Deleted")
-@blp.doc(parameters=_WRITE_HEADERS)
+@blp.response(204, description="Deleted", headers=ETAG)
+@blp.doc(operationId="deleteResource", parameters=_WRITE_HEADERS)
 @problems(blp, 404, 409, 412)
 def delete(rtype: str, rid: str) -> Response:
     """Delete a resource, leaving a tombstone so its versions are never reused."""
@@ -197,6 +207,7 @@ def delete(rtype: str, rid: str) -> Response:
 @blp.route("/<rtype>", methods=["GET"])
 @blp.arguments(PageArgs, location="query", as_kwargs=True)
 @blp.response(200, ResourcePageSchema)
+@blp.doc(operationId="listResources")
 @problems(blp)
 def list_of_type(rtype: str, limit: int, cursor: str | None) -> Response:
     """List existing resources of one type in id order (keyset pagination)."""
@@ -227,6 +238,7 @@ def _effects_cursor(cursor: str | None) -> tuple[int, int] | None:
 @blp.route("/<rtype>/<rid>/history", methods=["GET"])
 @blp.arguments(PageArgs, location="query", as_kwargs=True)
 @blp.response(200, HistoryPageSchema)
+@blp.doc(operationId="listResourceHistory")
 @problems(blp, 404)
 def history(rtype: str, rid: str, limit: int, cursor: str | None) -> Response:
     """Every version of a resource, newest first: which write made it (a bulk operation,
@@ -254,6 +266,7 @@ def history(rtype: str, rid: str, limit: int, cursor: str | None) -> Response:
 @blp.route("/<rtype>/<rid>/effects", methods=["GET"])
 @blp.arguments(PageArgs, location="query", as_kwargs=True)
 @blp.response(200, EffectPageSchema)
+@blp.doc(operationId="listResourceEffects")
 @problems(blp)
 def effects_of(rtype: str, rid: str, limit: int, cursor: str | None) -> Response:
     """The side effects of a resource's changes, newest change first: status, attempts

@@ -7,7 +7,9 @@ schema-driven tests.
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, fields, post_load, validate
 
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.jobs import JobStatus
@@ -24,25 +26,36 @@ class _Strict(Schema):
         ordered = True
 
 
-class PageArgs(_Strict):
+class _Query(_Strict):
+    """Query arguments. An optional one left out reaches the view as None; documented
+    as optional, not as nullable (a query string cannot spell null)."""
+
+    @post_load
+    def _absent_as_none(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {name: None for name in self.load_fields} | data
+
+
+class PageArgs(_Query):
     limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
-
-
-class JobListArgs(PageArgs):
-    status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in JobStatus]))
-
-
-class ResultArgs(PageArgs):
-    status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in OpStatus]))
-    effects_status = fields.String(
-        load_default=None,
-        validate=validate.OneOf([s.value for s in EffectStatus]),
-        metadata={"description": "Only operations whose effects_status is this."},
+    cursor = fields.String(
+        validate=validate.Length(max=512),
+        metadata={"description": "The `next_cursor` of the previous page."},
     )
 
 
-class JobWaitArgs(_Strict):
+class JobListArgs(PageArgs):
+    status = fields.String(validate=validate.OneOf([s.value for s in JobStatus]))
+
+
+class ResultArgs(PageArgs):
+    status = fields.String(validate=validate.OneOf([s.value for s in OpStatus]))
+    effects_status = fields.String(
+        validate=validate.OneOf([s.value for s in EffectStatus]),
+        metadata={"description": "Only operations whose `effects_status` is this."},
+    )
+
+
+class JobWaitArgs(_Query):
     wait = fields.Float(
         load_default=0,
         validate=validate.Range(0, 60),
@@ -50,14 +63,12 @@ class JobWaitArgs(_Strict):
     )
 
 
-class BulkQueryArgs(_Strict):
+class BulkQueryArgs(_Query):
     callback_url = fields.String(
-        load_default=None,
         validate=validate.Length(max=2048),
         metadata={"description": "For NDJSON bodies."},
     )
     deadline = fields.String(
-        load_default=None,
         validate=validate.Length(max=64),
         metadata={"description": "For NDJSON bodies: RFC 3339 timestamp or seconds."},
     )
@@ -81,15 +92,34 @@ class JobLinksSchema(_Strict):
 
 
 class JobSchema(_Strict):
+    """A bulk job: its status, counts and timeline."""
+
     id = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf([s.value for s in JobStatus]))
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf([s.value for s in JobStatus]),
+        metadata={
+            "description": "`queued`, then `processing`, then one terminal status: "
+            "`succeeded`, `partially_succeeded`, `failed` or `cancelled`."
+        },
+    )
     created_at = fields.DateTime(required=True)
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
-    total = fields.Integer(required=True)
-    counts = fields.Nested(CountsSchema, required=True)
-    progress = fields.Float(required=True)
-    status_history = fields.List(fields.Nested(StatusEntrySchema), required=True)
+    total = fields.Integer(required=True, metadata={"description": "Operations in the job."})
+    counts = fields.Nested(
+        CountsSchema,
+        required=True,
+        metadata={"description": "Always adds up to `total`."},
+    )
+    progress = fields.Float(
+        required=True, metadata={"description": "`(total - pending) / total`, 0.0 to 1.0."}
+    )
+    status_history = fields.List(
+        fields.Nested(StatusEntrySchema),
+        required=True,
+        metadata={"description": "Every status the job entered, once, oldest first."},
+    )
     callback_url = fields.String(allow_none=True)
     metadata = fields.Dict(allow_none=True)
     deadline = fields.DateTime(allow_none=True)
@@ -158,13 +188,23 @@ class EffectPageSchema(_Strict):
 
 
 class ResultSchema(_Strict):
-    index = fields.Integer(required=True)
+    """The outcome of one operation of a job."""
+
+    index = fields.Integer(
+        required=True, metadata={"description": "The operation's 0-based position."}
+    )
     op = fields.String(required=True)
     type = fields.String(required=True)
     id = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in OpStatus]))
-    version = fields.Integer()
-    error = fields.Nested(ResultErrorSchema)
+    version = fields.Integer(metadata={"description": "The version the operation produced."})
+    error = fields.Nested(
+        ResultErrorSchema,
+        metadata={
+            "description": "Why it failed: `version_mismatch`, `not_found`, `rule_rejected`, "
+            "`apply_failed` or `deadline_exceeded`."
+        },
+    )
     effects_status = fields.String(
         validate=_EFFECT_STATUSES,
         metadata={"description": "failed if any effect failed, else pending until all ran."},
@@ -216,9 +256,13 @@ class DeliveriesSchema(_Strict):
 
 
 class ResourceSchema(_Strict):
+    """One resource with its current version (also in the `ETag` header)."""
+
     type = fields.String(required=True)
     id = fields.String(required=True)
-    version = fields.Integer(required=True)
+    version = fields.Integer(
+        required=True, metadata={"description": "1 when created, +1 on every applied write."}
+    )
     data = fields.Dict(required=True)
     updated_at = fields.DateTime(required=True)
 
@@ -277,15 +321,65 @@ class ResourceTypeListSchema(_Strict):
     )
 
 
-class ProblemSchema(_Strict):
+class DocumentSchema(_Strict):
+    """A resource's document: any JSON object (a registered type's schema may narrow it)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class DuplicateSchema(_Strict):
     type = fields.String(required=True)
+    id = fields.String(required=True)
+    indexes = fields.List(
+        fields.Integer(), required=True, metadata={"description": "0-based, ascending."}
+    )
+
+
+class ProblemSchema(_Strict):
+    """An RFC 9457 problem; members beyond these may be added, and clients ignore them."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True, metadata={"description": "`urn:bulkapi:problem:<code>`"})
     title = fields.String(required=True)
     status = fields.Integer(required=True)
-    detail = fields.String(required=True)
-    code = fields.String(required=True)
-    errors = fields.Dict()
-    duplicates = fields.List(fields.Dict())
-    job_id = fields.String()
+    detail = fields.String(required=True, metadata={"description": "For people, not programs."})
+    code = fields.String(
+        required=True, metadata={"description": "Stable snake_case machine code: branch on this."}
+    )
+    errors = fields.Dict(
+        metadata={"description": "What was wrong, by field (by operation index for bulk requests)."}
+    )
+    duplicates = fields.List(
+        fields.Nested(DuplicateSchema),
+        metadata={"description": "`duplicate_resource`: each key given more than once."},
+    )
+    job_id = fields.String(
+        metadata={"description": "`resource_busy`: the oldest job holding the resource."}
+    )
+
+
+class JobEventSchema(_Strict):
+    """One Server-Sent Event of a job's stream."""
+
+    event = fields.String(required=True, validate=validate.OneOf(["status", "progress"]))
+    id = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[0-9]+$"),
+        metadata={
+            "description": "Increases along the job's events; send the last one back "
+            "as `Last-Event-ID`."
+        },
+    )
+    data = fields.String(
+        required=True,
+        metadata={
+            "description": "The job as JSON (a `Job`), as `GET /v1/jobs/{job_id}` answers it."
+        },
+    )
+    retry = fields.Integer(metadata={"description": "Milliseconds to wait before reconnecting."})
 
 
 class HealthSchema(_Strict):

@@ -64,9 +64,10 @@ def _described() -> dict[str, dict[str, Any]]:
 
 @blp.route("", methods=["GET"])
 @blp.response(200, ResourceTypeListSchema)
+@blp.doc(operationId="listTypes")
 @problems(blp)
 def list_types() -> Response:
-    """Every registered type; ``strict`` says whether other types are refused."""
+    """Every registered type; `strict` says whether other types are refused."""
     require_tenant()
     items = list(_described().values())
     return json_response({"items": items, "strict": runtime().registry.strict})
@@ -74,6 +75,7 @@ def list_types() -> Response:
 
 @blp.route("/<name>", methods=["GET"])
 @blp.response(200, ResourceTypeSchema)
+@blp.doc(operationId="getType")
 @problems(blp, 404)
 def get_type(name: str) -> Response:
     """One registered type; 404 if it is not registered."""

@@ -1,4 +1,4 @@
-"""Job states, counts and the rule for a job's terminal status (SPEC §5)."""
+"""Job states, counts and the rule for a job's terminal status."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ import re
 import zlib
 from typing import NamedTuple
 
-#: What a resource type may look like (SPEC §2).
+#: What a resource type may look like.
 TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-#: What a resource id may look like (SPEC §2).
+#: What a resource id may look like.
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 

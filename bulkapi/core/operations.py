@@ -23,7 +23,7 @@ class OpStatus(StrEnum):
 
 
 class OpError(StrEnum):
-    """Per-operation failure codes (SPEC §5)."""
+    """Per-operation failure codes."""
 
     VERSION_MISMATCH = "version_mismatch"
     NOT_FOUND = "not_found"

@@ -20,7 +20,7 @@ from bulkapi.store.bulk_sql import OperationRow, bulk_sql_for
 from bulkapi.store.database import as_utc
 from bulkapi.store.tables import job_counts, job_status_history, jobs, status_tokens
 
-#: How long an Idempotency-Key keeps answering with its original job (SPEC §4).
+#: How long an Idempotency-Key keeps answering with its original job.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 

@@ -27,7 +27,7 @@ from tests.conftest import (
     production_service,
 )
 
-#: Fields every job representation carries at least (SPEC §5).
+#: Fields every job representation carries at least.
 JOB_FIELDS = {
     "id",
     "status",
@@ -181,7 +181,7 @@ def limited_api(limited: Service) -> InProcessApi:
     return limited.api(f"limited-{uuid.uuid4().hex[:10]}")
 
 
-#: The example types module, as shipped (issue 5).
+#: The example types module, as shipped.
 CRM = "examples.crm"
 
 

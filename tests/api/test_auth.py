@@ -1,4 +1,4 @@
-"""Authentication, tenant isolation and job status tokens (SPEC §2, §5)."""
+"""Authentication, tenant isolation and job status tokens."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bulk submission: the 202 answer, both body formats, all-or-nothing admission (SPEC §4)."""
+"""Bulk submission: the 202 answer, both body formats, all-or-nothing admission."""
 
 from __future__ import annotations
 

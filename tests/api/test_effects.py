@@ -1,4 +1,4 @@
-"""Ordered side effects (issue 5): run after commit, in each resource's write order, at
+"""Ordered side effects: run after commit, in each resource's write order, at
 least once, retried, their failures visible per operation; on both modes.
 
 The suite's ``recorded`` type logs every attempt of its effect to a file shared by every

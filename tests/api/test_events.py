@@ -1,4 +1,4 @@
-"""Job events: ``GET /v1/jobs/{id}/events`` as Server-Sent Events (SPEC §5).
+"""Job events: ``GET /v1/jobs/{id}/events`` as Server-Sent Events.
 
 Each stream is read on its own thread through Flask's test client (``buffered=False``),
 block by block as the server sends it; the test waits for what it needs with a generous

@@ -1,4 +1,4 @@
-"""Jobs: lifecycle, terminal statuses, results, listing, long poll and cancel (SPEC §5)."""
+"""Jobs: lifecycle, terminal statuses, results, listing, long poll and cancel."""
 
 from __future__ import annotations
 

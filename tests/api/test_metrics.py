@@ -1,4 +1,4 @@
-"""``GET /metrics`` (SPEC §8): Prometheus gauges read from the database at scrape time.
+"""``GET /metrics``: Prometheus gauges read from the database at scrape time.
 
 The service is shared with other tests, so the gauges are compared before and after
 this test's own work, while everything that could change them is held still (drains and

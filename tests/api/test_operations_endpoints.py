@@ -1,4 +1,4 @@
-"""Operations endpoints: health, readiness, the OpenAPI document and the docs UI (SPEC §8)."""
+"""Operations endpoints: health, readiness, the OpenAPI document and the docs UI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import orjson
 
 from tests.conftest import Service
 
-#: Every /v1 path of SPEC §3-§5 that exists today, as OpenAPI spells them.
+#: Every /v1 path of the resources, bulk and jobs contract, as OpenAPI spells them.
 V1_PATHS = {
     "/v1/bulk",
     "/v1/jobs",

@@ -1,4 +1,4 @@
-"""Per-resource ordering: sync writes never jump ahead of accepted bulk work (SPEC §3-§4)."""
+"""Per-resource ordering: sync writes never jump ahead of accepted bulk work."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every error is an RFC 9457 problem, and no request, however malformed, yields a 500 (SPEC §2)."""
+"""Every error is an RFC 9457 problem, and no request, however malformed, yields a 500."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Single-resource endpoints: reads, synchronous writes, preconditions, lists (SPEC §2-§3)."""
+"""Single-resource endpoints: reads, synchronous writes, preconditions, lists."""
 
 from __future__ import annotations
 

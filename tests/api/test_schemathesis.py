@@ -21,11 +21,13 @@ authenticated operation can answer).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,6 +37,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup
 
 from tests.api.conftest import PROBLEM_FIELDS
 from tests.conftest import InProcessApi, Service, embedded_service
@@ -236,3 +239,83 @@ def test_not_modified_is_documented_for_conditional_reads(
     assert response.status_code == 304
     responses = openapi_document["paths"]["/v1/resources/{rtype}/{rid}"]["get"]["responses"]
     assert "304" in responses, "GET /v1/resources/{rtype}/{rid} answers 304 undocumented"
+
+
+#: What any request can be answered before a view sees it (gunicorn: malformed, slow, too
+#: long a request line, too large headers).
+TRANSPORT_STATUSES = {"400", "408", "414", "431"}
+
+
+def test_every_operation_documents_the_answers_any_request_can_get(
+    openapi_document: dict[str, Any],
+) -> None:
+    missing = [
+        f"{method} {path}: {sorted(TRANSPORT_STATUSES - set(operation['responses']))}"
+        for method, path, operation in _operations(openapi_document)
+        if not set(operation["responses"]) >= TRANSPORT_STATUSES
+    ]
+    assert not missing, "\n".join(missing)
+
+
+def test_every_operation_has_an_id_and_markdown_text(openapi_document: dict[str, Any]) -> None:
+    """Generators name functions after operationIds; Swagger UI and generated docstrings
+    render Markdown, where reStructuredText's double backticks show up as noise."""
+    ids = [operation.get("operationId") for _, _, operation in _operations(openapi_document)]
+    assert None not in ids
+    assert len(set(ids)) == len(ids), ids
+    text = json.dumps(openapi_document)
+    assert "``" not in text
+
+
+def test_document_bodies_share_one_named_schema(openapi_document: dict[str, Any]) -> None:
+    item = openapi_document["paths"]["/v1/resources/{rtype}/{rid}"]
+    schemas = [
+        media["schema"]
+        for method in ("put", "patch")
+        for media in item[method]["requestBody"]["content"].values()
+    ]
+    assert schemas == [{"$ref": "#/components/schemas/Document"}] * len(schemas)
+    assert item["patch"]["requestBody"]["content"].keys() >= {"application/merge-patch+json"}
+
+
+def _link_targets(response: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {link["operationId"]: link["parameters"] for link in response["links"].values()}
+
+
+def test_links_lead_from_a_submit_to_the_job_and_from_the_job_onwards(
+    openapi_document: dict[str, Any],
+) -> None:
+    paths = openapi_document["paths"]
+    by_id = {operation["operationId"] for _, _, operation in _operations(openapi_document)}
+    submitted = _link_targets(paths["/v1/bulk"]["post"]["responses"]["202"])
+    job = _link_targets(paths["/v1/jobs/{job_id}"]["get"]["responses"]["200"])
+    assert submitted["getJob"] == {"job_id": "$response.body#/id"}
+    assert {"listJobResults", "streamJobEvents", "cancelJob"} <= job.keys()
+    assert set(submitted) | set(job) <= by_id
+
+
+def test_the_conformance_checks_really_run(openapi_document: dict[str, Any]) -> None:
+    """A response with an undocumented status, or a body its schema forbids, is caught:
+    the fuzz test above would pass vacuously if the checks were switched off."""
+    schema = schemathesis.openapi.from_dict(openapi_document)
+    operation = schema["/v1/jobs/{job_id}"]["GET"]
+    case = operation.Case(path_parameters={"job_id": "job_x"})
+    undocumented = _fake_response(418, {"status": "teapot"})
+    with pytest.raises(FailureGroup) as caught:
+        case.validate_response(undocumented, checks=[status_code_conformance])
+    assert [type(failure).__name__ for failure in caught.value.exceptions] == [
+        "UndefinedStatusCode"
+    ]
+    malformed = _fake_response(200, {"id": 1})
+    with pytest.raises(FailureGroup) as caught:
+        case.validate_response(malformed, checks=[response_schema_conformance])
+    assert "JsonSchemaError" in {type(failure).__name__ for failure in caught.value.exceptions}
+
+
+def _fake_response(status: int, body: dict[str, Any]) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps(body).encode()
+    response.headers["Content-Type"] = "application/json"
+    response.request = requests.Request("GET", "http://bulkapi.test/v1/jobs/job_x").prepare()
+    return response

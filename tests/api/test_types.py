@@ -1,4 +1,4 @@
-"""Resource types (issue 5): schemas at the door, rules at apply time, GET /v1/types and
+"""Resource types: schemas at the door, rules at apply time, GET /v1/types and
 strict mode.
 
 Every test runs on both modes: the ``crm`` service with BULKAPI_TYPES=examples.crm (the

@@ -1,4 +1,4 @@
-"""Webhooks (SPEC §6): a finished job is POSTed to its callback_url, signed, retried, listed.
+"""Webhooks: a finished job is POSTed to its callback_url, signed, retried, listed.
 
 The receiver is a real HTTP server on 127.0.0.1 started by each test; the test services
 allow private callbacks (tests/support.py), except ``strict`` below, which keeps the
@@ -190,7 +190,7 @@ def test_deliveries_are_read_with_the_api_key_only_and_hidden_from_other_tenants
 
     other = service.api()
     assert_problem(other.get(f"/v1/jobs/{job['id']}/deliveries"), 404, "not_found")
-    # SPEC §5: a status token reads the job's status, results and events, nothing else.
+    # A status token reads the job's status, results and events, nothing else.
     by_token = InProcessApi(api.client, job["status_token"])
     assert by_token.get(f"/v1/jobs/{job['id']}").status_code == 200
     assert_problem(by_token.get(f"/v1/jobs/{job['id']}/deliveries"), 401, "unauthorized")

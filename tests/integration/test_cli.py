@@ -1,4 +1,4 @@
-"""The command line (SPEC §9) as a user runs it: installed scripts, subprocesses, real HTTP."""
+"""The command line as a user runs it: installed scripts, subprocesses, real HTTP."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def test_db_upgrade_creates_the_schema_and_is_idempotent(kind: str, tmp_path: Pa
         env = clean_env(BULKAPI_DATABASE_URL=url)
         first = run_cli(["db", "upgrade"], env, tmp_path)
         assert first.returncode == 0, first.stderr
+        assert "schema created" in first.stderr, first.stderr
         engine = create_engine(url)
         try:
             tables = set(inspect(engine).get_table_names())
@@ -62,6 +63,7 @@ def test_db_upgrade_creates_the_schema_and_is_idempotent(kind: str, tmp_path: Pa
                 head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             second = run_cli(["db", "upgrade"], env, tmp_path)
             assert second.returncode == 0, second.stderr
+            assert "schema is up to date" in second.stderr, second.stderr
             with engine.connect() as conn:
                 again = conn.execute(text("SELECT version_num FROM alembic_version")).all()
             assert again == [(head,)]
@@ -131,6 +133,23 @@ def test_serve_with_no_configuration_runs_embedded_mode_in_the_working_directory
             assert resource.headers["ETag"] == '"1"'
         assert server.terminate() == 0, server.log()
     assert "embedded mode" in server.log()
+
+
+def test_production_serve_says_which_database_and_broker_it_uses_without_credentials(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    with_password = postgres_url.replace("://postgres@", "://postgres:hunter2@", 1)
+    assert with_password != postgres_url
+    env = service_env(with_password, REDIS_URL, redis_namespace)
+    assert run_cli(["db", "upgrade"], env).returncode == 0
+    server, _ = serve(env, tmp_path / "serve.log")
+    with server:
+        assert server.terminate() == 0, server.log()
+    log = server.log()
+    assert "production mode" in log, log
+    assert f"database postgresql+psycopg://{postgres_url.rpartition('@')[2]}" in log, log
+    assert f"broker {REDIS_URL}" in log, log
+    assert "hunter2" not in log
 
 
 def _pending(url: str, job_id: str) -> int:

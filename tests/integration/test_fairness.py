@@ -22,7 +22,7 @@ from tests.support import (
     wait_until,
 )
 
-#: Size of the big tenant's job (issue 6: a 100,000-operation job).
+#: Size of the big tenant's job.
 BIG = 100_000
 
 

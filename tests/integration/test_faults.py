@@ -1,4 +1,4 @@
-"""Durability under faults: nothing accepted is lost or applied twice (issue 3).
+"""Durability under faults: nothing accepted is lost or applied twice.
 
 Real processes over real HTTP: PostgreSQL, Redis, ``bulkapi serve`` and ``bulkapi worker``.
 Every test submits a workload of 20,000 upserts as several jobs over the *same* keys

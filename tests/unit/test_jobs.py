@@ -1,4 +1,4 @@
-"""Job states, counts and the terminal-status rule (SPEC §5)."""
+"""Job states, counts and the terminal-status rule."""
 
 from __future__ import annotations
 

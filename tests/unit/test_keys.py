@@ -1,4 +1,4 @@
-"""Resource keys (SPEC §2) and the stable partition function."""
+"""Resource keys and the stable partition function."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type, partition_of
 
-#: The patterns exactly as SPEC §2 writes them, kept apart from the code under test.
-SPEC_TYPE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-SPEC_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: The patterns exactly as docs/api.md writes them, kept apart from the code under test.
+CONTRACT_TYPE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+CONTRACT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-types = st.from_regex(SPEC_TYPE, fullmatch=True)
-ids = st.from_regex(SPEC_ID, fullmatch=True)
+types = st.from_regex(CONTRACT_TYPE, fullmatch=True)
+ids = st.from_regex(CONTRACT_ID, fullmatch=True)
 keys = st.builds(ResourceKey, types, ids)
 tenants = st.text(min_size=1, max_size=40)
 
@@ -84,13 +84,13 @@ def test_non_string_type_and_id_are_invalid(value: object) -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=70))
 def test_type_validity_agrees_with_the_spec_pattern_for_any_text(value: str) -> None:
-    assert is_valid_type(value) == (SPEC_TYPE.fullmatch(value) is not None)
+    assert is_valid_type(value) == (CONTRACT_TYPE.fullmatch(value) is not None)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.one_of(st.text(max_size=140), ids))
 def test_id_validity_agrees_with_the_spec_pattern_for_any_text(value: str) -> None:
-    assert is_valid_id(value) == (SPEC_ID.fullmatch(value) is not None)
+    assert is_valid_id(value) == (CONTRACT_ID.fullmatch(value) is not None)
 
 
 @settings(max_examples=100, deadline=None)
