@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.errors import JobFinished, NotFound
@@ -24,7 +24,7 @@ from bulkapi.store.tables import (
     resources,
     status_tokens,
 )
-from bulkapi.store.webhooks import purge_deliveries, record_delivery
+from bulkapi.store.webhooks import purge_deliveries, record_deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,39 +200,6 @@ def list_results(
             )
 
 
-def _record_status(conn: Connection, job_id: str, status: JobStatus, at: datetime) -> None:
-    insert = dialect_insert(conn, job_status_history).values(
-        job_id=job_id, status=status.value, at=at
-    )
-    conn.execute(insert.on_conflict_do_nothing())
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    status: JobStatus
-    #: Whether a webhook delivery was recorded (the job has a callback URL).
-    webhook: bool
-
-
-def _finish(conn: Connection, job_id: str, counts: Counts, now: datetime) -> Finished | None:
-    """Move a job whose work is all done to its terminal status; caller holds the job row.
-
-    Every path to a terminal status (settle after drains, the deadline, cancel) comes
-    through here, so this is where the job's webhook delivery is recorded: in the same
-    transaction, so a finished job with a callback URL always has one (an outbox).
-    """
-    final = terminal_status(counts)
-    if final is None:
-        return None
-    values: dict[str, Any] = {"status": final.value, "finished_at": now}
-    if counts.succeeded or counts.failed:  # something ran: the job was processing
-        _record_status(conn, job_id, JobStatus.PROCESSING, now)
-        values["started_at"] = func.coalesce(jobs.c.started_at, now)
-    _record_status(conn, job_id, final, now)
-    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-    return Finished(final, record_delivery(conn, job_id, now))
-
-
 @dataclass(frozen=True, slots=True)
 class Settled:
     #: Jobs this settle moved to a terminal status.
@@ -241,46 +208,66 @@ class Settled:
     webhooks: int = 0
 
 
-def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
-    """Bring job statuses in line with their counters; say which jobs finished.
+def _finish(conn: Connection, job_ids: Sequence[str], now: datetime) -> Settled:
+    """Move every job of ``job_ids`` whose work is all done to its terminal status, set-based.
 
-    Runs after the batch that changed the counters has committed. Of two partitions
-    finishing a job's last operations at once, at least the later one sees every
-    counter here, and the job row lock makes sure only one of them finishes the job.
+    Every path to a terminal status (settle after drains, the sweeper, cancel) comes
+    through here, so this is where a job's webhook delivery is recorded: in the same
+    transaction, so a finished job with a callback URL always has one (an outbox). The
+    job rows are locked (in id order) and their counters read again under the lock, so of
+    two drains finishing a job at once only one finishes it.
     """
     rows = conn.execute(
-        select(jobs.c.id, jobs.c.status, jobs.c.total)
+        select(jobs.c.id, jobs.c.total, jobs.c.tenant_id, jobs.c.callback_url)
         .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.status.in_(OPEN_STATUSES))
-        .order_by(jobs.c.id)  # job rows are locked below in this (one global) order
+        .order_by(jobs.c.id)
+        .with_for_update()
     ).all()
     if not rows:
         return Settled([])
-    finished = []
-    webhooks = 0
     counts = _counts(conn, {row.id: row.total for row in rows})
-    for row in rows:
-        job_counts_now = counts[row.id]
-        if job_counts_now.pending == 0:
-            locked = conn.execute(
-                select(jobs.c.status).where(jobs.c.id == row.id).with_for_update()
-            ).scalar()
-            done = (
-                _finish(conn, row.id, _counts(conn, {row.id: row.total})[row.id], now)
-                if locked in OPEN_STATUSES
-                else None
-            )
-            if done is not None:
-                finished.append(row.id)
-                webhooks += done.webhook
-        elif row.status == JobStatus.QUEUED.value and job_counts_now.pending < row.total:
-            moved = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == row.id, jobs.c.status == JobStatus.QUEUED.value)
-                .values(status=JobStatus.PROCESSING.value, started_at=now)
-            ).rowcount
-            if moved:
-                _record_status(conn, row.id, JobStatus.PROCESSING, now)
-    return Settled(finished, webhooks)
+    finals = {
+        row.id: final for row in rows if (final := terminal_status(counts[row.id])) is not None
+    }
+    if not finals:
+        return Settled([])
+    ran = [job_id for job_id in finals if counts[job_id].succeeded or counts[job_id].failed]
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == bindparam("job_id"))
+        .values(status=bindparam("final"), finished_at=now),
+        [{"job_id": job_id, "final": final.value} for job_id, final in finals.items()],
+    )
+    if ran:  # something ran: the job was processing, whether or not a drain said so
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ran))
+            .values(started_at=func.coalesce(jobs.c.started_at, now))
+        )
+    history = [
+        {"job_id": job_id, "status": JobStatus.PROCESSING.value, "at": now} for job_id in ran
+    ] + [{"job_id": job_id, "status": final.value, "at": now} for job_id, final in finals.items()]
+    conn.execute(dialect_insert(conn, job_status_history).on_conflict_do_nothing(), history)
+    callbacks = [row for row in rows if row.id in finals and row.callback_url is not None]
+    record_deliveries(conn, [(row.id, row.tenant_id, row.callback_url) for row in callbacks], now)
+    return Settled(sorted(finals), len(callbacks))
+
+
+def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
+    """Finish the jobs of ``job_ids`` whose counters say nothing is pending.
+
+    Runs after the batch that changed the counters has committed. The counters are read
+    without locks first, so only jobs that look done are locked and finished.
+    """
+    open_rows = conn.execute(
+        select(jobs.c.id, jobs.c.total).where(
+            jobs.c.id.in_(sorted(set(job_ids))), jobs.c.status.in_(OPEN_STATUSES)
+        )
+    ).all()
+    if not open_rows:
+        return Settled([])
+    counts = _counts(conn, {row.id: row.total for row in open_rows})
+    return _finish(conn, [job_id for job_id, c in counts.items() if c.pending == 0], now)
 
 
 def pending_operations(conn: Connection, tenant_id: str) -> int:
@@ -356,9 +343,7 @@ def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> bool
             .where(c.c.job_id == job_id, c.c.partition == partition)
             .values(cancelled=c.c.cancelled + cancelled, pending=c.c.pending - cancelled)
         )
-    total = conn.execute(select(jobs.c.total).where(jobs.c.id == job_id)).scalar_one()
-    done = _finish(conn, job_id, _counts(conn, {job_id: total})[job_id], now)
-    return done is not None and done.webhook
+    return _finish(conn, [job_id], now).webhooks > 0
 
 
 def _release_keys(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> None:

@@ -22,32 +22,39 @@ from sqlalchemy.engine import Connection
 from bulkapi.core.webhooks import DeliveryStatus
 from bulkapi.ids import new_id
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
-from bulkapi.store.tables import jobs, tenants, webhook_attempts, webhook_deliveries
+from bulkapi.store.tables import tenants, webhook_attempts, webhook_deliveries
 
 _PENDING = DeliveryStatus.PENDING.value
 #: Shown for an attempt until its outcome is recorded; stays if the sender died.
 NO_OUTCOME = "no outcome recorded: in progress, or the sender stopped during the attempt"
 
 
-def record_delivery(conn: Connection, job_id: str, now: datetime) -> bool:
-    """Record the delivery of a job that just finished, if it has a callback URL."""
-    job = conn.execute(
-        select(jobs.c.tenant_id, jobs.c.callback_url).where(jobs.c.id == job_id)
-    ).first()
-    if job is None or job.callback_url is None:
-        return False
-    statement = dialect_insert(conn, webhook_deliveries).values(
-        id=new_id("msg"),
-        job_id=job_id,
-        tenant_id=job.tenant_id,
-        url=job.callback_url,
-        status=_PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
+def record_deliveries(
+    conn: Connection, finished: Sequence[tuple[str, str, str]], now: datetime
+) -> None:
+    """Record a delivery for each (job id, tenant id, callback URL) of jobs that just
+    finished with a callback URL."""
+    if not finished:
+        return
+    statement = dialect_insert(conn, webhook_deliveries).on_conflict_do_nothing(
+        index_elements=["job_id"]
     )
-    conn.execute(statement.on_conflict_do_nothing(index_elements=["job_id"]))
-    return True
+    conn.execute(
+        statement,
+        [
+            {
+                "id": new_id("msg"),
+                "job_id": job_id,
+                "tenant_id": tenant_id,
+                "url": url,
+                "status": _PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for job_id, tenant_id, url in finished
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import text
 
 from bulkapi.dispatch.sweeper import sweep_once
 from tests.api.conftest import (
@@ -212,6 +213,32 @@ def test_concurrent_cancels_of_one_running_job_all_succeed(
     final = api.get(f"/v1/jobs/{job['id']}").get_json()
     assert final["status"] == "cancelled"
     assert final["counts"]["cancelled"] == 50
+
+
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)
+def test_cancel_never_waits_for_a_drain_and_the_drain_cancels_what_it_held(
+    service: Service, api: InProcessApi
+) -> None:
+    """A drain holding a job's operations mid-batch does not make a cancel wait: the
+    cancel skips them and answers at once; the drain, seeing the cancel, cancels them."""
+    rid = "held-by-drain"
+    with drains_held(service) as drains:
+        job = api.submit([_upsert(rid)])
+        assert drains.holder is not None
+        # What a drain's first round trip does: the operation rows locked till commit.
+        drains.holder.execute(
+            text("SELECT id FROM operations WHERE job_id = :job FOR UPDATE"), {"job": job["id"]}
+        )
+        answer = api.post(f"/v1/jobs/{job['id']}/cancel")
+        assert answer.status_code == 202
+        assert answer.get_json()["status"] in ("queued", "processing")
+        assert answer.get_json()["counts"]["pending"] == 1
+        drains.drain(partition(service, api, "acct", rid))
+        after = api.get(f"/v1/jobs/{job['id']}").get_json()
+    assert after["status"] == "cancelled"
+    assert after["counts"] == {"pending": 0, "succeeded": 0, "failed": 0, "cancelled": 1}
+    # The key is free again: a sync write applies at once.
+    assert api.put(f"/v1/resources/acct/{rid}", json={"n": 1}).status_code == 201
 
 
 # --- per-operation if_version -----------------------------------------------------------
