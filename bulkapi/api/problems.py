@@ -137,8 +137,23 @@ def _http_problem(error: HTTPException) -> Response:
 DEPENDENCY_RETRY = {"Retry-After": "5"}
 
 
+#: SQLSTATEs of a statement stopped by ``lock_timeout`` or ``statement_timeout``.
+_TIMED_OUT = {"55P03", "57014"}
+
+
 def _database_unavailable(error: DBAPIError) -> Response:
-    """The database went away mid-request: a retryable 503, not a bug (500)."""
+    """The database went away mid-request, or a lock or statement ran past its session
+    limit: a retryable 503, not a bug (500)."""
+    if getattr(error.orig, "sqlstate", None) in _TIMED_OUT:
+        logger.warning("database timeout: %s", error.orig)
+        return problem(
+            503,
+            "service_unavailable",
+            "Service unavailable",
+            "The database did not finish this request in time (a lock or statement "
+            "timeout); retry shortly.",
+            DEPENDENCY_RETRY,
+        )
     if (
         not isinstance(error, OperationalError | InterfaceError)
         and not error.connection_invalidated
