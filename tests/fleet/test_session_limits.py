@@ -105,11 +105,12 @@ def test_a_frozen_drain_loses_its_partition_and_cannot_commit_afterwards(
         other.dispose()
 
 
-def test_a_write_waiting_on_a_held_row_answers_503_with_retry_after(
+def test_writes_waiting_on_a_held_row_answer_503_with_retry_after(
     tmp_path: Path, postgres_url: str, redis_namespace: str
 ) -> None:
-    """A sync write whose key a stuck session holds waits ``BULKAPI_DB_LOCK_TIMEOUT``,
-    not forever, and answers a retryable 503; once the row is free it applies."""
+    """A sync write or an admission whose key a stuck session holds waits
+    ``BULKAPI_DB_LOCK_TIMEOUT``, not forever, and answers a retryable 503 that changed
+    nothing; once the row is free the write applies."""
     key = migrated_with_key(postgres_url, "locks")
     env = service_env(postgres_url, REDIS_URL, redis_namespace, BULKAPI_DB_LOCK_TIMEOUT="0.5")
     server, base_url = start_server(env, tmp_path)
@@ -128,6 +129,12 @@ def test_a_write_waiting_on_a_held_row_answers_503_with_retry_after(
             assert held.json()["code"] == "service_unavailable"
             assert "timeout" in held.json()["detail"]
             assert waited < WAIT_SECONDS  # bounded by the lock timeout, not by the holder
+            # Admission hands out the key's next sequence number on the same row (through
+            # the driver's own cursor): the same bounded wait, the same answer.
+            operation = {"op": "upsert", "type": "item", "id": rid, "data": {"n": 4}}
+            admission = api.request("POST", "/v1/bulk", json={"operations": [operation]})
+            assert admission.status_code == 503, admission.text
+            assert admission.headers["Retry-After"].isdigit()
         after = api.request("PUT", f"/v1/resources/item/{rid}", json={"n": 3})
         assert after.status_code == 200, after.text
         assert after.json()["version"] == 2  # the refused write changed nothing
