@@ -103,13 +103,18 @@ class Fleet:
     def holds_partition(self, host: FleetHost) -> bool:
         return self.drain_lock_holders().get(host.host.address, 0) > 0
 
-    def sessions_of(self, host: FleetHost) -> int:
+    def sessions(self) -> dict[str, int]:
+        """PostgreSQL sessions per host name, now."""
         with psycopg.connect(self.admin_dsn, connect_timeout=10, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE host(client_addr) = %s",
-                (host.host.address,),
-            ).fetchone()
-        return int(row[0]) if row else 0
+            rows = conn.execute(
+                "SELECT host(client_addr), count(*) FROM pg_stat_activity "
+                "WHERE client_addr IS NOT NULL GROUP BY 1"
+            ).fetchall()
+        names = {host.host.address: name for name, host in self.hosts.items()}
+        return {names[address]: count for address, count in rows if address in names}
+
+    def sessions_of(self, host: FleetHost) -> int:
+        return self.sessions().get(host.host.name, 0)
 
     def postgres_events(self) -> dict[str, int]:
         """How the server ended sessions so far, from its log (its reasons, counted)."""
@@ -168,9 +173,7 @@ def start_host(fleet: Fleet, env: dict[str, str], host: Host, stack: ExitStack) 
 
 
 @contextmanager
-def fleet(
-    tmp: Path, namespace: str, per_host: Mapping[str, Mapping[str, str]] | None = None
-) -> Iterator[Fleet]:
+def fleet(tmp: Path, per_host: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Fleet]:
     """Three hosts, each with an API and a worker, on a private PostgreSQL and Redis.
 
     ``per_host`` adds settings for one host's processes (by host name).
@@ -187,7 +190,7 @@ def fleet(
         env = service_env(
             bridge_url,
             redis_server.url,
-            namespace,
+            "bulkapi-fleet",  # the Redis is the test's own
             BULKAPI_SWEEP_INTERVAL=str(SWEEP_INTERVAL),
             BULKAPI_DRAIN_BUDGET="0.5",
             BULKAPI_BATCH_SIZE="50",

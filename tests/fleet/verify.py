@@ -36,6 +36,8 @@ class Monitor:
     host_address: str
     open_at_fault_done: float | None = None
     host_released: float | None = None
+    #: When the server had no session of the faulted host left.
+    host_gone: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -64,15 +66,19 @@ class Monitor:
                         "AND host(a.client_addr) = %s",
                         (PARTITION_LOCK_SPACE, self.host_address),
                     ).fetchone()
+                    sessions = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE host(client_addr) = %s",
+                        (self.host_address,),
+                    ).fetchone()
             except psycopg.Error:
                 continue
             now = time.monotonic() - self.fault_at
             if held is not None and held[0] == 0 and self.host_released is None:
                 self.host_released = now
+            if sessions is not None and sessions[0] == 0 and self.host_gone is None:
+                self.host_gone = now
             if row is not None and row[0] == 0 and self.open_at_fault_done is None:
                 self.open_at_fault_done = now
-            if self.host_released is not None and self.open_at_fault_done is not None:
-                return
 
 
 def open_jobs(dsn: str) -> int | None:
@@ -134,8 +140,9 @@ def bad_5xx(answers: list[Answer]) -> list[Answer]:
 @dataclass(frozen=True)
 class _Write:
     version: int
-    started: float
-    finished: float
+    #: When its request was sent and answered; None for a job whose answer never came.
+    started: float | None
+    finished: float | None
 
 
 def verify(dsn: str, answers: list[Answer]) -> dict[str, int]:
@@ -174,10 +181,10 @@ def verify(dsn: str, answers: list[Answer]) -> dict[str, int]:
     by_seq: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for job_id, rid, seq, _status, version, data, _error in rows:
         answer = sent_at.get(job_id)
-        started, finished = (
-            (answer.started, answer.finished) if answer else (float("inf"), float("inf"))
-        )
-        writes[rid].append(_Write(version, started, finished))
+        if answer is None:
+            writes[rid].append(_Write(version, None, None))
+        else:
+            writes[rid].append(_Write(version, answer.started, answer.finished))
         documents[rid][version] = data
         by_seq[rid].append((seq, version))
     unknown_puts: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -221,13 +228,14 @@ def verify(dsn: str, answers: list[Answer]) -> dict[str, int]:
 def _check_real_time_order(rid: str, found: list[_Write]) -> None:
     """A write answered before another was sent has the lower version: admissions
     commit before their answers, so version order follows admission order."""
-    ordered = sorted(found, key=lambda w: w.finished)
-    ends = [w.finished for w in ordered]
+    timed = [w for w in found if w.started is not None and w.finished is not None]
+    ordered = sorted(timed, key=lambda w: w.finished or 0.0)
+    ends = [w.finished or 0.0 for w in ordered]
     highest: list[int] = []
     for w in ordered:
         highest.append(max(w.version, highest[-1] if highest else 0))
-    for w in found:
-        before = bisect.bisect_left(ends, w.started)
+    for w in timed:
+        before = bisect.bisect_left(ends, w.started or 0.0)
         if before:
             assert highest[before - 1] < w.version, (
                 f"{rid}: version {w.version} sent after version {highest[before - 1]} "

@@ -17,7 +17,7 @@ CONNECT_TIMEOUT = 1.0
 #: Seconds a client waits for an answer once the request is sent: well above what a
 #: PUT may wait (``PUT_WAIT`` plus the lock wait) and than an admission takes; a request
 #: in flight when its host was cut off ends here, its outcome unknown.
-READ_TIMEOUT = 15.0
+READ_TIMEOUT = 10.0
 #: A host whose connect failed is skipped this long.
 SKIP_SECONDS = 1.0
 #: ``Prefer: wait`` of every PUT.
