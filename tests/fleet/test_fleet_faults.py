@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
@@ -96,7 +97,8 @@ def settle_and_verify(
         f"{monitor.open_at_fault_done}s; every job terminal {done:.1f}s after the fault; "
         f"victim's partition locks gone after {monitor.host_released}s "
         f"(bound {TAKEOVER_BOUND:.1f}s); during the fault, to other hosts: "
-        f"{timings(answered).line()}; answers {statuses}; checked {summary}"
+        f"{timings(answered).line()}; whole run: {timings(answers).line()}; "
+        f"answers {statuses}; checked {summary}"
     )
     print(
         f"[fleet] PostgreSQL sessions per host now {running.sessions()}; "
@@ -248,6 +250,18 @@ def test_an_api_killed_between_commit_and_answer_loses_no_job(tmp_path: Path) ->
         lost = [a for a in workload.snapshot() if a.host == "h3" and a.kind == "bulk"]
         assert lost and all(a.status is None for a in lost), "h3 answered a bulk request"
         assert "exited with code 137" in crashing.hosts["h3"].api.log()
+        answered = [a.job_id for a in workload.snapshot() if a.job_id is not None]
+        with psycopg.connect(crashing.admin_dsn, connect_timeout=10) as conn:
+            unanswered = conn.execute(
+                "SELECT extract(epoch FROM finished_at - created_at) FROM jobs "
+                "WHERE NOT id = ANY(%s)",
+                (answered,),
+            ).fetchall()
+        assert unanswered, "no crashed admission had committed"
+        print(
+            f"[fleet] {len(unanswered)} jobs admitted by the crashing API (no wake-up sent): "
+            f"created to terminal in at most {max(float(row[0]) for row in unanswered):.2f}s"
+        )
 
 
 def _ready(host: FleetHost) -> bool:

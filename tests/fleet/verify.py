@@ -120,9 +120,10 @@ def during(answers: list[Answer], start: float, end: float, spared: set[str]) ->
 
 
 def timings(answers: list[Answer]) -> Timings:
+    """Latencies of the answered requests among ``answers``."""
     return Timings(
-        [a.latency for a in answers if a.kind == "bulk"],
-        [a.latency for a in answers if a.kind == "put"],
+        [a.latency for a in answers if a.kind == "bulk" and a.status is not None],
+        [a.latency for a in answers if a.kind == "put" and a.status is not None],
     )
 
 
