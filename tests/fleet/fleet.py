@@ -103,6 +103,21 @@ class Fleet:
     def holds_partition(self, host: FleetHost) -> bool:
         return self.drain_lock_holders().get(host.host.address, 0) > 0
 
+    def describe(self) -> str:
+        """What holds things up, for a failure message: pending operations per partition,
+        and the sessions in a transaction (host, state, for how long, doing what)."""
+        with psycopg.connect(self.admin_dsn, connect_timeout=10, autocommit=True) as conn:
+            pending = conn.execute(
+                "SELECT partition, count(*) FROM operations WHERE status = 'pending' "
+                "GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+            busy = conn.execute(
+                "SELECT host(client_addr), state, wait_event_type, "
+                "round(extract(epoch FROM now() - xact_start)::numeric, 1), left(query, 60) "
+                "FROM pg_stat_activity WHERE xact_start IS NOT NULL AND client_addr IS NOT NULL"
+            ).fetchall()
+        return f"pending per partition {pending}; sessions in a transaction {busy}"
+
     def sessions(self) -> dict[str, int]:
         """PostgreSQL sessions per host name, now."""
         with psycopg.connect(self.admin_dsn, connect_timeout=10, autocommit=True) as conn:

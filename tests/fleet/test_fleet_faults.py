@@ -117,11 +117,12 @@ def hold_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
 
-def assert_taken_over_before(monitor: Monitor, end: float, what: str) -> None:
+def assert_taken_over_before(running: Fleet, monitor: Monitor, end: float, what: str) -> None:
     taken = monitor.open_at_fault_done
     assert taken is not None and monitor.fault_at + taken < end, (
         f"the jobs open at the fault were not all terminal before {what} ended "
-        f"({taken}s after it began)"
+        f"({taken}s after it began; the victim's locks gone after {monitor.host_released}s): "
+        f"{running.describe()}"
     )
 
 
@@ -142,8 +143,8 @@ def test_a_host_cut_off_mid_drain_loses_its_partitions_then_rejoins(running: Fle
     finally:
         workload.stop()
     hold_until(end)
+    assert_taken_over_before(running, monitor, end, "the cut")
     running.net.restore(victim.host)
-    assert_taken_over_before(monitor, end, "the cut")
     assert_answered_before(workload, monitor.fault_at, end)
     settle_and_verify(running, workload, monitor, "link cut", spared={"h2", "h3"}, fault_end=end)
     wait_until(lambda: _ready(victim), what="the cut host to serve again")
@@ -162,10 +163,10 @@ def test_a_frozen_worker_is_fenced_off_and_applies_nothing_after_waking(
     finally:
         workload.stop()
     hold_until(end)
+    assert_taken_over_before(running, monitor, end, "the freeze")
     logged = len(victim.worker.log())
     for pid in frozen:
         os.kill(pid, signal.SIGCONT)
-    assert_taken_over_before(monitor, end, "the freeze")
     assert_answered_before(workload, monitor.fault_at, end)
     # On waking, its transaction was gone: the next statement failed (the server said why,
     # or had closed the connection by then), the drain was logged and retried, and the

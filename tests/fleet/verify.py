@@ -70,7 +70,7 @@ class Monitor:
                         "SELECT count(*) FROM pg_stat_activity WHERE host(client_addr) = %s",
                         (self.host_address,),
                     ).fetchone()
-            except psycopg.Error:
+            except psycopg.Error:  # the database may be restarting: look again
                 continue
             now = time.monotonic() - self.fault_at
             if held is not None and held[0] == 0 and self.host_released is None:
