@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,4 +229,5 @@ def fleet(tmp: Path, per_host: Mapping[str, Mapping[str, str]] | None = None) ->
 def _resume_all(running: Fleet) -> None:
     for fleet_host in running.hosts.values():
         for pid in fleet_host.drain_processes():
-            os.kill(pid, signal.SIGCONT)
+            with suppress(ProcessLookupError):  # it may have exited since
+                os.kill(pid, signal.SIGCONT)
