@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -104,9 +105,18 @@ class Network:
         ip("link", "del", self.bridge, check=False)
 
 
+def require_namespaces() -> None:
+    """Fail (never skip) without what the fleet needs: root and iproute2's ``ip``."""
+    if shutil.which("ip") is None:
+        raise AssertionError("the fleet tests need `ip` (apt-get install iproute2)")
+    if os.geteuid() != 0:
+        raise AssertionError("the fleet tests need root to create network namespaces")
+
+
 @contextmanager
 def network(*names: str) -> Iterator[Network]:
     """A bridge with one host per name, removed when the block ends (even on failure)."""
+    require_namespaces()
     net = Network(secrets.token_hex(2), _free_subnet())
     try:
         ip("link", "add", net.bridge, "type", "bridge")
