@@ -45,6 +45,32 @@ MAX_PARTITIONS = 32767
 
 
 @dataclass(frozen=True)
+class SessionLimits:
+    """Time limits every PostgreSQL session gets, so a host that vanishes or freezes
+    loses what it holds (its transaction, the partition locks in it) within a bound.
+
+    Seconds; 0 turns a limit off.
+    """
+
+    #: A transaction left idle this long is ended by the server (its locks go with it).
+    idle_in_transaction: float = 10.0
+    #: Data unacknowledged, or an idle peer silent, this long: the TCP connection is dead.
+    dead_peer: float = 10.0
+    #: Longest one statement waits for a row or advisory lock (then 503, or a retried drain).
+    lock_wait: float = 5.0
+    #: Longest one statement may run (0: no limit).
+    statement: float = 0.0
+    #: Longest a new connection may take to be established.
+    connect: float = 5.0
+
+    def __post_init__(self) -> None:
+        if min(self.idle_in_transaction, self.dead_peer, self.lock_wait, self.statement) < 0:
+            raise ValueError("BULKAPI_DB_* timeouts must be >= 0")
+        if self.connect < 0:
+            raise ValueError("BULKAPI_DB_CONNECT_TIMEOUT must be >= 0")
+
+
+@dataclass(frozen=True)
 class Settings:
     #: SQLAlchemy URL of the record of truth.
     database_url: str = "sqlite:///bulkapi.db"
@@ -81,6 +107,8 @@ class Settings:
     embedded_worker_threads: int = 2
     #: SQLAlchemy pool size per process (raise with worker threads).
     db_pool_size: int = 10
+    #: Session time limits on every PostgreSQL connection (they bound takeover).
+    db_sessions: SessionLimits = SessionLimits()
     #: Seconds a client is told to wait (Retry-After) before polling a job or retrying a busy key.
     retry_after: int = 1
     #: gunicorn worker processes behind `bulkapi serve` (0: 1 embedded, 2 with a broker).
@@ -209,6 +237,7 @@ class Settings:
                 env, "BULKAPI_EMBEDDED_WORKER_THREADS", defaults.embedded_worker_threads
             ),
             db_pool_size=_int(env, "BULKAPI_DB_POOL_SIZE", defaults.db_pool_size),
+            db_sessions=_session_limits(env, defaults.db_sessions),
             retry_after=_int(env, "BULKAPI_RETRY_AFTER", defaults.retry_after),
             web_processes=_int(env, "BULKAPI_WEB_PROCESSES", defaults.web_processes),
             web_threads=_int(env, "BULKAPI_WEB_THREADS", defaults.web_threads),
@@ -247,3 +276,15 @@ class Settings:
             api_url=env.get("BULKAPI_API_URL") or defaults.api_url,
             api_key=env.get("BULKAPI_API_KEY") or None,
         )
+
+
+def _session_limits(env: Mapping[str, str], defaults: SessionLimits) -> SessionLimits:
+    return SessionLimits(
+        idle_in_transaction=_float(
+            env, "BULKAPI_DB_IDLE_IN_TRANSACTION_TIMEOUT", defaults.idle_in_transaction
+        ),
+        dead_peer=_float(env, "BULKAPI_DB_DEAD_PEER_TIMEOUT", defaults.dead_peer),
+        lock_wait=_float(env, "BULKAPI_DB_LOCK_TIMEOUT", defaults.lock_wait),
+        statement=_float(env, "BULKAPI_DB_STATEMENT_TIMEOUT", defaults.statement),
+        connect=_float(env, "BULKAPI_DB_CONNECT_TIMEOUT", defaults.connect),
+    )

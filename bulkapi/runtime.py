@@ -32,7 +32,9 @@ EMBEDDED_STOP_TIMEOUT_MS = 30_000
 class Runtime:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or make_engine(settings.database_url, settings.db_pool_size)
+        self.engine = engine or make_engine(
+            settings.database_url, settings.db_pool_size, settings.db_sessions
+        )
         self.broker = build_broker(settings)
         self.registry = load_registry(settings.types_module, strict=settings.strict_types)
         self.decide = Applier(self.registry, max_document_bytes=settings.max_document_bytes)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import orjson
+import psycopg
 from flask import Flask, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
@@ -137,9 +138,29 @@ def _http_problem(error: HTTPException) -> Response:
 DEPENDENCY_RETRY = {"Retry-After": "5"}
 
 
-def _database_unavailable(error: DBAPIError) -> Response:
-    """The database went away mid-request: a retryable 503, not a bug (500)."""
-    if (
+#: SQLSTATEs of a statement stopped by ``lock_timeout`` or ``statement_timeout``.
+_TIMED_OUT = {"55P03", "57014"}
+
+
+def _database_unavailable(error: DBAPIError | psycopg.Error) -> Response:
+    """The database went away mid-request, or a lock or statement ran past its session
+    limit: a retryable 503, not a bug (500). Raw driver errors come from statements the
+    store runs on the driver's own cursor (COPY, pipelines)."""
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    if getattr(driver_error, "sqlstate", None) in _TIMED_OUT:
+        logger.warning("database timeout: %s", driver_error)
+        return problem(
+            503,
+            "service_unavailable",
+            "Service unavailable",
+            "The database did not finish this request in time (a lock or statement "
+            "timeout); retry shortly.",
+            DEPENDENCY_RETRY,
+        )
+    if isinstance(error, psycopg.Error):
+        if not isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+            return _unexpected(error)
+    elif (
         not isinstance(error, OperationalError | InterfaceError)
         and not error.connection_invalidated
     ):
@@ -168,4 +189,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(errors.BulkapiError, _domain_problem)
     app.register_error_handler(HTTPException, _http_problem)
     app.register_error_handler(DBAPIError, _database_unavailable)
+    app.register_error_handler(psycopg.Error, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

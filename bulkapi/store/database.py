@@ -8,13 +8,17 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from bulkapi.config import SessionLimits
 
 #: SQLite waits this long for the single writer lock before giving up.
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 #: Execution option of connections that only read (see ``reading``).
 READ_ONLY = "bulkapi_read_only"
+#: Keepalive probes sent before a silent peer counts as gone.
+KEEPALIVE_PROBES = 3
 
 
 def _dumps(value: Any) -> str:
@@ -28,7 +32,72 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def session_options(limits: SessionLimits) -> list[str]:
+    """Server settings for each session (libpq ``options``): the server ends an idle
+    transaction, a stuck lock wait and, from its side, a connection to a vanished peer."""
+    options = {
+        name: _ms(seconds)
+        for name, seconds in (
+            ("idle_in_transaction_session_timeout", limits.idle_in_transaction),
+            ("lock_timeout", limits.lock_wait),
+            ("statement_timeout", limits.statement),
+        )
+        if seconds > 0  # 0: whatever the server or role sets applies
+    }
+    if limits.dead_peer > 0:
+        idle, interval = _keepalive_timing(limits.dead_peer)
+        options |= {
+            "tcp_user_timeout": _ms(limits.dead_peer),
+            "tcp_keepalives_idle": idle,
+            "tcp_keepalives_interval": interval,
+            "tcp_keepalives_count": KEEPALIVE_PROBES,
+        }
+    return [f"-c {name}={value}" for name, value in options.items()]
+
+
+def _keepalive_timing(dead_peer: float) -> tuple[int, int]:
+    """Whole seconds of silence before the first probe, and between probes: half the
+    bound, then the probes over the other half (at least a second each)."""
+    idle = max(1, round(dead_peer / 2))
+    return idle, max(1, round((dead_peer - idle) / KEEPALIVE_PROBES))
+
+
+def client_connect_args(url: str, limits: SessionLimits) -> dict[str, Any]:
+    """libpq arguments: the same dead-peer bound from the client's side, a connect
+    timeout, and the server settings, before any ``options`` the URL brings (later
+    ``-c`` settings win, so an operator's URL can still override one)."""
+    args: dict[str, Any] = {
+        # Plan every statement for its actual arguments. psycopg otherwise prepares a
+        # statement after five runs, and PostgreSQL may then keep a generic plan made
+        # while a table was small (a sequential scan) until the next ANALYZE, which
+        # without autovacuum never comes: drains would slow down as tables grow.
+        "prepare_threshold": None,
+        "options": " ".join([*session_options(limits), *_url_options(url)]),
+    }
+    if limits.connect > 0:
+        args["connect_timeout"] = max(2, round(limits.connect))  # libpq: whole seconds, >= 2
+    if limits.dead_peer > 0:
+        idle, interval = _keepalive_timing(limits.dead_peer)
+        args |= {
+            "keepalives": 1,
+            "keepalives_idle": idle,
+            "keepalives_interval": interval,
+            "keepalives_count": KEEPALIVE_PROBES,
+            "tcp_user_timeout": _ms(limits.dead_peer),
+        }
+    return args
+
+
+def _url_options(url: str) -> list[str]:
+    given = make_url(url).query.get("options", ())
+    return [given] if isinstance(given, str) else list(given)
+
+
+def make_engine(url: str, pool_size: int = 10, limits: SessionLimits | None = None) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -48,11 +117,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         # No pre-ping round trip per checkout: a connection found dead fails its
         # statement (503 in the API, a retried drain), and the pool is then refreshed.
         pool_pre_ping=False,
-        # Plan every statement for its actual arguments. psycopg otherwise prepares a
-        # statement after five runs, and PostgreSQL may then keep a generic plan made
-        # while a table was small (a sequential scan) until the next ANALYZE, which
-        # without autovacuum never comes: drains would slow down as tables grow.
-        connect_args={"prepare_threshold": None},
+        connect_args=client_connect_args(url, limits or SessionLimits()),
     )
 
 

@@ -29,7 +29,7 @@ from tests.support import WAIT_SECONDS, free_port, wait_until
 class PrivateRedis:
     """A throw-away ``redis-server`` without persistence: a kill loses all its data."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, bind: str = "127.0.0.1") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise AssertionError(
@@ -38,13 +38,15 @@ class PrivateRedis:
             )
         self.binary = binary
         self.workdir = workdir
+        #: Addresses to listen on (space-separated); the URL names the first.
+        self.bind = bind
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.bind.split()[0]}:{self.port}/0"
 
     def start(self) -> None:
         """Start an empty server on this object's port and wait until it answers PING."""
@@ -57,7 +59,9 @@ class PrivateRedis:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                *self.bind.split(),
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -107,8 +111,8 @@ class PrivateRedis:
 
 
 @contextmanager
-def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(workdir)
+def private_redis(workdir: Path, bind: str = "127.0.0.1") -> Iterator[PrivateRedis]:
+    server = PrivateRedis(workdir, bind)
     server.start()
     try:
         yield server
@@ -137,9 +141,12 @@ class PrivatePostgres:
     """A throw-away PostgreSQL cluster (trust auth) in a temporary directory.
 
     ``runuser -u postgres`` runs initdb and pg_ctl: the server refuses to run as root.
+    ``listen``: addresses to listen on besides 127.0.0.1 (a test's own bridge, say),
+    each trusted from its /24.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, listen: tuple[str, ...] = ()) -> None:
+        self.listen = listen
         self.bindir = postgres_bindir()
         self.base = Path(tempfile.mkdtemp(prefix="bulkapi-pg-"))
         self.data = self.base / "data"
@@ -161,7 +168,8 @@ class PrivatePostgres:
             )
 
     def _pg_ctl(self, action: str, *args: str) -> None:
-        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        addresses = ",".join(("127.0.0.1", *self.listen))
+        options = f"-p {self.port} -k {self.base} -c listen_addresses={addresses}"
         self._pg(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.logfile), "-w",
             "-t", "60", *args, action,
@@ -172,6 +180,10 @@ class PrivatePostgres:
 
     def initdb_and_start(self) -> None:
         self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            for address in self.listen:
+                subnet = address.rsplit(".", 1)[0] + ".0/24"
+                hba.write(f"host all all {subnet} trust\n")
         self._pg_ctl("start")
 
     def create_database(self, name: str) -> str:
@@ -213,8 +225,8 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
-    cluster = PrivatePostgres()
+def private_postgres(listen: tuple[str, ...] = ()) -> Iterator[PrivatePostgres]:
+    cluster = PrivatePostgres(listen)
     try:
         cluster.initdb_and_start()
         yield cluster
