@@ -86,7 +86,7 @@ class RateSync:
                 )
             return False
         if self.failures:
-            logger.warning("rate limits are shared again: the count in Redis is reachable")
+            logger.info("rate limits are shared again: the count in Redis is reachable")
             self.failures = 0
         self.limiter.settle(reports, totals)
         return True
