@@ -19,7 +19,7 @@ import time
 import redis
 
 from bulkapi.api.limits import Report, TenantRateLimiter
-from bulkapi.core.effects import backoff_seconds
+from bulkapi.core.backoff import backoff_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class RateSync:
     def _pause(self) -> float:
         if not self.failures:
             return self.interval
-        return min(backoff_seconds(self.failures, self.interval), MAX_RETRY_SECONDS)
+        return backoff_seconds(self.failures, self.interval, MAX_RETRY_SECONDS)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
