@@ -15,11 +15,18 @@ import re
 from dataclasses import dataclass
 
 #: Seconds per unit a rate may be written in.
-_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_UNITS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "month": 30 * 86400,
+    "year": 365 * 86400,
+}
 #: "200/second", "10000 per minute", "5/2 seconds", "1/hour".
 _GRAMMAR = re.compile(
     r"(?P<limit>[0-9]+)\s*(?:/|\s+per\s+)\s*(?:(?P<count>[0-9]+)\s*)?"
-    r"(?P<unit>second|minute|hour|day)s?",
+    r"(?P<unit>second|minute|hour|day|month|year)s?",
     re.IGNORECASE,
 )
 

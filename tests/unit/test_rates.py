@@ -25,6 +25,7 @@ from bulkapi.core.rates import Rate, RateCounter, fleet_burst, parse_rate
         ("1/hour", Rate(1, 3600)),
         ("5/2 seconds", Rate(5, 2)),
         ("7 per 3 Days", Rate(7, 3 * 86400)),
+        ("100/month", Rate(100, 30 * 86400)),
         ("", None),
         ("  ", None),
     ],
