@@ -173,6 +173,15 @@ class Fleet:
     shared: Counter[tuple[str, int]] = field(default_factory=Counter)
     admitted: Counter[int] = field(default_factory=Counter)
 
+    @classmethod
+    def of(cls, processes: int, rate: Rate, interval: float) -> Fleet:
+        """``processes`` processes on one clock, each with the bucket of ``interval``."""
+        clock = FakeClock()
+        counter = RateCounter(rate, fleet_burst(rate, interval))
+        return cls(
+            rate, clock, [Process(TenantRateLimiter(counter, clock)) for _ in range(processes)]
+        )
+
     def request(self, p: Process) -> None:
         try:
             p.limiter.check("t")
@@ -224,13 +233,8 @@ def test_a_fleet_overshoots_a_window_by_at_most_one_bucket_and_one_exchange_per_
     requests, b the bucket, D the longest time from a process's report to the settle of
     its next exchange (measured here, including the exchange in flight at the end)."""
     rate = Rate(limit, 1.0)
-    clock = FakeClock()
-    burst = fleet_burst(rate, interval)
-    fleet = Fleet(
-        rate,
-        clock,
-        [Process(TenantRateLimiter(RateCounter(rate, burst), clock)) for _ in range(processes)],
-    )
+    fleet = Fleet.of(processes, rate, interval)
+    clock = fleet.clock
     for index, action, elapsed, requests in events:
         clock.now += elapsed
         p = fleet.processes[index % processes]
@@ -242,7 +246,7 @@ def test_a_fleet_overshoots_a_window_by_at_most_one_bucket_and_one_exchange_per_
         elif action == "settle" and p.in_flight is not None:
             fleet.settle(p)
     longest = max(max(p.longest, clock.now - p.last_report) for p in fleet.processes)
-    per_process = burst + rate.per_second * longest
+    per_process = fleet_burst(rate, interval) + rate.per_second * longest
     bound = max(limit, per_process) + (processes - 1) * per_process
     target(max(fleet.admitted.values(), default=0) / bound)
     for window, admitted in fleet.admitted.items():
@@ -252,13 +256,8 @@ def test_a_fleet_overshoots_a_window_by_at_most_one_bucket_and_one_exchange_per_
 def _greedy_fleet(processes: int, rate: Rate, interval: float, sync: bool) -> Fleet:
     """Every process sends a request every millisecond for 5 windows and, if ``sync``,
     exchanges its counts every ``interval`` (each exchange taking a millisecond)."""
-    clock = FakeClock()
-    burst = fleet_burst(rate, interval)
-    fleet = Fleet(
-        rate,
-        clock,
-        [Process(TenantRateLimiter(RateCounter(rate, burst), clock)) for _ in range(processes)],
-    )
+    fleet = Fleet.of(processes, rate, interval)
+    clock = fleet.clock
     step = 0.001
     for tick in range(round(5 * rate.period / step)):
         clock.now = tick * step
