@@ -49,7 +49,6 @@ class RateSync:
         self._pid = 0
         self._stopping = threading.Event()
         self._start_lock = threading.Lock()
-        limiter.on_new_count = self.ensure_running
 
     def ensure_running(self) -> None:
         """Start the thread in this process (a forked child inherits none)."""

@@ -37,8 +37,8 @@ def _process(
     ``background``."""
     limiter = TenantRateLimiter(RateCounter(RATE, float(RATE.limit)), clock=lambda: NOW)
     sync = RateSync(limiter, client, f"{namespace}-rate", RATE.period, 0.05)
-    if not background:
-        limiter.on_new_count = None
+    if background:
+        limiter.on_new_count = sync.ensure_running
     return limiter, sync
 
 
