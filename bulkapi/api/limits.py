@@ -83,7 +83,7 @@ class TenantRateLimiter:
             found = [
                 (tenant, count.window, count.unreported)
                 for tenant, count in self._counts.items()
-                if count.window == window
+                if count.window >= window  # (a request may have read the clock after us)
             ]
             if not found:
                 self.counting.clear()
