@@ -16,10 +16,6 @@ from bulkapi.api.auth import CredentialCache
 from bulkapi.api.callbacks import CallbackLookups
 from bulkapi.api.holds import wait_slots
 from bulkapi.api.limits import TenantRateLimiter
-from bulkapi.api.rate_sync import RateSync
-from bulkapi.config import Settings
-from bulkapi.core.rates import RateCounter, fleet_burst
-from bulkapi.dispatch.broker import redis_client
 from bulkapi.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -79,24 +75,6 @@ class _Api(Api):  # type: ignore[misc]
     DEFAULT_ERROR_RESPONSE_NAME = None
 
 
-def rate_limiter(settings: Settings) -> TenantRateLimiter:
-    """Embedded: one process counts alone. Fleet: counts shared through Redis in the
-    background, each process's bucket bounding the overshoot between two exchanges."""
-    rate = settings.rate
-    if rate is None or settings.broker_url is None:
-        return TenantRateLimiter(RateCounter(rate, None) if rate else None)
-    limiter = TenantRateLimiter(RateCounter(rate, fleet_burst(rate, settings.rate_sync_interval)))
-    sync = RateSync(
-        limiter,
-        redis_client(settings.broker_url, settings.redis_timeout),
-        f"{settings.broker_namespace}-rate",
-        rate.period,
-        settings.rate_sync_interval,
-    )
-    limiter.on_new_count = sync.ensure_running  # the thread starts in the process that counts
-    return limiter
-
-
 def create_app(runtime: Runtime) -> Flask:
     app = _Flask("bulkapi")
     app.config.update(
@@ -116,7 +94,7 @@ def create_app(runtime: Runtime) -> Flask:
         MAX_CONTENT_LENGTH=runtime.settings.max_body_bytes,
     )
     app.extensions["bulkapi"] = runtime
-    app.extensions["bulkapi.rate"] = rate_limiter(runtime.settings)
+    app.extensions["bulkapi.rate"] = TenantRateLimiter.for_settings(runtime.settings)
     app.extensions["bulkapi.types"] = types.describe_types(runtime.registry)
     app.extensions["bulkapi.waits"] = wait_slots(runtime.settings.max_waiting_requests)
     app.extensions["bulkapi.credentials"] = CredentialCache(

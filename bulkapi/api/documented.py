@@ -39,17 +39,13 @@ def problems(blp: Blueprint, *codes: int) -> Callable[[View], View]:
     """Document ``codes`` (plus the authenticated set) as problem responses of a view."""
 
     def decorate(view: View) -> View:
-        # alt_response documents by wrapping, and every wrapper would run on every
-        # request: keep only the documentation the wrappers collected.
-        documented: Callable[..., Any] = view
         for code in sorted(set(codes) | set(AUTHENTICATED)):
-            documented = blp.alt_response(
+            view = blp.alt_response(
                 code,
                 schema=ProblemSchema,
                 content_type=PROBLEM_TYPE,
                 description=_DESCRIPTIONS[code],
-            )(documented)
-        view._apidoc = documented._apidoc  # type: ignore[attr-defined]
+            )(view)
         return view
 
     return decorate

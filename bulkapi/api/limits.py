@@ -14,9 +14,12 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from bulkapi.api.rate_sync import RateSync
+from bulkapi.config import Settings
 from bulkapi.core.errors import RateLimited
 from bulkapi.core.operations import OpStatus
-from bulkapi.core.rates import RateCounter, TenantCount
+from bulkapi.core.rates import RateCounter, TenantCount, fleet_burst
+from bulkapi.dispatch.broker import redis_client
 from bulkapi.store.tables import operations
 
 #: What a sync reports of one tenant: (tenant, window, requests not reported yet).
@@ -39,6 +42,24 @@ class TenantRateLimiter:
         self._pruned_window = -1
         #: Called when a tenant is first counted in a window (starts the sync in this process).
         self.on_new_count: Callable[[], None] | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TenantRateLimiter:
+        """Embedded: one process counts alone. Fleet: counts shared through Redis in the
+        background, each process's bucket bounding the overshoot between two exchanges."""
+        rate = settings.rate
+        if rate is None or settings.broker_url is None:
+            return cls(RateCounter(rate, None) if rate else None)
+        limiter = cls(RateCounter(rate, fleet_burst(rate, settings.rate_sync_interval)))
+        sync = RateSync(
+            limiter,
+            redis_client(settings.broker_url, settings.redis_timeout),
+            f"{settings.broker_namespace}-rate",
+            rate.period,
+            settings.rate_sync_interval,
+        )
+        limiter.on_new_count = sync.ensure_running  # the thread starts where requests count
+        return limiter
 
     def check(self, tenant_id: str) -> None:
         """Count one request; raise ``RateLimited`` (429) once the tenant is over its rate."""

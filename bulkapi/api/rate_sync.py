@@ -15,11 +15,14 @@ import math
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import redis
 
-from bulkapi.api.limits import Report, TenantRateLimiter
 from bulkapi.core.backoff import backoff_seconds
+
+if TYPE_CHECKING:
+    from bulkapi.api.limits import Report, TenantRateLimiter
 
 logger = logging.getLogger(__name__)
 

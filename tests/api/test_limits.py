@@ -1,4 +1,4 @@
-"""Admission limits: operation count, body size, document size (SPEC §2, §4); the rate.
+"""Admission limits: operation count, body size, document size (SPEC §2, §4).
 
 Limits are configuration and do not depend on the deployment mode, so these run on one
 embedded service built with tiny limits.
