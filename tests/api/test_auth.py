@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -171,11 +172,14 @@ def test_status_token_cannot_read_another_job(service: Service, api: InProcessAp
 
 @contextmanager
 def _statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements ``engine`` runs inside the block."""
+    """The SQL statements ``engine`` runs inside the block for this thread (the test
+    client's requests run in it; embedded drains and sweeps run in their own)."""
     seen: list[str] = []
+    here = threading.get_ident()
 
     def record(*args: Any) -> None:
-        seen.append(args[2])
+        if threading.get_ident() == here:
+            seen.append(args[2])
 
     event.listen(engine, "before_cursor_execute", record)
     try:
