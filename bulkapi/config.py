@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bulkapi.core.rates import Rate, parse_rate
 from bulkapi.core.validation import AdmissionLimits
 
 T = TypeVar("T", int, float)
@@ -121,8 +122,10 @@ class Settings:
     max_waiting_requests: int = 8
     #: Seconds an API process remembers a valid key (a revocation takes this long at most).
     credential_cache_seconds: float = 5.0
-    #: Requests per tenant (a `limits` rate string such as "200/second"; empty: no limit).
+    #: Requests per tenant per window, such as "200/second" or "10000 per minute" (empty: no limit).
     rate_limit: str = "1000/second"
+    #: Seconds between two exchanges of an API process's rate counts with the fleet's (Redis).
+    rate_sync_interval: float = 0.1
     #: Operations a tenant may have waiting before new bulk requests get 429.
     max_pending_operations: int = 2_000_000
     #: Seconds finished jobs and their per-operation results are kept (resources: forever).
@@ -170,6 +173,10 @@ class Settings:
         return 1 if self.embedded else 2
 
     @property
+    def rate(self) -> Rate | None:
+        return parse_rate(self.rate_limit)
+
+    @property
     def admission_limits(self) -> AdmissionLimits:
         return AdmissionLimits(
             self.max_operations, self.max_document_bytes, self.max_document_depth
@@ -208,6 +215,9 @@ class Settings:
             raise ValueError("BULKAPI_WEBHOOK_TIMEOUT and _CONNECT_TIMEOUT must be > 0")
         if self.callback_lookup_timeout < 0:
             raise ValueError("BULKAPI_CALLBACK_LOOKUP_TIMEOUT must be >= 0")
+        if self.rate_sync_interval <= 0:
+            raise ValueError("BULKAPI_RATE_SYNC_INTERVAL must be > 0")
+        parse_rate(self.rate_limit)  # a misspelt rate stops the process at start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +258,9 @@ class Settings:
                 env, "BULKAPI_CREDENTIAL_CACHE_SECONDS", defaults.credential_cache_seconds
             ),
             rate_limit=env.get("BULKAPI_RATE_LIMIT", defaults.rate_limit),
+            rate_sync_interval=_float(
+                env, "BULKAPI_RATE_SYNC_INTERVAL", defaults.rate_sync_interval
+            ),
             max_pending_operations=_int(
                 env, "BULKAPI_MAX_PENDING_OPERATIONS", defaults.max_pending_operations
             ),

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
+from sqlalchemy import Engine, event
 
 from tests.api.conftest import assert_problem
 from tests.conftest import InProcessApi, Service
@@ -162,3 +168,34 @@ def test_status_token_cannot_read_another_job(service: Service, api: InProcessAp
     reader = InProcessApi(service.app.test_client(), first["status_token"])
     assert_problem(reader.get(f"/v1/jobs/{second['id']}"), 404, "not_found")
     assert_problem(reader.get(f"/v1/jobs/{second['id']}/results"), 404, "not_found")
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` runs inside the block for this thread (the test
+    client's requests run in it; embedded drains and sweeps run in their own)."""
+    seen: list[str] = []
+    here = threading.get_ident()
+
+    def record(*args: Any) -> None:
+        if threading.get_ident() == here:
+            seen.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_known_key_is_not_looked_up_again_on_every_request(service: Service) -> None:
+    """Credentials are remembered: once a key was seen, authenticating it (and counting
+    its rate) asks the database nothing. The request is one that needs nothing else."""
+    api = service.api()
+    with _statements(service.runtime.engine) as first:
+        assert_problem(api.get("/v1/jobs/job_missing"), 404, "not_found")
+    assert first, "the first request looks the key up"
+    with _statements(service.runtime.engine) as later:
+        for _ in range(5):
+            assert_problem(api.get("/v1/jobs/job_missing"), 404, "not_found")
+    assert later == []

@@ -7,6 +7,7 @@ embedded service built with tiny limits.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from tests.api.conftest import (
     SMALL_MAX_OPERATIONS,
     assert_problem,
 )
-from tests.conftest import InProcessApi
+from tests.conftest import InProcessApi, Service, embedded_service
 
 DEFAULT_MAX_DOCUMENT_BYTES = Settings().max_document_bytes
 
@@ -191,3 +192,19 @@ def test_a_document_within_the_limit_but_escaped_on_the_wire_is_accepted(
     response = api.put("/v1/resources/row/esc", data=escaped, headers=JSON)
     assert response.status_code == 201, response.get_json()
     assert api.get("/v1/resources/row/esc").get_json()["data"] == document
+
+
+@pytest.fixture(scope="module")
+def two_a_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    yield from embedded_service(tmp_path_factory.mktemp("rate"), rate_limit="2 per day")
+
+
+def test_a_tenant_over_its_rate_is_told_when_to_come_back(two_a_day: Service) -> None:
+    api = two_a_day.api()
+    assert api.get("/v1/jobs").status_code == 200
+    assert api.put("/v1/resources/row/r0", json={}).status_code == 201
+    refused = api.put("/v1/resources/row/r1", json={})
+    assert_problem(refused, 429, "rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 86400  # the rest of the day
+    assert_problem(api.get("/v1/resources/row/r1"), 429, "rate_limited")
+    assert two_a_day.api().get("/v1/jobs").status_code == 200  # another tenant's count

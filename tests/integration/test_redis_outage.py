@@ -1,15 +1,17 @@
 """Redis away or hung: the API keeps accepting work; only readiness says so.
 
 Neither admission nor sync writes need Redis (the database is the queue of record; a
-lost wake-up is healed by the sweeper). So with the broker's Redis killed, or stopped
-dead (SIGSTOP: connections open, nothing answers), writes must still succeed, `/readyz`
-must answer 503 promptly instead of hanging, and once Redis is back the accepted work
-is applied. Real processes over real HTTP, on a private Redis this test may stop.
+lost wake-up is healed by the sweeper; rate counts are shared in the background). So
+with the broker's Redis killed, or stopped dead (SIGSTOP: connections open, nothing
+answers), writes must still succeed, `/readyz` must answer 503 promptly instead of
+hanging, and once Redis is back the accepted work is applied. Real processes over real
+HTTP, on a private Redis this test may stop.
 """
 
 from __future__ import annotations
 
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -22,7 +24,12 @@ from tests.support import (
     service_env,
     start_server,
     start_workers,
+    wait_until,
 )
+
+#: What the API logs when its rate counts can no longer be shared, and when they can again.
+DEGRADED = "rate limits are degraded: enforced per process only"
+SHARED_AGAIN = "rate limits are shared again"
 
 
 def _writes_succeed(api: HttpApi, label: str) -> str:
@@ -87,5 +94,68 @@ def test_writes_are_accepted_while_redis_is_down_or_hung_and_applied_when_it_ret
                     assert api.wait_job(job_id)["status"] == "succeeded"
             finally:
                 workers.stop()
+        finally:
+            server.stop()
+
+
+#: Seconds the API's Redis commands may take in the hung-Redis test ...
+HUNG_REDIS_TIMEOUT = 15
+#: ... and a request there (a hang guard: a write takes milliseconds, but would take
+#: the Redis timeout if it waited on Redis).
+HUNG_REQUEST_TIMEOUT = HUNG_REDIS_TIMEOUT / 3
+
+
+def _puts_answer(api: HttpApi, label: str, count: int) -> None:
+    """``count`` sync PUTs from 8 threads: each answers 2xx, or 503 with Retry-After,
+    well before a Redis command would give up."""
+
+    def put(n: int) -> tuple[int, str | None]:
+        response = requests.put(
+            f"{api.base_url}/v1/resources/item/{label}-{n}",
+            json={"n": n},
+            headers={"Authorization": f"Bearer {api.key}"},
+            timeout=HUNG_REQUEST_TIMEOUT,
+        )
+        return response.status_code, response.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(put, range(count)))
+    wrong = [a for a in answers if not (200 <= a[0] < 300 or (a[0] == 503 and a[1]))]
+    assert not wrong, wrong
+
+
+def test_a_hung_redis_does_not_hold_up_requests_and_is_logged_once(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    """Only the background exchange of rate counts talks to Redis: requests go on while it
+    is stopped, and the API says once that limits are per process, and once that they
+    are shared again."""
+    with private_redis(tmp_path) as broker:
+        env = service_env(
+            postgres_url,
+            broker.url,
+            redis_namespace,
+            BULKAPI_REDIS_TIMEOUT=str(HUNG_REDIS_TIMEOUT),
+            BULKAPI_WEB_PROCESSES="1",  # one log line per process: one process
+            BULKAPI_RATE_LIMIT="100000/second",
+        )
+        key = migrated_with_key(postgres_url, "hung")
+        server, base_url = start_server(env, tmp_path)
+        try:
+            api = HttpApi(base_url, key)
+            _puts_answer(api, "before", 20)
+            _paused(broker)
+            try:
+                _puts_answer(api, "first", 50)  # while the exchange waits on Redis
+                wait_until(lambda: DEGRADED in server.log(), what="the degraded warning")
+                _puts_answer(api, "while-hung", 150)
+            finally:
+                _resumed(broker)
+            _puts_answer(api, "after", 20)
+            wait_until(lambda: SHARED_AGAIN in server.log(), what="limits shared again")
+            _puts_answer(api, "shared", 20)
+            log = server.log()
+            assert log.count(DEGRADED) == 1, log
+            assert log.count(SHARED_AGAIN) == 1, log
         finally:
             server.stop()

@@ -17,6 +17,9 @@ from bulkapi.config import Settings
         ({"BULKAPI_EFFECT_BACKOFF": "-1"}, "BULKAPI_EFFECT_BACKOFF must be >= 0"),
         ({"BULKAPI_HEADER_TIMEOUT": "0"}, "BULKAPI_HEADER_TIMEOUT must be > 0"),
         ({"BULKAPI_BODY_TIMEOUT": "-1"}, "BULKAPI_BODY_TIMEOUT and BULKAPI_HEADER_TIMEOUT"),
+        ({"BULKAPI_RATE_LIMIT": "lots"}, "BULKAPI_RATE_LIMIT must read like '200/second'"),
+        ({"BULKAPI_RATE_LIMIT": "0/second"}, "BULKAPI_RATE_LIMIT must allow at least 1"),
+        ({"BULKAPI_RATE_SYNC_INTERVAL": "0"}, "BULKAPI_RATE_SYNC_INTERVAL must be > 0"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(env: dict[str, str], message: str) -> None:
