@@ -7,7 +7,10 @@ leaked status token) would leave none for anything else, health checks included.
 the cap a request does not wait: a long poll answers with the current state, an event
 stream sends what is new and closes (the client reconnects after the ``retry`` delay), a
 sync write answers ``resource_busy`` at once. All of those are answers the contract
-already allows, so clients degrade to polling instead of failing.
+already allows, so clients degrade to polling instead of failing. A sync write says
+which it got: ``Preference-Applied: wait=N`` when its ``Prefer: wait`` was honoured
+(RFC 7240), and no such header, plus a sentence in the problem's ``detail``, when it was
+declined.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from flask import current_app
+from flask import Response, after_this_request, current_app
+
+from bulkapi.core.errors import ResourceBusy
+
+#: Appended to a ``resource_busy`` detail when the write's ``Prefer: wait`` was declined.
+WAIT_DECLINED = (
+    " Prefer: wait was declined: the requests this API process lets wait (for this"
+    " tenant, or in all) are all waiting already, so this one did not; retry after"
+    " Retry-After."
+)
 
 
 class WaitSlots:
@@ -71,3 +83,27 @@ def may_wait(tenant_id: str, wanted: bool = True) -> Iterator[bool]:
     finally:
         if release is not None:
             release()
+
+
+@contextmanager
+def wait_preference(wait_seconds: float, waiting: bool) -> Iterator[None]:
+    """Say whether a ``Prefer: wait=N`` (``wait_seconds`` > 0) was honoured: with a
+    ``Preference-Applied`` header on whatever the request answers when it could wait, and
+    in a ``resource_busy`` problem's ``detail`` when it could not."""
+    if wait_seconds <= 0:
+        yield
+        return
+    if waiting:
+
+        @after_this_request
+        def applied(response: Response) -> Response:
+            response.headers["Preference-Applied"] = f"wait={wait_seconds:g}"
+            return response
+
+        yield
+        return
+    try:
+        yield
+    except ResourceBusy as busy:
+        busy.detail += WAIT_DECLINED
+        raise

@@ -13,7 +13,7 @@ from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_document
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
-from bulkapi.api.holds import may_wait
+from bulkapi.api.holds import may_wait, wait_preference
 from bulkapi.api.pagination import MAX_INDEX, decode_cursor, page_body
 from bulkapi.api.preconditions import etag, none_match, parse_if_match, parse_prefer_wait
 from bulkapi.api.representations import effect_body, resource_body
@@ -92,7 +92,10 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
     rt.registry.check_write(operation)
     partition = partition_of(tenant_id, key, rt.settings.partitions)
     wait_seconds = parse_prefer_wait(request.headers.get("Prefer"))
-    with may_wait(tenant_id, wanted=wait_seconds > 0) as waiting:
+    with (
+        may_wait(tenant_id, wanted=wait_seconds > 0) as waiting,
+        wait_preference(wait_seconds, waiting),
+    ):
         result = write_now_or_wait(
             rt.engine,
             rt.apply,
