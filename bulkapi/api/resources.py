@@ -20,7 +20,13 @@ from bulkapi.api.representations import effect_body, resource_body
 from bulkapi.api.responses import json_response
 from bulkapi.api.schemas import EffectPageSchema, PageArgs, ResourcePageSchema, ResourceSchema
 from bulkapi.core.errors import PayloadTooLarge, ValidationFailed
-from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type, partition_of
+from bulkapi.core.keys import (
+    ID_RULE,
+    ResourceKey,
+    is_valid_id,
+    is_valid_type,
+    partition_of,
+)
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.preconditions import Preconditions
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
@@ -51,7 +57,7 @@ def _key(rtype: str, rid: str) -> ResourceKey:
     if not is_valid_type(rtype):
         errors["type"] = ["Must match ^[a-z][a-z0-9_-]{0,63}$."]
     if not is_valid_id(rid):
-        errors["id"] = ["Must match ^[A-Za-z0-9._:-]{1,128}$."]
+        errors["id"] = [ID_RULE]
     if errors:
         raise ValidationFailed("The resource key is invalid.", errors)
     return ResourceKey(rtype, rid)
