@@ -87,6 +87,12 @@ def worker(processes: int, threads: int) -> None:
         str(processes),
         "--threads",
         str(threads),
+        # Dramatiq's main process watches its workers only once they have all booted, or
+        # after this many milliseconds: a worker that died while booting would otherwise
+        # go unnoticed (and unreaped) for 30 s. bulkapi registers no fork processes, the
+        # only thing this wait is for.
+        "--worker-fork-timeout",
+        "1000",
         "--queues",
         *WORKER_QUEUES,
     ]
