@@ -17,6 +17,8 @@ from bulkapi.config import Settings
         ({"BULKAPI_EFFECT_BACKOFF": "-1"}, "BULKAPI_EFFECT_BACKOFF must be >= 0"),
         ({"BULKAPI_HEADER_TIMEOUT": "0"}, "BULKAPI_HEADER_TIMEOUT must be > 0"),
         ({"BULKAPI_BODY_TIMEOUT": "-1"}, "BULKAPI_BODY_TIMEOUT and BULKAPI_HEADER_TIMEOUT"),
+        ({"BULKAPI_SEND_TIMEOUT": "0"}, "BULKAPI_SEND_TIMEOUT must be > 0"),
+        ({"BULKAPI_SEND_BUFFER": "-1"}, "BULKAPI_SEND_BUFFER must be >= 0"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(env: dict[str, str], message: str) -> None:
