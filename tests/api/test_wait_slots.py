@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from bulkapi import writes
@@ -167,3 +168,29 @@ def test_a_sync_write_says_whether_its_prefer_wait_was_honoured(service: Service
         assert busy.post(f"/v1/jobs/{held['id']}/cancel").status_code == 202
         for stream in streams:
             assert stream.rest()[-1]["data"]["status"] == "cancelled"
+
+
+def test_a_result_stream_beyond_the_tenants_share_is_too_many_streams(service: Service) -> None:
+    """NDJSON results hold a thread while they are read, so they take a wait slot; a
+    tenant whose share is taken gets 429 ``too_many_streams`` (the JSON pages still
+    answer), and its stream answers again once a slot is given back."""
+    tenant = service.api()
+    ndjson = {"Accept": "application/x-ndjson"}
+    per_tenant = service.runtime.settings.max_waiting_requests // 2
+    with service.drains_paused():
+        held = tenant.submit([_upsert("held")])
+        streams = [EventStream(service, tenant.key, held["id"]) for _ in range(per_tenant)]
+        for stream in streams:
+            stream.events(2)
+
+        refused = tenant.get(f"/v1/jobs/{held['id']}/results", headers=ndjson)
+        assert_problem(refused, 429, "too_many_streams")
+        assert refused.headers["Retry-After"].isdigit()
+        assert tenant.get(f"/v1/jobs/{held['id']}/results").status_code == 200
+
+        assert tenant.post(f"/v1/jobs/{held['id']}/cancel").status_code == 202
+        for stream in streams:
+            stream.rest()
+    answered = tenant.get(f"/v1/jobs/{held['id']}/results", headers=ndjson)
+    assert answered.status_code == 200 and answered.mimetype == "application/x-ndjson"
+    assert [orjson.loads(line)["status"] for line in answered.data.splitlines()] == ["cancelled"]

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import requests
 
+from tests.api.test_http_server import read_answer
 from tests.support import (
     REDIS_URL,
     WAIT_SECONDS,
@@ -100,21 +100,6 @@ def _stalled(server: Server, path: str, token: str, accept: str) -> socket.socke
     return sock
 
 
-def _head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and the body if it has a length (a stream's is not read)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(1024)
-        assert chunk, f"the connection closed before the answer's headers: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
-    while len(body) < int(headers.get("content-length", 0)):
-        body += sock.recv(1024)
-    return int(status_line.split()[1]), headers, body
-
-
 def _rest(sock: socket.socket) -> tuple[int, bool]:
     """Bytes left to read on a connection and whether it ended with a reset."""
     total = 0
@@ -173,8 +158,8 @@ def test_stalled_readers_leave_the_server_answering_and_are_cut_off(
             )
             for _ in range(STALLED)
         ]
-        heads = [_head(sock) for sock in results]
-        assert all(status == 200 for status, _, _ in (_head(sock) for sock in events))
+        heads = [read_answer(sock) for sock in results]  # a stream's body is not read
+        assert all(read_answer(sock).status == 200 for sock in events)
 
         # While they are held, everyone else is answered (twice: the figures printed for
         # the record show the first answers, while the streams still fill the socket
@@ -207,15 +192,13 @@ def test_stalled_readers_leave_the_server_answering_and_are_cut_off(
             )
 
         # The tenant streams in at most its share of each process's slots; beyond, 429.
-        streaming = [
-            sock for sock, (status, _, _) in zip(results, heads, strict=True) if status == 200
-        ]
-        refused = [(headers, body) for status, headers, body in heads if status == 429]
+        streaming = [sock for sock, head in zip(results, heads, strict=True) if head.status == 200]
+        refused = [head for head in heads if head.status == 429]
         assert 1 <= len(streaming) <= PER_TENANT * server.processes, len(streaming)
         assert len(streaming) + len(refused) == STALLED
-        for headers, body in refused:
-            assert headers["retry-after"].isdigit()
-            assert orjson.loads(body)["code"] == "too_many_streams"
+        for head in refused:
+            assert head.headers["retry-after"].isdigit()
+            head.problem(429, "too_many_streams")
 
         # A reader that takes nothing for the send timeout is cut off (reset), its answer
         # unfinished; that gives its slot back.

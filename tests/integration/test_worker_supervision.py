@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support import (
@@ -46,14 +48,26 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
+@contextmanager
+def _supervised(
     tmp_path: Path, postgres_url: str, redis_namespace: str
-) -> None:
+) -> Iterator[tuple[HttpApi, ManagedProcess]]:
+    """A server and `bulkapi worker` on a fresh database, stopped when the block ends."""
     env = service_env(postgres_url, REDIS_URL, redis_namespace)
     key = migrated_with_key(postgres_url, "supervised")
     server, base_url = start_server(env, tmp_path)
     supervisor = start_workers(env, tmp_path)
     try:
+        yield HttpApi(base_url, key), supervisor
+    finally:
+        supervisor.stop()
+        server.stop()
+
+
+def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    with _supervised(tmp_path, postgres_url, redis_namespace) as (api, supervisor):
         first = wait_until(
             lambda: (found := supervisor.grandchildren()) and len(found) == 2 and found,
             what="the worker group's 2 processes",
@@ -69,7 +83,6 @@ def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
             what="a new worker group",
         )
         assert supervisor.process is not None and supervisor.process.poll() is None
-        api = HttpApi(base_url, key)
         operations = [
             {"op": "upsert", "type": "item", "id": f"i{n}", "data": {"n": n}} for n in range(200)
         ]
@@ -83,9 +96,6 @@ def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
         assert supervisor.stop() == 0
         for pid in group:
             assert not _alive(pid), f"process {pid} of the group outlived its supervisor"
-    finally:
-        supervisor.stop()
-        server.stop()
 
 
 def _group_of(supervisor: ManagedProcess, main: int | None = None) -> tuple[int, list[int]]:
@@ -106,11 +116,7 @@ def _group_of(supervisor: ManagedProcess, main: int | None = None) -> tuple[int,
 def test_a_killed_main_process_leaves_no_worker_draining_and_sigterm_leaves_nothing(
     tmp_path: Path, postgres_url: str, redis_namespace: str
 ) -> None:
-    env = service_env(postgres_url, REDIS_URL, redis_namespace)
-    key = migrated_with_key(postgres_url, "orphans")
-    server, base_url = start_server(env, tmp_path)
-    supervisor = start_workers(env, tmp_path)
-    try:
+    with _supervised(tmp_path, postgres_url, redis_namespace) as (api, supervisor):
         old_main, old_workers = _group_of(supervisor)
         os.kill(old_main, signal.SIGKILL)
         new_main, new_workers = _group_of(supervisor, main=old_main)
@@ -122,16 +128,12 @@ def test_a_killed_main_process_leaves_no_worker_draining_and_sigterm_leaves_noth
             assert not _alive(pid), f"process {pid} outlived `bulkapi worker`"
 
         # Nothing drains any more: a job submitted now stays untouched.
-        api = HttpApi(base_url, key)
         operations = [{"op": "upsert", "type": "item", "id": f"i{n}", "data": {}} for n in range(9)]
         job = api.request("POST", "/v1/bulk", json={"operations": operations})
         assert job.status_code == 202, job.text
         time.sleep(3)  # several sweep intervals: time for any stray worker to drain it
         seen = api.request("GET", f"/v1/jobs/{job.json()['id']}").json()
         assert seen["status"] == "queued" and seen["counts"]["pending"] == 9, seen
-    finally:
-        supervisor.stop()
-        server.stop()
 
 
 def test_the_group_stops_when_bulkapi_worker_is_killed(
