@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import click
+from sqlalchemy import Engine, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from bulkapi.config import Settings
 from bulkapi.store.database import make_engine, reading
@@ -96,6 +101,12 @@ def worker(processes: int, threads: int) -> None:
         str(processes),
         "--threads",
         str(threads),
+        # Dramatiq's main process watches its workers only once they have all booted, or
+        # after this many milliseconds: a worker that died while booting would otherwise
+        # go unnoticed (and unreaped) for 30 s. bulkapi registers no fork processes, the
+        # only thing this wait is for.
+        "--worker-fork-timeout",
+        "1000",
         "--queues",
         *WORKER_QUEUES,
     ]
@@ -155,6 +166,36 @@ def db_upgrade() -> None:
         click.echo(f"schema upgraded from revision {before} to {after}", err=True)
 
 
+@contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    """The database of a one-shot command (keys, tenants), with its schema in place.
+
+    Embedded mode is meant to need no setup step: its schema is created or migrated
+    here, as ``serve`` does. In production mode only ``bulkapi db upgrade`` changes the
+    schema (all hosts must agree on it); a database without it, or one that cannot be
+    reached, is one line of error, and no SQLite file is created on the way.
+    """
+    url = make_url(settings.database_url)
+    if not settings.embedded and url.get_backend_name() == "sqlite":
+        path = url.database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise click.ClickException(f"no database at {path}: run `bulkapi db upgrade` first")
+    engine = make_engine(settings.database_url)
+    try:
+        if settings.embedded:
+            upgrade(engine)
+        elif not inspect(engine).has_table("tenants"):
+            raise click.ClickException(
+                "the database has no bulkapi schema yet: run `bulkapi db upgrade` first"
+            )
+        yield engine
+    except DBAPIError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        raise click.ClickException(f"database error: {reason}") from None
+    finally:
+        engine.dispose()
+
+
 @main.group()
 def keys() -> None:
     """API keys."""
@@ -168,12 +209,10 @@ def keys_create(tenant: str) -> None:
     When the tenant is new, its webhook signing secret is printed on an earlier line
     (`bulkapi tenants secret` shows it again).
     """
-    engine = make_engine(_settings().database_url)
-    with engine.begin() as conn:
+    with _database(_settings()) as engine, engine.begin() as conn:
         existed = signing_secret(conn, tenant) is not None
         key_id, secret = create_key(conn, tenant)
         webhook_secret = None if existed else signing_secret(conn, tenant)
-    engine.dispose()
     if webhook_secret is not None:
         click.echo(f"created tenant {tenant}; webhook signing secret: {webhook_secret}")
     click.echo(f"created key {key_id} for tenant {tenant}; store it now, it is not shown again:")
@@ -183,10 +222,8 @@ def keys_create(tenant: str) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List keys (ids and tenants, never secrets)."""
-    engine = make_engine(_settings().database_url)
-    with reading(engine) as conn:
+    with _database(_settings()) as engine, reading(engine) as conn:
         found = list_keys(conn)
-    engine.dispose()
     for key in found:
         state = "revoked" if key.revoked_at else "active"
         click.echo(f"{key.id}\t{key.tenant}\t{key.created_at.isoformat()}\t{state}")
@@ -196,10 +233,8 @@ def keys_list() -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by id; requests with it get 401 from then on."""
-    engine = make_engine(_settings().database_url)
-    with engine.begin() as conn:
+    with _database(_settings()) as engine, engine.begin() as conn:
         revoked = revoke_key(conn, key_id)
-    engine.dispose()
     if not revoked:
         raise click.ClickException(f"no active key {key_id}")
     click.echo(f"revoked {key_id}")
@@ -215,10 +250,8 @@ def tenants() -> None:
 @click.option("--rotate", is_flag=True, help="Replace the secret with a new one first.")
 def tenants_secret(tenant: str, rotate: bool) -> None:
     """Print the tenant's webhook signing secret (alone, on one line)."""
-    engine = make_engine(_settings().database_url)
-    with engine.begin() as conn:
+    with _database(_settings()) as engine, engine.begin() as conn:
         found = signing_secret(conn, tenant, rotate=rotate)
-    engine.dispose()
     if found is None:
         raise click.ClickException(f"no tenant {tenant}")
     click.echo(found)

@@ -100,6 +100,12 @@ class Settings:
     max_document_bytes: int = 64 * 1024
     #: Seconds a request body may take to arrive in full (slow uploads get 408).
     body_timeout: float = 30.0
+    #: Seconds a client may take no part of an answer (its socket buffers full) before
+    #: the connection is cut: a reader that stops reading holds a thread no longer.
+    send_timeout: float = 15.0
+    #: Bytes the kernel may buffer for one connection's answers (0: its own autotuning,
+    #: up to megabytes). Small, a reader that stops stops the answer early and cheaply.
+    send_buffer: int = 256 * 1024
     #: Seconds a request line and its headers may take to arrive (slower: 408, closed).
     header_timeout: float = 10.0
     #: Deepest nesting of objects and arrays a document may have.
@@ -207,6 +213,10 @@ class Settings:
             raise ValueError("BULKAPI_EFFECT_BACKOFF must be >= 0")
         if min(self.body_timeout, self.header_timeout) <= 0:
             raise ValueError("BULKAPI_BODY_TIMEOUT and BULKAPI_HEADER_TIMEOUT must be > 0")
+        if self.send_timeout <= 0:
+            raise ValueError("BULKAPI_SEND_TIMEOUT must be > 0")
+        if self.send_buffer < 0:
+            raise ValueError("BULKAPI_SEND_BUFFER must be >= 0")
         if self.webhook_attempts < 1:
             raise ValueError("BULKAPI_WEBHOOK_ATTEMPTS must be >= 1")
         if min(self.webhook_backoff, self.webhook_max_backoff) < 0:
@@ -242,6 +252,8 @@ class Settings:
             max_document_bytes=_int(env, "BULKAPI_MAX_DOCUMENT_BYTES", defaults.max_document_bytes),
             body_timeout=_float(env, "BULKAPI_BODY_TIMEOUT", defaults.body_timeout),
             header_timeout=_float(env, "BULKAPI_HEADER_TIMEOUT", defaults.header_timeout),
+            send_timeout=_float(env, "BULKAPI_SEND_TIMEOUT", defaults.send_timeout),
+            send_buffer=_int(env, "BULKAPI_SEND_BUFFER", defaults.send_buffer),
             max_document_depth=_int(env, "BULKAPI_MAX_DOCUMENT_DEPTH", defaults.max_document_depth),
             embedded_worker_threads=_int(
                 env, "BULKAPI_EMBEDDED_WORKER_THREADS", defaults.embedded_worker_threads

@@ -7,6 +7,10 @@ with a problem needs on top; ``gunicorn -k bulkapi.server.Worker wsgi:app`` uses
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
+import socket
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -28,6 +32,10 @@ GRACEFUL_TIMEOUT = 30
 KEEPALIVE = 5
 #: Longest detail quoted from gunicorn's description of a malformed request.
 _MAX_DETAIL = 200
+#: What a send fails with once it has made no progress for ``SO_SNDTIMEO``.
+_SEND_TIMED_OUT = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
+
+logger = logging.getLogger(__name__)
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -152,8 +160,35 @@ def _write_problem(sock: Any, status: int, reason: str, detail: str) -> None:
         util.write_nonblock(sock, "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
 
 
+def _limit_sends(sock: socket.socket, seconds: float, buffer: int) -> None:
+    """Make a send that moves no byte for ``seconds`` fail instead of blocking for ever,
+    and let the kernel hold at most about ``buffer`` bytes of answers (0: its choice).
+
+    ``SO_SNDTIMEO`` rather than ``settimeout``: it bounds sends only, leaves reads alone
+    (their deadlines are ``api/deadlines.py``'s), and counts time without progress, so
+    a slow reader that keeps reading is never cut. The buffer bounds what a reader that
+    stops reading costs: on loopback Linux would otherwise buffer about 4 MB for it, and
+    the stream would spend a burst of CPU producing that much before it stalls.
+    """
+    whole = int(seconds)
+    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+    with contextlib.suppress(OSError):  # closed already
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        if buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+
+
+def _abort(sock: socket.socket) -> None:
+    """Make the coming close a reset: what the peer did not take is dropped at once,
+    not kept in kernel memory and retried, and gunicorn's graceful close (which waits
+    for the peer to read the end of the answer) returns at once."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("@ii", 1, 0))
+        socket.socket.shutdown(sock, socket.SHUT_RD)
+
+
 class Worker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, changed in three ways:
+    """gunicorn's gthread worker, changed in four ways:
 
     - the request line and headers must arrive within ``BULKAPI_HEADER_TIMEOUT``, or the
       connection gets a 408 and is closed (gthread waits for them without a limit once a
@@ -163,10 +198,15 @@ class Worker(ThreadWorker):  # type: ignore[misc]
     - an answer to a request whose body the application did not read to its end (413,
       408, a short body) says ``Connection: close``, and the connection closes: gunicorn
       would announce keep-alive, then spend up to 5 s of the thread discarding the rest
-      of the body, and drop the connection if it takes longer.
+      of the body, and drop the connection if it takes longer;
+    - a client that takes no byte of an answer for ``BULKAPI_SEND_TIMEOUT`` (a reader that
+      stopped reading a result stream, say) is cut off with a reset, and its thread freed:
+      gthread would wait in ``sendall`` for as long as the client keeps the socket open.
     """
 
     header_timeout: float = Settings.header_timeout
+    send_timeout: float = Settings.send_timeout
+    send_buffer: int = Settings.send_buffer
     wsgi: WsgiApp
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -178,12 +218,15 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         runtime = getattr(self.wsgi, "extensions", {}).get("bulkapi")
         settings = runtime.settings if isinstance(runtime, Runtime) else Settings.from_env()
         self.header_timeout = settings.header_timeout
+        self.send_timeout = settings.send_timeout
+        self.send_buffer = settings.send_buffer
         self.wsgi = self._closing_after_unread_bodies(self.wsgi)
 
     def _exchange(self) -> _Exchange | None:
         return getattr(self._local, "exchange", None)
 
     def handle(self, conn: Any) -> Any:
+        _limit_sends(conn.sock, self.send_timeout, self.send_buffer)
         exchange = _Exchange(cut_off_reads(conn.sock, self.header_timeout))
         self._local.exchange = exchange
         try:
@@ -203,7 +246,16 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             exchange.answered, exchange.request = True, req
             if not exchange.alarm.cancel():
                 req.force_close()  # the headers came in as time ran out: the reads are cut
-        return super().handle_request(req, conn)
+        try:
+            return super().handle_request(req, conn)
+        except OSError as error:
+            if error.errno not in _SEND_TIMED_OUT:
+                raise
+            logger.warning(
+                "cut off %s: it took no part of the answer for %g s", conn.client, self.send_timeout
+            )
+            _abort(conn.sock)
+            raise StopIteration from None  # gthread's way to end a connection quietly
 
     def handle_http2(self, conn: Any) -> Any:
         exchange = self._exchange()

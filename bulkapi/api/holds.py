@@ -1,13 +1,18 @@
-"""Requests that wait (long polls, event streams, ``Prefer: wait``) may hold only some
-of a process's server threads.
+"""Requests that wait or stream (long polls, event streams, NDJSON result streams,
+``Prefer: wait``) may hold only some of a process's server threads.
 
-Each waiting request keeps a gunicorn thread busy while it sleeps between database
-reads. Without a cap, as many waiting clients as there are threads (one tenant, or one
-leaked status token) would leave none for anything else, health checks included. Over
-the cap a request does not wait: a long poll answers with the current state, an event
-stream sends what is new and closes (the client reconnects after the ``retry`` delay), a
-sync write answers ``resource_busy`` at once. All of those are answers the contract
-already allows, so clients degrade to polling instead of failing.
+Each keeps a gunicorn thread busy while it sleeps between database reads, or while its
+reader takes the answer (a reader that stops is cut off after ``BULKAPI_SEND_TIMEOUT``).
+Without a cap, as many waiting clients as there are threads (one tenant, or one leaked
+status token) would leave none for anything else, health checks included. Over the cap
+a request does not wait: a long poll answers with the current state, an event stream
+sends what is new and closes (the client reconnects after the ``retry`` delay), a sync
+write answers ``resource_busy`` at once, an NDJSON result stream answers 429
+``too_many_streams`` (its paginated JSON form needs no slot). Clients degrade to polling
+instead of failing. A sync write says
+which it got: ``Preference-Applied: wait=N`` when its ``Prefer: wait`` was honoured
+(RFC 7240), and no such header, plus a sentence in the problem's ``detail``, when it was
+declined.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from flask import current_app
+from flask import Response, after_this_request, current_app
+
+from bulkapi.core.errors import ResourceBusy
+
+#: Appended to a ``resource_busy`` detail when the write's ``Prefer: wait`` was declined.
+WAIT_DECLINED = (
+    " Prefer: wait was declined: the requests this API process lets wait (for this"
+    " tenant, or in all) are all waiting already, so this one did not; retry after"
+    " Retry-After."
+)
 
 
 class WaitSlots:
@@ -55,11 +69,18 @@ def wait_slots(limit: int) -> WaitSlots:
 
 def try_wait(tenant_id: str) -> Callable[[], None] | None:
     """Take one of this process's slots for the request to wait in: the function that
-    gives it back (callable from anywhere, even after the request), or None."""
+    gives it back (callable from anywhere, even after the request, and more than once:
+    only the first call counts), or None."""
     slots: WaitSlots = current_app.extensions["bulkapi.waits"]
     if not slots.acquire(tenant_id):
         return None
-    return lambda: slots.release(tenant_id)
+    once = threading.Lock()
+
+    def release() -> None:
+        if once.acquire(blocking=False):
+            slots.release(tenant_id)
+
+    return release
 
 
 @contextmanager
@@ -71,3 +92,27 @@ def may_wait(tenant_id: str, wanted: bool = True) -> Iterator[bool]:
     finally:
         if release is not None:
             release()
+
+
+@contextmanager
+def wait_preference(wait_seconds: float, waiting: bool) -> Iterator[None]:
+    """Say whether a ``Prefer: wait=N`` (``wait_seconds`` > 0) was honoured: with a
+    ``Preference-Applied`` header on whatever the request answers when it could wait, and
+    in a ``resource_busy`` problem's ``detail`` when it could not."""
+    if wait_seconds <= 0:
+        yield
+        return
+    if waiting:
+
+        @after_this_request
+        def applied(response: Response) -> Response:
+            response.headers["Preference-Applied"] = f"wait={wait_seconds:g}"
+            return response
+
+        yield
+        return
+    try:
+        yield
+    except ResourceBusy as busy:
+        busy.detail += WAIT_DECLINED
+        raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 from flask import Response, request, stream_with_context
@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import check_job_id, require_job_reader, require_tenant
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import JOB_FOLLOW_UPS, JOB_ID, links, problems
-from bulkapi.api.holds import may_wait
+from bulkapi.api.holds import may_wait, try_wait
 from bulkapi.api.pagination import decode_cursor, page_body
 from bulkapi.api.representations import delivery_body, job_body, result_body
 from bulkapi.api.responses import json_response
@@ -25,6 +25,7 @@ from bulkapi.api.schemas import (
     ResultArgs,
     ResultPageSchema,
 )
+from bulkapi.core.errors import RateLimited
 from bulkapi.store.database import reading, utcnow
 from bulkapi.store.jobs import (
     JobRecord,
@@ -43,7 +44,7 @@ blp = Blueprint(
     description="Follow bulk jobs: status, progress, per-operation results.",
 )
 
-#: Results read per query when streaming NDJSON.
+#: Results read per query when streaming NDJSON, and sent in one write.
 _STREAM_PAGE = 2000
 _FIRST_POLL_SECONDS = 0.05
 _LAST_POLL_SECONDS = 0.5
@@ -80,16 +81,44 @@ def get(job_id: str, wait: float) -> Response:
     return json_response(job_body(job), headers=headers)
 
 
-def _stream_results(job_id: str, wanted: ResultFilter) -> Iterator[bytes]:
+def _stream_results(
+    job_id: str, wanted: ResultFilter, release: Callable[[], None]
+) -> Iterator[bytes]:
+    """The results page by page; the wait slot is given back as soon as the last is
+    sent (and, by the response, if the stream is closed before)."""
     after = -1
-    while True:
-        with reading(runtime().engine) as conn:
-            page = list(list_results(conn, job_id, wanted, _STREAM_PAGE, after))
-        for result in page:
-            yield orjson.dumps(result_body(result)) + b"\n"
-        if len(page) < _STREAM_PAGE:
-            return
-        after = page[-1].index
+    try:
+        while True:
+            with reading(runtime().engine) as conn:
+                page = list(list_results(conn, job_id, wanted, _STREAM_PAGE, after))
+            yield b"".join(orjson.dumps(result_body(result)) + b"\n" for result in page)
+            if len(page) < _STREAM_PAGE:
+                return
+            after = page[-1].index
+    finally:
+        release()
+
+
+def _results_stream(tenant_id: str, job_id: str, wanted: ResultFilter) -> Response:
+    """All results as NDJSON. The stream holds a server thread for as long as its reader
+    takes, so it needs one of the process's wait slots (``api/holds.py``), as an event
+    stream does: without one, 429 ``too_many_streams`` (the paginated JSON form needs
+    none). A reader that stops reading is cut off after ``BULKAPI_SEND_TIMEOUT``
+    (``server.py``), which gives the slot back."""
+    release = try_wait(tenant_id)
+    if release is None:
+        raise RateLimited(
+            "This tenant has as many streams and waiting requests open on this server as "
+            "it may; retry after Retry-After, or read the results page by page as JSON.",
+            runtime().settings.retry_after,
+            code="too_many_streams",
+        )
+    response = Response(
+        stream_with_context(_stream_results(job_id, wanted, release)),
+        mimetype="application/x-ndjson",
+    )
+    response.call_on_close(release)
+    return response
 
 
 @blp.route("/<job_id>/results", methods=["GET"])
@@ -123,9 +152,7 @@ def results(
     if request.accept_mimetypes.best_match(["application/json", "application/x-ndjson"]) == (
         "application/x-ndjson"
     ):
-        return Response(
-            stream_with_context(_stream_results(job_id, wanted)), mimetype="application/x-ndjson"
-        )
+        return _results_stream(tenant_id, job_id, wanted)
     after = decode_cursor(cursor, int)
     with reading(runtime().engine) as conn:
         page = list(list_results(conn, job_id, wanted, limit + 1, -1 if after is None else after))  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import read_document
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import ETAG, LOCATION, links, problems
-from bulkapi.api.holds import may_wait
+from bulkapi.api.holds import may_wait, wait_preference
 from bulkapi.api.pagination import MAX_INDEX, decode_cursor, page_body
 from bulkapi.api.preconditions import etag, none_match, parse_if_match, parse_prefer_wait
 from bulkapi.api.representations import effect_body, history_body, resource_body
@@ -27,7 +27,13 @@ from bulkapi.api.schemas import (
     ResourceSchema,
 )
 from bulkapi.core.errors import NotFound, PayloadTooLarge, ValidationFailed
-from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type, partition_of
+from bulkapi.core.keys import (
+    ID_RULE,
+    ResourceKey,
+    is_valid_id,
+    is_valid_type,
+    partition_of,
+)
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.preconditions import Preconditions
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
@@ -58,7 +64,7 @@ def _key(rtype: str, rid: str) -> ResourceKey:
     if not is_valid_type(rtype):
         errors["type"] = ["Must match ^[a-z][a-z0-9_-]{0,63}$."]
     if not is_valid_id(rid):
-        errors["id"] = ["Must match ^[A-Za-z0-9._:-]{1,128}$."]
+        errors["id"] = [ID_RULE]
     if errors:
         raise ValidationFailed("The resource key is invalid.", errors)
     return ResourceKey(rtype, rid)
@@ -99,7 +105,10 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
     rt.registry.check_write(operation)
     partition = partition_of(tenant_id, key, rt.settings.partitions)
     wait_seconds = parse_prefer_wait(request.headers.get("Prefer"))
-    with may_wait(tenant_id, wanted=wait_seconds > 0) as waiting:
+    with (
+        may_wait(tenant_id, wanted=wait_seconds > 0) as waiting,
+        wait_preference(wait_seconds, waiting),
+    ):
         result = rt.writer.write(
             tenant_id,
             operation,

@@ -19,7 +19,7 @@ from bulkapi.core.errors import (
     TooManyOperations,
     ValidationFailed,
 )
-from bulkapi.core.keys import ResourceKey, is_valid_id, is_valid_type
+from bulkapi.core.keys import ID_RULE, ResourceKey, is_valid_id, is_valid_type
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.webhooks import forbidden_host
 
@@ -125,7 +125,7 @@ def _check_operation(
     if not is_valid_type(rtype):
         errors["type"] = ["Must match ^[a-z][a-z0-9_-]{0,63}$."]
     if not is_valid_id(rid):
-        errors["id"] = ["Must match ^[A-Za-z0-9._:-]{1,128}$."]
+        errors["id"] = [ID_RULE]
     data = item.get("data")
     if kind is OpKind.DELETE:
         if "data" in item:

@@ -65,7 +65,7 @@ def _connect(server: RealServer) -> socket.socket:
     return socket.create_connection((server.host, server.port), timeout=WAIT_SECONDS)
 
 
-def _read_answer(sock: socket.socket) -> Answer:
+def read_answer(sock: socket.socket) -> Answer:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -180,7 +180,7 @@ def test_broken_chunked_framing_is_a_bad_request_and_closes(
     with _connect(server) as sock:
         sock.sendall(head + framing)
         sock.shutdown(socket.SHUT_WR)
-        answer = _read_answer(sock)
+        answer = read_answer(sock)
         answer.problem(400, "malformed_body")
         assert answer.headers["connection"] == "close"
 
@@ -194,7 +194,7 @@ def test_an_oversize_body_is_answered_with_connection_close_and_the_connection_c
     document = orjson.dumps({"s": "x" * 100_000})
     with _connect(server) as sock:
         sock.sendall(_json_put(server, "/v1/resources/t/big", document))
-        answer = _read_answer(sock)
+        answer = read_answer(sock)
         answer.problem(413, "payload_too_large")
         assert answer.headers["connection"] == "close"
         assert _closed_by_server(sock)
@@ -224,9 +224,9 @@ def test_a_document_read_in_full_but_over_the_limit_keeps_the_connection_alive(
     document = orjson.dumps({"s": "x" * MAX_DOCUMENT})
     with _connect(server) as sock:
         sock.sendall(_json_put(server, "/v1/resources/t/over", document))
-        _read_answer(sock).problem(413, "payload_too_large")
+        read_answer(sock).problem(413, "payload_too_large")
         sock.sendall(_head(server, "GET", "/v1/resources/t/over"))
-        _read_answer(sock).problem(404, "not_found")
+        read_answer(sock).problem(404, "not_found")
 
 
 def test_a_body_shorter_than_its_content_length_is_400_and_closes(server: RealServer) -> None:
@@ -240,7 +240,7 @@ def test_a_body_shorter_than_its_content_length_is_400_and_closes(server: RealSe
     with _connect(server) as sock:
         sock.sendall(head + b'{"a": 1}')
         sock.shutdown(socket.SHUT_WR)
-        answer = _read_answer(sock)
+        answer = read_answer(sock)
         answer.problem(400, "malformed_body")
         assert answer.headers["connection"] == "close"
 
@@ -287,7 +287,7 @@ def test_stalled_bodies_and_headers_get_408_while_other_requests_are_answered(
             sock.sendall(stalled_headers)
         assert requests.get(server.base_url + "/healthz", timeout=WAIT_SECONDS).ok
         for sock in bodies + headers:
-            answer = _read_answer(sock)
+            answer = read_answer(sock)
             detail = answer.problem(408, "request_timeout")["detail"]
             assert "did not arrive within 2 s" in str(detail), detail
             assert answer.headers["connection"] == "close"
@@ -333,7 +333,7 @@ def test_gunicorns_own_errors_are_problems_too(
 ) -> None:
     with _connect(server) as sock:
         sock.sendall(request_bytes)
-        answer = _read_answer(sock)
+        answer = read_answer(sock)
         body = answer.problem(status, code)
         assert answer.headers["connection"] == "close"
         assert b"<html" not in answer.body and "Traceback" not in str(body)

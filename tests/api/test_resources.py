@@ -326,3 +326,30 @@ def test_list_with_invalid_arguments_is_validation_error(api: InProcessApi, quer
 
 def test_list_of_an_invalid_type_is_validation_error(api: InProcessApi) -> None:
     assert_problem(api.get("/v1/resources/Not_A_Type"), 422, "validation_error")
+
+
+@pytest.mark.parametrize("rid", [".", ".."])
+def test_dot_segment_ids_are_refused_in_bulk_and_on_every_single_resource_call(
+    api: InProcessApi, rid: str
+) -> None:
+    """HTTP clients drop ``.`` and ``..`` path segments, so no URL could name such a
+    resource: they are invalid ids, refused before anything is stored."""
+    operations = [
+        {"op": "upsert", "type": "dots", "id": "fine", "data": {}},
+        {"op": "upsert", "type": "dots", "id": rid, "data": {}},
+    ]
+    body = assert_problem(
+        api.post("/v1/bulk", json={"operations": operations}), 422, "validation_error"
+    )
+    assert list(body["errors"]) == ["1"] and "id" in body["errors"]["1"]
+    encoded = rid.replace(".", "%2E")  # as a client that keeps the segment would send it
+    path = f"/v1/resources/dots/{encoded}"
+    for response in (
+        api.put(path, json={}),
+        api.patch(path, json={}),
+        api.delete(path),
+        api.get(path),
+    ):
+        assert "id" in assert_problem(response, 422, "validation_error")["errors"]
+    assert api.get("/v1/resources/dots").get_json()["items"] == []
+    assert api.put("/v1/resources/dots/...", json={}).status_code == 201  # not a dot segment

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from bulkapi.api import jobs as jobs_api
 from bulkapi.writes import SyncWriter
+from tests.api.conftest import assert_problem
 from tests.api.test_events import EventStream
 from tests.conftest import InProcessApi, Service, embedded_service
 from tests.support import WAIT_SECONDS
@@ -131,3 +133,64 @@ def test_a_sync_write_without_a_slot_answers_busy_at_once(
         assert busy_write_status(tenant_b) == 201  # waited, then applied
         assert tenant_a.post(f"/v1/jobs/{held['id']}/cancel").status_code == 202
         stream.rest()
+
+
+def test_a_sync_write_says_whether_its_prefer_wait_was_honoured(service: Service) -> None:
+    """``Preference-Applied: wait=N`` when the write could wait; none, and a sentence in
+    the problem's detail, when the tenant's wait slots were all taken."""
+    busy, other = service.api(), service.api()
+    per_tenant = service.runtime.settings.max_waiting_requests // 2
+    with service.drains_paused():
+        held = busy.submit([_upsert("held")])
+        streams = [EventStream(service, busy.key, held["id"]) for _ in range(per_tenant)]
+        for stream in streams:
+            stream.events(2)  # open and waiting: every slot of the tenant is taken
+
+        busy.submit([_upsert("k")])
+        declined = busy.put("/v1/resources/acct/k", json={"n": 1}, headers={"Prefer": "wait=10"})
+        body = assert_problem(declined, 409, "resource_busy")
+        assert "Prefer: wait was declined" in body["detail"]
+        assert "Preference-Applied" not in declined.headers
+        assert declined.headers["Retry-After"]
+
+        other.submit([_upsert("k")])
+        waited = other.put("/v1/resources/acct/k", json={"n": 1}, headers={"Prefer": "wait=1"})
+        body = assert_problem(waited, 409, "resource_busy")
+        assert "declined" not in body["detail"]
+        assert waited.headers["Preference-Applied"] == "wait=1"
+
+        capped = other.put("/v1/resources/acct/free", json={}, headers={"Prefer": "wait=99"})
+        assert capped.status_code == 201
+        assert capped.headers["Preference-Applied"] == "wait=30"  # the longest honoured
+        plain = other.put("/v1/resources/acct/free", json={})
+        assert plain.status_code == 200 and "Preference-Applied" not in plain.headers
+
+        assert busy.post(f"/v1/jobs/{held['id']}/cancel").status_code == 202
+        for stream in streams:
+            assert stream.rest()[-1]["data"]["status"] == "cancelled"
+
+
+def test_a_result_stream_beyond_the_tenants_share_is_too_many_streams(service: Service) -> None:
+    """NDJSON results hold a thread while they are read, so they take a wait slot; a
+    tenant whose share is taken gets 429 ``too_many_streams`` (the JSON pages still
+    answer), and its stream answers again once a slot is given back."""
+    tenant = service.api()
+    ndjson = {"Accept": "application/x-ndjson"}
+    per_tenant = service.runtime.settings.max_waiting_requests // 2
+    with service.drains_paused():
+        held = tenant.submit([_upsert("held")])
+        streams = [EventStream(service, tenant.key, held["id"]) for _ in range(per_tenant)]
+        for stream in streams:
+            stream.events(2)
+
+        refused = tenant.get(f"/v1/jobs/{held['id']}/results", headers=ndjson)
+        assert_problem(refused, 429, "too_many_streams")
+        assert refused.headers["Retry-After"].isdigit()
+        assert tenant.get(f"/v1/jobs/{held['id']}/results").status_code == 200
+
+        assert tenant.post(f"/v1/jobs/{held['id']}/cancel").status_code == 202
+        for stream in streams:
+            stream.rest()
+    answered = tenant.get(f"/v1/jobs/{held['id']}/results", headers=ndjson)
+    assert answered.status_code == 200 and answered.mimetype == "application/x-ndjson"
+    assert [orjson.loads(line)["status"] for line in answered.data.splitlines()] == ["cancelled"]

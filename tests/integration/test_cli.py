@@ -360,3 +360,45 @@ def test_a_new_tenant_shows_its_signing_secret_and_tenants_secret_prints_or_rota
     )
     missing = run_cli(["tenants", "secret", "--tenant", "nobody"], env, tmp_path)
     assert missing.returncode != 0 and "no tenant nobody" in missing.stderr
+
+
+def test_keys_create_in_embedded_mode_needs_no_db_upgrade_first(tmp_path: Path) -> None:
+    """Embedded mode needs no setup step: the keys command creates the schema, as serve
+    does, and the key it prints lets requests in."""
+    env = clean_env()  # embedded: bulkapi.db in the working directory
+    created = run_cli(["keys", "create", "--tenant", "first"], env, tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "Traceback" not in created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    listed = run_cli(["keys", "list"], env, tmp_path)
+    assert listed.returncode == 0 and "\tfirst\t" in listed.stdout
+    server, base = serve(env, tmp_path / "serve.log", tmp_path)
+    with server:
+        answer = requests.get(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_keys_commands_in_production_mode_without_a_schema_say_so_in_one_line(
+    kind: str, tmp_path: Path
+) -> None:
+    """Production mode leaves the schema to `db upgrade`: without it a keys command is one
+    clear line and a non-zero exit, creates nothing (no stray SQLite file) and no tables."""
+    with database_url(kind, tmp_path) as url:
+        env = clean_env(BULKAPI_DATABASE_URL=url, BULKAPI_BROKER_URL=REDIS_URL)
+        for command in (["keys", "create", "--tenant", "early"], ["keys", "list"]):
+            result = run_cli(command, env, tmp_path)
+            assert result.returncode == 1, (result.stdout, result.stderr)
+            assert "bulkapi db upgrade" in result.stderr
+            assert "Traceback" not in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        if kind == "sqlite":
+            assert list(tmp_path.glob("*.db")) == []
+        else:
+            engine = create_engine(url)
+            try:
+                assert inspect(engine).get_table_names() == []
+            finally:
+                engine.dispose()
+        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+        assert create_key(env, "after-upgrade", tmp_path)

@@ -1,20 +1,27 @@
-"""`bulkapi worker` restarts Dramatiq's worker group when one of its processes dies.
+"""`bulkapi worker` restarts Dramatiq's worker group when one of its processes dies, and
+leaves nothing of a group behind when its main process dies.
 
 Dramatiq's main process shuts the whole group down when a worker process dies; without a
-restart nothing on the host would drain again. Real processes: `bulkapi worker` (the
-supervisor) → Dramatiq's main process → its worker processes.
+restart nothing on the host would drain again. Killed itself, it would leave its worker
+processes draining on, orphaned. Real processes: `bulkapi worker` (the supervisor) →
+Dramatiq's main process → its worker processes.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support import (
     REDIS_URL,
     WAIT_SECONDS,
     HttpApi,
+    ManagedProcess,
+    children_of,
     migrated_with_key,
     service_env,
     start_server,
@@ -24,6 +31,7 @@ from tests.support import (
 
 
 def _alive(pid: int) -> bool:
+    """Whether the process exists at all, as a zombie too (nothing has reaped it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -31,14 +39,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
+def _running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (one init has yet to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@contextmanager
+def _supervised(
     tmp_path: Path, postgres_url: str, redis_namespace: str
-) -> None:
+) -> Iterator[tuple[HttpApi, ManagedProcess]]:
+    """A server and `bulkapi worker` on a fresh database, stopped when the block ends."""
     env = service_env(postgres_url, REDIS_URL, redis_namespace)
     key = migrated_with_key(postgres_url, "supervised")
     server, base_url = start_server(env, tmp_path)
     supervisor = start_workers(env, tmp_path)
     try:
+        yield HttpApi(base_url, key), supervisor
+    finally:
+        supervisor.stop()
+        server.stop()
+
+
+def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    with _supervised(tmp_path, postgres_url, redis_namespace) as (api, supervisor):
         first = wait_until(
             lambda: (found := supervisor.grandchildren()) and len(found) == 2 and found,
             what="the worker group's 2 processes",
@@ -54,7 +83,6 @@ def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
             what="a new worker group",
         )
         assert supervisor.process is not None and supervisor.process.poll() is None
-        api = HttpApi(base_url, key)
         operations = [
             {"op": "upsert", "type": "item", "id": f"i{n}", "data": {"n": n}} for n in range(200)
         ]
@@ -68,6 +96,61 @@ def test_a_killed_worker_process_gets_its_group_restarted_and_work_goes_on(
         assert supervisor.stop() == 0
         for pid in group:
             assert not _alive(pid), f"process {pid} of the group outlived its supervisor"
+
+
+def _group_of(supervisor: ManagedProcess, main: int | None = None) -> tuple[int, list[int]]:
+    """The running group's main process and its 2 workers, once they are all up (and,
+    with ``main``, once a main process other than that one runs)."""
+
+    def found() -> tuple[int, list[int]] | None:
+        children = supervisor.children()
+        if len(children) != 1 or children[0] == main:
+            return None  # also while orphans of a killed group are children here
+        workers = children_of(children[0])
+        return (children[0], workers) if len(workers) == 2 else None
+
+    group: tuple[int, list[int]] = wait_until(found, what="a worker group of 2 processes")
+    return group
+
+
+def test_a_killed_main_process_leaves_no_worker_draining_and_sigterm_leaves_nothing(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    with _supervised(tmp_path, postgres_url, redis_namespace) as (api, supervisor):
+        old_main, old_workers = _group_of(supervisor)
+        os.kill(old_main, signal.SIGKILL)
+        new_main, new_workers = _group_of(supervisor, main=old_main)
+        # The new group started only once nothing of the old one was left.
+        assert not any(_alive(pid) for pid in old_workers), old_workers
+
+        assert supervisor.stop() == 0
+        for pid in (old_main, *old_workers, new_main, *new_workers):
+            assert not _alive(pid), f"process {pid} outlived `bulkapi worker`"
+
+        # Nothing drains any more: a job submitted now stays untouched.
+        operations = [{"op": "upsert", "type": "item", "id": f"i{n}", "data": {}} for n in range(9)]
+        job = api.request("POST", "/v1/bulk", json={"operations": operations})
+        assert job.status_code == 202, job.text
+        time.sleep(3)  # several sweep intervals: time for any stray worker to drain it
+        seen = api.request("GET", f"/v1/jobs/{job.json()['id']}").json()
+        assert seen["status"] == "queued" and seen["counts"]["pending"] == 9, seen
+
+
+def test_the_group_stops_when_bulkapi_worker_is_killed(
+    tmp_path: Path, postgres_url: str, redis_namespace: str
+) -> None:
+    env = service_env(postgres_url, REDIS_URL, redis_namespace)
+    migrated_with_key(postgres_url, "lifeline")
+    supervisor = start_workers(env, tmp_path)
+    try:
+        main, workers = _group_of(supervisor)
+        assert supervisor.process is not None
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.process.wait(WAIT_SECONDS)
+        # Orphaned, the group's main process is init's to reap, and init may not.
+        wait_until(
+            lambda: not any(_running(pid) for pid in (main, *workers)),
+            what="the group to stop after its supervisor died",
+        )
     finally:
         supervisor.stop()
-        server.stop()

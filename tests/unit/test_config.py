@@ -20,6 +20,8 @@ from bulkapi.config import Settings
         ({"BULKAPI_RATE_LIMIT": "lots"}, "BULKAPI_RATE_LIMIT must read like '200/second'"),
         ({"BULKAPI_RATE_LIMIT": "0/second"}, "BULKAPI_RATE_LIMIT must allow at least 1"),
         ({"BULKAPI_RATE_SYNC_INTERVAL": "0"}, "BULKAPI_RATE_SYNC_INTERVAL must be > 0"),
+        ({"BULKAPI_SEND_TIMEOUT": "0"}, "BULKAPI_SEND_TIMEOUT must be > 0"),
+        ({"BULKAPI_SEND_BUFFER": "-1"}, "BULKAPI_SEND_BUFFER must be >= 0"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(env: dict[str, str], message: str) -> None:

@@ -59,8 +59,19 @@ def test_type_outside_the_spec_pattern_is_invalid(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["x", "x" * 128, "1abc", "ABC", "a.b:c-d_e", "123", "urn:ex:1"],
-    ids=["one-char", "128-chars", "leading-digit", "uppercase", "all-classes", "digits", "colons"],
+    ["x", "x" * 128, "1abc", "ABC", "a.b:c-d_e", "123", "urn:ex:1", "...", ".a", "..a"],
+    ids=[
+        "one-char",
+        "128-chars",
+        "leading-digit",
+        "uppercase",
+        "all-classes",
+        "digits",
+        "colons",
+        "three-dots",
+        "leading-dot",
+        "leading-dots",
+    ],
 )
 def test_id_matching_the_spec_pattern_is_valid(value: str) -> None:
     assert is_valid_id(value)
@@ -68,8 +79,19 @@ def test_id_matching_the_spec_pattern_is_valid(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", "x" * 129, "a/b", "a b", "a\n", "é", "a?b", "a%20"],
-    ids=["empty", "129-chars", "slash", "space", "trailing-newline", "non-ascii", "query", "pct"],
+    ["", "x" * 129, "a/b", "a b", "a\n", "é", "a?b", "a%20", ".", ".."],
+    ids=[
+        "empty",
+        "129-chars",
+        "slash",
+        "space",
+        "trailing-newline",
+        "non-ascii",
+        "query",
+        "pct",
+        "dot-segment",
+        "dot-dot-segment",
+    ],
 )
 def test_id_outside_the_spec_pattern_is_invalid(value: str) -> None:
     assert not is_valid_id(value)
@@ -90,7 +112,9 @@ def test_type_validity_agrees_with_the_spec_pattern_for_any_text(value: str) -> 
 @settings(max_examples=150, deadline=None)
 @given(st.one_of(st.text(max_size=140), ids))
 def test_id_validity_agrees_with_the_spec_pattern_for_any_text(value: str) -> None:
-    assert is_valid_id(value) == (CONTRACT_ID.fullmatch(value) is not None)
+    """The pattern, less the two dot segments no URL can name."""
+    expected = CONTRACT_ID.fullmatch(value) is not None and value not in (".", "..")
+    assert is_valid_id(value) == expected
 
 
 @settings(max_examples=100, deadline=None)
