@@ -67,14 +67,18 @@ def problems(blp: Blueprint, *codes: int, authenticated: bool = True) -> Callabl
     documented = set(codes) | set(TRANSPORT) | (set(AUTHENTICATED) if authenticated else set())
 
     def decorate(view: View) -> View:
+        # Each ``alt_response`` wraps the view in a function that runs on every request;
+        # only their documentation is wanted, so it is moved onto the view itself.
+        wrapped: Callable[..., Any] = view
         for code in sorted(documented):
-            view = blp.alt_response(
+            wrapped = blp.alt_response(
                 code,
                 schema=ProblemSchema,
                 content_type=PROBLEM_TYPE,
                 description=_DESCRIPTIONS[code],
                 headers=_HEADERS.get(code),
-            )(view)
+            )(wrapped)
+        view._apidoc = wrapped._apidoc  # type: ignore[attr-defined]
         return view
 
     return decorate

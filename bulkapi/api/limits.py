@@ -11,16 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from bulkapi.api.rate_sync import RateSync
 from bulkapi.config import Settings
 from bulkapi.core.errors import RateLimited
-from bulkapi.core.operations import OpStatus
 from bulkapi.core.rates import RateCounter, TenantCount, fleet_burst
 from bulkapi.dispatch.broker import redis_client
-from bulkapi.store.tables import operations
+from bulkapi.store.jobs import pending_operations
 
 #: What a sync reports of one tenant: (tenant, window, requests not reported yet).
 Report = tuple[str, int, int]
@@ -124,14 +122,11 @@ class TenantRateLimiter:
 def check_pending_cap(conn: Connection, tenant_id: str, adding: int, cap: int) -> None:
     """Refuse new work while the tenant already has ``cap`` operations waiting.
 
-    A soft cap: two admissions racing may both pass, overshooting by one request.
+    A soft cap: two admissions racing may both pass, overshooting by one request. The
+    count comes from the open jobs' counters, so it costs the same with ten operations
+    waiting or a million.
     """
-    o = operations
-    pending = conn.execute(
-        select(func.count())
-        .select_from(o)
-        .where(o.c.tenant_id == tenant_id, o.c.status == OpStatus.PENDING.value)
-    ).scalar_one()
+    pending = pending_operations(conn, tenant_id)
     if pending + adding > cap:
         raise RateLimited(
             f"{pending} operations are still pending for this tenant (cap {cap}).",
