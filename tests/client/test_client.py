@@ -153,7 +153,7 @@ def test_wait_long_polls_where_there_is_no_event_stream(served: Served) -> None:
 
 
 def test_results_are_read_lazily_and_filtered_by_status(served: Served) -> None:
-    operations = [
+    operations: list[dict[str, Any]] = [
         {"op": "upsert", "type": "doc", "id": "kept", "data": {}},
         {"op": "patch", "type": "doc", "id": "absent-1", "data": {"x": 1}},
         {"op": "upsert", "type": "doc", "id": "kept-2", "data": {}},
