@@ -2,8 +2,10 @@
 real HTTP, not Flask's test client.
 
 ``served`` starts ``bulkapi serve`` once per session and mode: embedded (SQLite, workers
-in the server) and production (PostgreSQL, Redis and a ``bulkapi worker`` group). Tests
-isolate themselves by tenant: ``new_key()`` makes a fresh one.
+in the server) and production (PostgreSQL, Redis and a ``bulkapi worker`` group).
+``idle`` is the same without workers (embedded: no worker threads), so its jobs stay
+queued for as long as a test needs. Tests isolate themselves by tenant: ``new_key()``
+makes a fresh one.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _embedded(tmp: Path, **settings: str) -> Iterator[Served]:
         server.stop()
 
 
-def _production(tmp: Path, **settings: str) -> Iterator[Served]:
+def _production(tmp: Path, workers: bool, **settings: str) -> Iterator[Served]:
     require_redis()
     namespace = f"bulkapi-client-{uuid.uuid4().hex[:8]}"
     with fresh_postgres_database() as url:
@@ -61,7 +63,8 @@ def _production(tmp: Path, **settings: str) -> Iterator[Served]:
         migrated_with_key(url, "setup")
         processes: list[ManagedProcess] = []
         try:
-            processes.append(start_workers(env, tmp))
+            if workers:
+                processes.append(start_workers(env, tmp))
             server, base = start_server(env, tmp)
             processes.append(server)
             yield Served("postgres", base, url, env)
@@ -73,9 +76,13 @@ def _production(tmp: Path, **settings: str) -> Iterator[Served]:
                 client.delete(key)
 
 
-def serve(mode: str, tmp: Path, **settings: str) -> Iterator[Served]:
-    """A server of ``mode`` ("embedded" or "postgres") with these ``BULKAPI_*`` settings."""
-    return _embedded(tmp, **settings) if mode == "embedded" else _production(tmp, **settings)
+def serve(mode: str, tmp: Path, workers: bool = True, **settings: str) -> Iterator[Served]:
+    """A server of ``mode`` ("embedded" or "postgres") with these ``BULKAPI_*`` settings;
+    without ``workers`` nothing is ever applied."""
+    if mode == "embedded":
+        threads = {} if workers else {"BULKAPI_EMBEDDED_WORKER_THREADS": "0"}
+        return _embedded(tmp, **threads, **settings)
+    return _production(tmp, workers, **settings)
 
 
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
@@ -83,3 +90,11 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     yield from serve(request.param, tmp_path_factory.mktemp(f"client-{request.param}"))
+
+
+@pytest.fixture(scope="session", params=["embedded", "postgres"])
+def idle(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp(f"idle-{request.param}")
+    yield from serve(request.param, tmp, workers=False)

@@ -16,10 +16,12 @@ from bulkapi.client import (
     JobFinished,
     NotFound,
     Resource,
+    ResourceBusy,
     RuleRejected,
     Unauthorized,
     ValidationError,
     VersionMismatch,
+    WaitTimeout,
 )
 from tests.client.conftest import Served
 from tests.client.transports import (
@@ -172,16 +174,34 @@ def test_results_are_read_lazily_and_filtered_by_status(served: Served) -> None:
         assert len(list(job.results())) == 4
 
 
-def test_cancel_stops_what_is_not_applied_and_a_finished_job_refuses(served: Served) -> None:
-    with _client(served) as client:
-        job = client.submit(_upserts(20_000, "cancelled"))
-        job.cancel()
-        assert job.wait(timeout=WAIT_SECONDS).status == "cancelled"
-        assert job.counts["cancelled"] > 0
-        assert sum(job.counts.values()) == job.total
+def test_cancel_stops_what_is_not_applied_and_a_finished_job_refuses(idle: Served) -> None:
+    with _client(idle) as client:
+        job = client.submit(_upserts(100, "cancelled"))
+        assert job.cancel().status == "cancelled"
+        assert job.counts == {"pending": 0, "succeeded": 0, "failed": 0, "cancelled": 100}
         with pytest.raises(JobFinished) as refused:
             job.cancel()
-        assert refused.value.status == 409
+        assert refused.value.status == 409 and refused.value.code == "job_finished"
+        assert [result["status"] for result in job.results()] == ["cancelled"] * 100
+
+
+def test_wait_gives_up_after_its_timeout_and_the_job_goes_on(idle: Served) -> None:
+    with _client(idle) as client:
+        job = client.submit(_upserts(3, "unapplied"))
+        with pytest.raises(WaitTimeout):
+            job.wait(timeout=1)
+        assert job.refresh().status == "queued"
+
+
+def test_a_write_behind_pending_bulk_operations_is_busy(idle: Served) -> None:
+    with _client(idle) as client:
+        job = client.submit(_upserts(1, "held"))
+        with pytest.raises(ResourceBusy) as busy:
+            client.put("doc", "held-0", {"sync": True})
+        assert busy.value.problem["job_id"] == job.id
+        assert busy.value.retry_after is not None
+        with pytest.raises(ResourceBusy):
+            client.put("doc", "held-0", {"sync": True}, wait=1)
 
 
 def test_jobs_pages_through_every_job_newest_first(served: Served) -> None:
