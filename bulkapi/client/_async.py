@@ -21,16 +21,15 @@ from bulkapi.client._wire import (
     JobState,
     Resource,
     RetryPolicy,
-    job_path,
+    job_call,
     jobs_call,
     ndjson_items,
     next_delay,
     request_options,
+    resource_call,
     resource_of,
-    resource_path,
     results_call,
     submit_call,
-    write_headers,
 )
 from bulkapi.client.errors import ConnectionFailed, ProblemError, problem_error
 
@@ -48,9 +47,7 @@ class AsyncJob(JobState):
 
     async def refresh(self) -> AsyncJob:
         """Read the job's current state."""
-        self.data = (
-            await self._client._send(Call("GET", job_path(self.id), resendable=True))
-        ).json()
+        self.data = (await self._client._send(job_call(self.id))).json()
         return self
 
     async def wait(
@@ -116,7 +113,7 @@ class AsyncJob(JobState):
 
     async def cancel(self) -> AsyncJob:
         """Cancel the operations not yet applied (``JobFinished`` if it is terminal)."""
-        self.data = (await self._client._send(Call("POST", job_path(self.id, "cancel")))).json()
+        self.data = (await self._client._send(job_call(self.id, "cancel"))).json()
         return self
 
 
@@ -226,7 +223,7 @@ class AsyncClient:
 
     async def get(self, rtype: str, rid: str) -> Resource:
         """The resource ``rtype/rid`` (``NotFound`` if absent or deleted)."""
-        call = Call("GET", resource_path(rtype, rid), resendable=True)
+        call = resource_call("GET", rtype, rid)
         return resource_of(rtype, rid, await self._send(call))
 
     async def put(
@@ -241,9 +238,7 @@ class AsyncClient:
         """Create or replace the resource. ``if_version``: only if its version is that
         (else ``VersionMismatch``); ``wait``: seconds to wait for bulk operations
         pending on it (else ``ResourceBusy``)."""
-        call = Call(
-            "PUT", resource_path(rtype, rid), headers=write_headers(if_version, wait), json=data
-        )
+        call = resource_call("PUT", rtype, rid, data, if_version=if_version, wait=wait)
         return resource_of(rtype, rid, await self._send(call))
 
     async def patch(
@@ -256,20 +251,14 @@ class AsyncClient:
         wait: float | None = None,
     ) -> Resource:
         """Apply a JSON Merge Patch to the resource (``NotFound`` if absent)."""
-        headers = {"Content-Type": "application/merge-patch+json"}
-        call = Call(
-            "PATCH",
-            resource_path(rtype, rid),
-            headers=headers | write_headers(if_version, wait),
-            json=patch,
-        )
+        call = resource_call("PATCH", rtype, rid, patch, if_version=if_version, wait=wait)
         return resource_of(rtype, rid, await self._send(call))
 
     async def delete(
         self, rtype: str, rid: str, *, if_version: int | None = None, wait: float | None = None
     ) -> Resource:
         """Delete the resource; the version the delete produced (``data`` is None)."""
-        call = Call("DELETE", resource_path(rtype, rid), headers=write_headers(if_version, wait))
+        call = resource_call("DELETE", rtype, rid, None, if_version=if_version, wait=wait)
         return resource_of(rtype, rid, await self._send(call))
 
 

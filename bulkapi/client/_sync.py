@@ -19,16 +19,15 @@ from bulkapi.client._wire import (
     JobState,
     Resource,
     RetryPolicy,
-    job_path,
+    job_call,
     jobs_call,
     ndjson_items,
     next_delay,
     request_options,
+    resource_call,
     resource_of,
-    resource_path,
     results_call,
     submit_call,
-    write_headers,
 )
 from bulkapi.client.errors import ConnectionFailed, ProblemError, problem_error
 
@@ -46,7 +45,7 @@ class Job(JobState):
 
     def refresh(self) -> Job:
         """Read the job's current state."""
-        self.data = self._client._send(Call("GET", job_path(self.id), resendable=True)).json()
+        self.data = self._client._send(job_call(self.id)).json()
         return self
 
     def wait(
@@ -108,7 +107,7 @@ class Job(JobState):
 
     def cancel(self) -> Job:
         """Cancel the operations not yet applied (``JobFinished`` if it is terminal)."""
-        self.data = self._client._send(Call("POST", job_path(self.id, "cancel"))).json()
+        self.data = self._client._send(job_call(self.id, "cancel")).json()
         return self
 
 
@@ -216,7 +215,7 @@ class Client:
 
     def get(self, rtype: str, rid: str) -> Resource:
         """The resource ``rtype/rid`` (``NotFound`` if absent or deleted)."""
-        call = Call("GET", resource_path(rtype, rid), resendable=True)
+        call = resource_call("GET", rtype, rid)
         return resource_of(rtype, rid, self._send(call))
 
     def put(
@@ -231,9 +230,7 @@ class Client:
         """Create or replace the resource. ``if_version``: only if its version is that
         (else ``VersionMismatch``); ``wait``: seconds to wait for bulk operations
         pending on it (else ``ResourceBusy``)."""
-        call = Call(
-            "PUT", resource_path(rtype, rid), headers=write_headers(if_version, wait), json=data
-        )
+        call = resource_call("PUT", rtype, rid, data, if_version=if_version, wait=wait)
         return resource_of(rtype, rid, self._send(call))
 
     def patch(
@@ -246,18 +243,12 @@ class Client:
         wait: float | None = None,
     ) -> Resource:
         """Apply a JSON Merge Patch to the resource (``NotFound`` if absent)."""
-        headers = {"Content-Type": "application/merge-patch+json"}
-        call = Call(
-            "PATCH",
-            resource_path(rtype, rid),
-            headers=headers | write_headers(if_version, wait),
-            json=patch,
-        )
+        call = resource_call("PATCH", rtype, rid, patch, if_version=if_version, wait=wait)
         return resource_of(rtype, rid, self._send(call))
 
     def delete(
         self, rtype: str, rid: str, *, if_version: int | None = None, wait: float | None = None
     ) -> Resource:
         """Delete the resource; the version the delete produced (``data`` is None)."""
-        call = Call("DELETE", resource_path(rtype, rid), headers=write_headers(if_version, wait))
+        call = resource_call("DELETE", rtype, rid, None, if_version=if_version, wait=wait)
         return resource_of(rtype, rid, self._send(call))

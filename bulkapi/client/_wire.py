@@ -107,13 +107,33 @@ def job_path(job_id: str, *rest: str) -> str:
     return "/".join([f"/v1/jobs/{quote(job_id, safe='')}", *rest])
 
 
-def write_headers(if_version: int | None, wait: float | None) -> dict[str, str]:
+def resource_call(
+    method: str,
+    rtype: str,
+    rid: str,
+    document: Mapping[str, Any] | None = None,
+    *,
+    if_version: int | None = None,
+    wait: float | None = None,
+) -> Call:
+    """A request on one resource: GET, PUT, PATCH (``document`` a merge patch) or DELETE,
+    with ``If-Match`` for ``if_version`` and ``Prefer: wait=N`` for ``wait``."""
     headers = {}
+    if method == "PATCH":
+        headers["Content-Type"] = "application/merge-patch+json"
     if if_version is not None:
         headers["If-Match"] = f'"{if_version}"'
     if wait is not None:
         headers["Prefer"] = f"wait={wait:g}"
-    return headers
+    path = resource_path(rtype, rid)
+    return Call(method, path, headers=headers, json=document, resendable=method == "GET")
+
+
+def job_call(job_id: str, action: str | None = None) -> Call:
+    """GET the job, or POST one of its actions (``cancel``)."""
+    if action is None:
+        return Call("GET", job_path(job_id), resendable=True)
+    return Call("POST", job_path(job_id, action))
 
 
 def deadline_text(deadline: datetime | float | str | None) -> str | None:
