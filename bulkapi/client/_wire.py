@@ -474,7 +474,8 @@ class Follow:
         """Seconds to wait before connecting again after a stream ended (the server
         closes them now and then) or broke; ``ConnectionFailed`` after
         ``policy.attempts`` broken connections in a row that brought no event."""
+        pause = self._bounded(self.decoder.reconnect)  # WaitTimeout first, once it is time
         self.fruitless += broken
         if self.fruitless >= policy.attempts:
             raise ConnectionFailed(f"the events of job {self._job.id} keep breaking off")
-        return self._bounded(self.decoder.reconnect)
+        return pause
