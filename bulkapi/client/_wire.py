@@ -364,6 +364,9 @@ class JobState:
     def __init__(self, data: dict[str, Any]) -> None:
         #: The job as ``GET /v1/jobs/{id}`` answered it (every field of the contract).
         self.data = data
+        token = data.get("status_token")
+        #: The job-scoped read token (from the answer to the submit; None otherwise).
+        self.status_token = None if token is None else str(token)
 
     @property
     def id(self) -> str:
@@ -389,12 +392,6 @@ class JobState:
     @property
     def progress(self) -> float:
         return float(self.data["progress"])
-
-    @property
-    def status_token(self) -> str | None:
-        """The job-scoped read token (only in the answer to the submit)."""
-        token = self.data.get("status_token")
-        return None if token is None else str(token)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.status} {self.progress:.0%}>"

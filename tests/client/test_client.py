@@ -54,7 +54,7 @@ def test_submit_streams_a_generator_of_ten_thousand_operations(served: Served) -
         assert "Content-Length" not in sent.request.headers
         assert sent.request.headers["Content-Type"] == "application/x-ndjson"
         assert job.wait(timeout=WAIT_SECONDS).status == "succeeded"
-        assert job.counts["succeeded"] == 10_000
+        assert job.counts["succeeded"] == 10_000 and job.status_token
         last = client.get("doc", "doc-9999")
         assert last.data == {"n": 9999} and last.version == 1
 
@@ -267,3 +267,15 @@ def test_problems_become_their_exception_classes(served: Served) -> None:
     ):
         stranger.get("doc", "any")
     assert unauthorized.value.problem["status"] == 401
+
+
+def test_a_status_token_follows_its_own_job_and_nothing_else(served: Served) -> None:
+    with _client(served) as client:
+        job = client.submit(_upserts(5, "token"))
+    assert job.status_token
+    with Client(served.base_url, job.status_token) as reader:
+        followed = reader.job(job.id).wait(timeout=WAIT_SECONDS)
+        assert followed.status == "succeeded"
+        assert [result["id"] for result in followed.results()] == [f"token-{n}" for n in range(5)]
+        with pytest.raises(Unauthorized):
+            reader.get("doc", "token-0")
