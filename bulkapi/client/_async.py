@@ -23,6 +23,7 @@ from bulkapi.client._wire import (
     RetryPolicy,
     job_call,
     jobs_call,
+    lines_call,
     ndjson_items,
     next_delay,
     request_options,
@@ -197,6 +198,21 @@ class AsyncClient:
         of creating a second. ``deadline``: an aware datetime or seconds from now.
         """
         call = submit_call(operations, idempotency_key, callback_url, deadline, metadata)
+        return await self._submit(call)
+
+    async def submit_lines(
+        self,
+        lines: Iterable[bytes],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        deadline: datetime | float | str | None = None,
+    ) -> AsyncJob:
+        """``submit`` for operations already serialized, one JSON document per item
+        (the lines of an NDJSON file, say): sent as they are."""
+        return await self._submit(lines_call(lines, idempotency_key, callback_url, deadline))
+
+    async def _submit(self, call: Call) -> AsyncJob:
         assert call.body is not None
         try:
             return AsyncJob(self, (await self._send(call)).json())

@@ -21,6 +21,7 @@ from bulkapi.client._wire import (
     RetryPolicy,
     job_call,
     jobs_call,
+    lines_call,
     ndjson_items,
     next_delay,
     request_options,
@@ -191,9 +192,24 @@ class Client:
         of creating a second. ``deadline``: an aware datetime or seconds from now.
         """
         call = submit_call(operations, idempotency_key, callback_url, deadline, metadata)
+        return self._submit(call)
+
+    def submit_lines(
+        self,
+        lines: Iterable[bytes],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        deadline: datetime | float | str | None = None,
+    ) -> Job:
+        """``submit`` for operations already serialized, one JSON document per item
+        (the lines of an NDJSON file, say): sent as they are."""
+        return self._submit(lines_call(lines, idempotency_key, callback_url, deadline))
+
+    def _submit(self, call: Call) -> Job:
         assert call.body is not None
         try:
-            return Job(self, self._send(call).json())
+            return Job(self, (self._send(call)).json())
         finally:
             call.body.close()
 

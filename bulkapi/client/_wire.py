@@ -156,31 +156,43 @@ def submit_call(
 ) -> Call:
     """POST /v1/bulk streaming ``operations``: NDJSON, or a JSON envelope when there is
     ``metadata`` (NDJSON has no place for it)."""
-    headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
-    when = deadline_text(deadline)
     if metadata is None:
-        params = {
-            name: value
-            for name, value in (("callback_url", callback_url), ("deadline", when))
-            if value is not None
-        }
-        headers["Content-Type"] = NDJSON
-        body = ReplayableBody(_ndjson(operations))
-    else:
-        params = {}
-        headers["Content-Type"] = "application/json"
-        envelope = {"callback_url": callback_url, "deadline": when, "metadata": metadata}
-        body = ReplayableBody(_envelope(operations, envelope))
-    return Call("POST", "/v1/bulk", params, headers, body=body, resendable=True)
+        lines = (_dumps(operation) for operation in operations)
+        return lines_call(lines, idempotency_key, callback_url, deadline)
+    envelope = {"callback_url": callback_url, "deadline": deadline_text(deadline)}
+    pieces = _envelope(operations, {**envelope, "metadata": metadata})
+    return _bulk_call(pieces, "application/json", {}, idempotency_key)
+
+
+def lines_call(
+    lines: Iterable[bytes],
+    idempotency_key: str | None,
+    callback_url: str | None,
+    deadline: datetime | float | str | None,
+) -> Call:
+    """POST /v1/bulk streaming ``lines`` (one serialized operation each) as NDJSON."""
+    params = {
+        name: value
+        for name, value in (("callback_url", callback_url), ("deadline", deadline_text(deadline)))
+        if value is not None
+    }
+    pieces = (line if line.endswith(b"\n") else line + b"\n" for line in lines)
+    return _bulk_call(pieces, NDJSON, params, idempotency_key)
+
+
+def _bulk_call(
+    pieces: Iterator[bytes], kind: str, params: dict[str, str], idempotency_key: str | None
+) -> Call:
+    """Every submit carries an Idempotency-Key, so that sending it again is safe."""
+    headers = {
+        "Content-Type": kind,
+        "Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}",
+    }
+    return Call("POST", "/v1/bulk", params, headers, body=ReplayableBody(pieces), resendable=True)
 
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _ndjson(operations: Iterable[Mapping[str, Any]]) -> Iterator[bytes]:
-    for operation in operations:
-        yield _dumps(operation) + b"\n"
 
 
 def _envelope(operations: Iterable[Mapping[str, Any]], rest: Mapping[str, Any]) -> Iterator[bytes]:
@@ -212,22 +224,23 @@ class ReplayableBody:
             chunk = self._copy.read(min(CHUNK_BYTES, self._size - sent))
             sent += len(chunk)
             yield chunk
+        # A try can only be given up where this generator yields: by then the chunk is kept.
         pending: list[bytes] = []
         pending_size = 0
         for piece in self._pieces:
-            self._keep(piece)  # kept at once: a try given up mid-chunk loses nothing
             pending.append(piece)
             pending_size += len(piece)
             if pending_size >= CHUNK_BYTES:
-                yield b"".join(pending)
+                yield self._keep(b"".join(pending))
                 pending, pending_size = [], 0
         if pending:
-            yield b"".join(pending)
+            yield self._keep(b"".join(pending))
 
-    def _keep(self, piece: bytes) -> None:
+    def _keep(self, chunk: bytes) -> bytes:
         self._copy.seek(self._size)
-        self._copy.write(piece)
-        self._size += len(piece)
+        self._copy.write(chunk)
+        self._size += len(chunk)
+        return chunk
 
     def close(self) -> None:
         self._copy.close()

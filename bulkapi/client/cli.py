@@ -79,7 +79,8 @@ class OperationLines:
     """An NDJSON file of operations: which line of the file each operation is on.
 
     The API numbers operations from 0 and skips blank lines, as this does; the line
-    numbers let every message point at the line to fix.
+    numbers let every message point at the line to fix. The lines are sent as they are:
+    the service alone says which are not valid operations, JSON included.
     """
 
     path: Path
@@ -88,26 +89,14 @@ class OperationLines:
 
     @classmethod
     def read(cls, path: Path) -> OperationLines:
-        """Check that each non-blank line is a JSON document (``Refused`` otherwise)."""
         lines: list[int] = []
-        bad: list[str] = []
         with path.open("rb") as file:
-            for number, line in enumerate(file, 1):
-                if not line.strip():
-                    continue
-                lines.append(number)
-                try:
-                    json.loads(line)
-                except ValueError as error:
-                    bad.append(f"{path}:{number}: not a JSON document: {error}")
-        if bad:
-            raise Refused(_listed(bad, "line(s) are not JSON"))
+            lines.extend(number for number, line in enumerate(file, 1) if line.strip())
         return cls(path, lines)
 
-    def operations(self) -> Iterator[Any]:
-        """The operations, read from the file again as they are sent."""
-        for _, line in self.numbered():
-            yield json.loads(line)
+    def operations(self) -> Iterator[bytes]:
+        """The operations' lines as written, read from the file again as they are sent."""
+        return (line for _, line in self.numbered())
 
     def numbered(self) -> Iterator[tuple[int, bytes]]:
         """Each operation's index and line as written in the file."""
@@ -134,10 +123,14 @@ def _listed(messages: list[str], what: str) -> str:
 
 
 def _field_messages(errors: Any) -> str:
-    """marshmallow's nested errors of one operation as ``field: message; ...``."""
+    """marshmallow's nested errors of one operation as ``field: message; ...`` (errors
+    of the whole operation, under ``_schema``, without a field)."""
     if not isinstance(errors, dict):
         return "; ".join(str(message) for message in errors)
-    return "; ".join(f"{field}: {_field_messages(messages)}" for field, messages in errors.items())
+    return "; ".join(
+        _field_messages(messages) if field == "_schema" else f"{field}: {_field_messages(messages)}"
+        for field, messages in errors.items()
+    )
 
 
 def _refusal(error: ValidationError, file: OperationLines) -> str:
@@ -233,7 +226,7 @@ def submit(file: Path, wait: bool, failed_out: Path | None) -> None:
     lines = OperationLines.read(file)
     with _client() as client, _reported():
         try:
-            job = client.submit(lines.operations())
+            job = client.submit_lines(lines.operations())
         except ValidationError as error:
             raise Refused(_refusal(error, lines)) from error
         click.echo(f"accepted {job.id} ({job.total} operations)", err=True)

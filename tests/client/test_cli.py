@@ -53,14 +53,13 @@ def test_duplicates_name_every_line_involved(served: Served, tmp_path: Path) -> 
     assert _jobs(served, key) == []
 
 
-def test_a_line_that_is_not_json_is_named_before_anything_is_sent(
-    served: Served, tmp_path: Path
-) -> None:
+def test_lines_that_are_not_json_are_named(served: Served, tmp_path: Path) -> None:
     key = served.new_key()
-    ops = _lines(tmp_path / "broken.ndjson", _upsert("a"), "{not json", _upsert("c"))
+    ops = _lines(tmp_path / "broken.ndjson", _upsert("a"), "", "{not json", _upsert("c"), "[")
     out = run_cli(["submit", str(ops)], _env(served, key), tmp_path)
     assert out.returncode == 2
-    assert f"{ops}:2: not a JSON document" in out.stderr
+    assert f"{ops}:3: Not a valid JSON line." in out.stderr
+    assert f"{ops}:5: Not a valid JSON line." in out.stderr
     assert _jobs(served, key) == []
 
 
