@@ -1,5 +1,6 @@
 """``AsyncClient`` and its ``AsyncJob``: the asyncio client, the twin of ``_sync.py``
-(each method does what its namesake there does; the decisions are in ``_wire.py``)."""
+(each method does what its namesake there does; the decisions are in ``_wire.py``
+and ``_follow.py``)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from typing import Any
 import httpx
 
 from bulkapi import __version__
+from bulkapi.client._follow import Follow, JobState
 from bulkapi.client._wire import (
     DEFAULT_RETRY,
     JOBS_PAGE,
     Call,
-    Follow,
-    JobState,
     Resource,
     RetryPolicy,
     job_call,

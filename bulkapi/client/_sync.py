@@ -11,12 +11,11 @@ from typing import Any
 import httpx
 
 from bulkapi import __version__
+from bulkapi.client._follow import Follow, JobState
 from bulkapi.client._wire import (
     DEFAULT_RETRY,
     JOBS_PAGE,
     Call,
-    Follow,
-    JobState,
     Resource,
     RetryPolicy,
     job_call,

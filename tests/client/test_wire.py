@@ -17,7 +17,8 @@ from bulkapi.client import (
     RetryPolicy,
     ServiceUnavailable,
 )
-from bulkapi.client._wire import CHUNK_BYTES, EventDecoder, ReplayableBody
+from bulkapi.client._body import CHUNK_BYTES, ReplayableBody
+from bulkapi.client._follow import EventDecoder
 
 #: Retries at once: these tests are about which failures are retried, not the waits.
 FAST = RetryPolicy(attempts=3, max_wait=1.0, backoff=0.0)
