@@ -14,6 +14,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from bulkapi.client.cli import jobs, submit
 from bulkapi.config import Settings
 from bulkapi.store.database import make_engine, reading
 from bulkapi.store.migrate import upgrade
@@ -56,6 +57,10 @@ def _log_to_stderr() -> None:
 @click.group()
 def main() -> None:
     """bulkapi: ordered bulk operations for any API."""
+
+
+main.add_command(submit)
+main.add_command(jobs)
 
 
 @main.command()
@@ -112,38 +117,6 @@ def worker(processes: int, threads: int) -> None:
     ]
     _log_to_stderr()
     sys.exit(Supervisor(argv).run())
-
-
-@main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--wait", is_flag=True, help="Follow the job to its end with a progress bar.")
-def submit(file: Path, wait: bool) -> None:
-    """Submit FILE (one operation per line) as one bulk request.
-
-    Uses BULKAPI_API_URL and BULKAPI_API_KEY. With --wait, exits 0 only if every
-    operation succeeded.
-    """
-    from bulkapi.client import SubmitError, follow, submit_file
-
-    settings = _settings()
-    if not settings.api_key:
-        raise click.UsageError("Set BULKAPI_API_KEY to the key `bulkapi keys create` printed.")
-    try:
-        job = submit_file(settings.api_url, settings.api_key, file)
-        click.echo(f"accepted {job['id']} ({job['total']} operations)", err=True)
-        if wait:
-            job = follow(settings.api_url, settings.api_key, job, show_progress=True)
-            counts = job["counts"]
-            click.echo(
-                f"{job['status']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
-                f"{counts['cancelled']} cancelled",
-                err=True,
-            )
-    except (SubmitError, OSError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(job["id"])
-    if wait and job["status"] != "succeeded":
-        sys.exit(1)
 
 
 @main.group()
