@@ -51,7 +51,8 @@ problem whose ``code`` this client does not know is raised as the class of its s
         │   │   └── RuleRejected              422 rule_rejected
         │   ├── TooManyRequests               429, any other code
         │   │   ├── RateLimited               429 rate_limited
-        │   │   └── TooManyPendingOperations  429 too_many_pending_operations
+        │   │   ├── TooManyPendingOperations  429 too_many_pending_operations
+        │   │   └── TooManyStreams            429 too_many_streams
         │   └── RequestHeaderFieldsTooLarge   431 request_header_fields_too_large
         └── ServerError                       5xx, any other code
             ├── InternalError                 500 internal_error
@@ -100,6 +101,7 @@ from bulkapi.client.errors import (
     TooManyOperations,
     TooManyPendingOperations,
     TooManyRequests,
+    TooManyStreams,
     Unauthorized,
     Unimplemented,
     UnknownType,
@@ -152,6 +154,7 @@ __all__ = [
     "TooManyOperations",
     "TooManyPendingOperations",
     "TooManyRequests",
+    "TooManyStreams",
     "Unauthorized",
     "Unimplemented",
     "UnknownType",

@@ -285,6 +285,13 @@ class TooManyPendingOperations(TooManyRequests):
     status_code = 429
 
 
+class TooManyStreams(TooManyRequests):
+    """429 ``too_many_streams``: read the paginated results, or retry later."""
+
+    code_name = "too_many_streams"
+    status_code = 429
+
+
 class RequestHeaderFieldsTooLarge(ClientError):
     """431 ``request_header_fields_too_large``."""
 
