@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from bulkapi.core.errors import JobFinished, NotFound
 from bulkapi.core.jobs import OPEN_STATUSES, STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
-from bulkapi.store.database import as_utc, dialect_insert
+from bulkapi.store.database import as_utc, dialect_insert, is_postgres
 from bulkapi.store.effects import EffectRecord, effects_of_operations, effects_summary_is
 from bulkapi.store.tables import (
     job_counts,
@@ -323,21 +323,9 @@ def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> bool
     if JobStatus(status).is_terminal:
         raise JobFinished(f"Job {job_id} is already {status}.")
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancelled_at=now))
-    o = operations
-    reachable = conn.execute(
-        select(o.c.id, o.c.partition, o.c.tenant_id, o.c.type, o.c.rid)
-        .where(o.c.job_id == job_id, o.c.status == OpStatus.PENDING.value)
-        .with_for_update(skip_locked=True)
-    ).all()
-    for chunk in _chunks([row.id for row in reachable]):
-        conn.execute(
-            update(o)
-            .where(o.c.id.in_(chunk))
-            .values(status=OpStatus.CANCELLED.value, finished_at=now)
-        )
-    _release_keys(conn, sorted((row.tenant_id, row.type, row.rid) for row in reachable))
+    cancelled_in = _cancel_reachable(conn, job_id, now)
     c = job_counts
-    for partition, cancelled in sorted(Counter(row.partition for row in reachable).items()):
+    for partition, cancelled in sorted(cancelled_in.items()):
         conn.execute(
             update(c)
             .where(c.c.job_id == job_id, c.c.partition == partition)
@@ -346,19 +334,55 @@ def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> bool
     return _finish(conn, [job_id], now).webhooks > 0
 
 
-def _release_keys(conn: Connection, keys: Sequence[tuple[str, str, str]]) -> None:
-    """One pending operation fewer on each key (a job has at most one per key), locking
-    the rows in the one global order admissions use."""
+#: Cancel on PostgreSQL, one statement whatever the job's size: its pending operations
+#: not held by a drain, then one pending operation fewer on each of their keys (a job has
+#: at most one per key), rows locked in the key order admissions use.
+_PG_CANCEL = """
+WITH gone AS (
+    UPDATE operations SET status = 'cancelled', finished_at = %(now)s
+    WHERE id IN (
+        SELECT id FROM operations WHERE job_id = %(job)s AND status = 'pending'
+        FOR UPDATE SKIP LOCKED)
+    RETURNING partition, tenant_id, type, rid
+),
+locked AS (
+    SELECT r.tenant_id, r.type, r.rid FROM resources AS r
+    JOIN gone AS g ON r.tenant_id = g.tenant_id AND r.type = g.type AND r.rid = g.rid
+    ORDER BY r.tenant_id, r.type, r.rid
+    FOR UPDATE OF r
+),
+freed AS (
+    UPDATE resources AS r SET pending = r.pending - 1
+    FROM locked AS k
+    WHERE r.tenant_id = k.tenant_id AND r.type = k.type AND r.rid = k.rid
+)
+SELECT partition, count(*) FROM gone GROUP BY partition
+"""
+
+
+def _cancel_reachable(conn: Connection, job_id: str, now: datetime) -> dict[int, int]:
+    """Cancel the job's pending operations no drain holds; how many, per partition."""
+    if is_postgres(conn):
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(_PG_CANCEL, {"job": job_id, "now": now})
+        return {int(partition): int(count) for partition, count in cursor.fetchall()}
+    o = operations
+    reachable = conn.execute(
+        select(o.c.id, o.c.partition, o.c.tenant_id, o.c.type, o.c.rid).where(
+            o.c.job_id == job_id, o.c.status == OpStatus.PENDING.value
+        )
+    ).all()
+    for chunk in _chunks([row.id for row in reachable]):
+        conn.execute(
+            update(o)
+            .where(o.c.id.in_(chunk))
+            .values(status=OpStatus.CANCELLED.value, finished_at=now)
+        )
     r = resources
     row_key = tuple_(r.c.tenant_id, r.c.type, r.c.rid)
-    for chunk in _chunks(keys):
-        conn.execute(
-            select(r.c.tenant_id)
-            .where(row_key.in_(chunk))
-            .order_by(r.c.tenant_id, r.c.type, r.c.rid)
-            .with_for_update()
-        ).all()
+    for chunk in _chunks(sorted((row.tenant_id, row.type, row.rid) for row in reachable)):
         conn.execute(update(r).where(row_key.in_(chunk)).values(pending=r.c.pending - 1))
+    return dict(Counter(row.partition for row in reachable))
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
