@@ -55,18 +55,22 @@ def read_document(max_bytes: int) -> dict[str, Any]:
 
 
 class _NdjsonLines:
-    """The operations of an NDJSON body, parsed a line at a time as chunks arrive.
+    """The lines of an NDJSON body, split as chunks arrive and decoded at the end.
 
-    Blank lines are skipped; a line longer than ``max_line`` is refused at its index
-    without being decoded (or kept: its bytes are dropped as they arrive); counting
-    stops one line past ``max_operations``.
+    Lines are kept as bytes until the body is complete: a body over the operation limit
+    is refused one line past it, before any line is decoded. Blank lines are skipped; a
+    line longer than ``max_line`` is refused at its index without being kept (its bytes
+    are dropped as they arrive).
     """
 
     def __init__(self, max_operations: int, max_line: int) -> None:
         self.max_operations = max_operations
         self.max_line = max_line
-        self.items: list[Any] = []
-        self.errors: dict[str, dict[str, list[str]]] = {}
+        #: Each operation's line, or None for a line refused already.
+        self._lines: list[bytes | None] = []
+        self._errors: dict[str, dict[str, list[str]]] = {}
+        #: Indexes of lines holding a long run of digits (an integer may be out of range).
+        self._long_digits: set[int] = set()
         #: The start of a line whose end has not arrived yet.
         self._partial: list[bytes] = []
         self._partial_size = 0
@@ -82,16 +86,34 @@ class _NdjsonLines:
             return
         self._extend(lines[0])
         self._end_partial()
-        check_integers = has_long_digit_run(chunk)
+        long_digits = has_long_digit_run(chunk)
         for line in lines[1:-1]:
-            self._line(line, check_integers)
+            self._line(line, long_digits)
         self._extend(lines[-1])
 
     def finish(self) -> list[Any]:
+        """Every line decoded, or ValidationFailed with every line that could not be."""
         self._end_partial()
-        if self.errors:
-            raise ValidationFailed(f"{len(self.errors)} line(s) could not be read.", self.errors)
-        return self.items
+        lines, self._lines = self._lines, []
+        items: list[Any] = []
+        for index, line in enumerate(lines):
+            items.append(self._decode(index, line))
+            lines[index] = None  # each line's bytes go as its objects come
+        if self._errors:
+            raise ValidationFailed(f"{len(self._errors)} line(s) could not be read.", self._errors)
+        return items
+
+    def _decode(self, index: int, line: bytes | None) -> Any:
+        if line is None:
+            return None
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self._errors[str(index)] = {"_schema": ["Not a valid JSON line."]}
+            return None
+        if index in self._long_digits and integer_out_of_range(line) is not None:
+            self._errors[str(index)] = {"_schema": ["Holds an integer outside the 64-bit range."]}
+        return item
 
     def _extend(self, piece: bytes) -> None:
         if self._too_long:
@@ -107,39 +129,35 @@ class _NdjsonLines:
     def _end_partial(self) -> None:
         if self._too_long:
             if self._too_long_used:
-                self._refuse(self._count(), f"Line longer than {self.max_line} bytes.")
+                self._refuse_long(self._next_index())
             self._too_long = self._too_long_used = False
             return
         line = b"".join(self._partial)
         self._partial, self._partial_size = [], 0
         self._line(line, has_long_digit_run(line))
 
-    def _count(self) -> int:
-        index = len(self.items)
+    def _next_index(self) -> int:
+        index = len(self._lines)
         if index >= self.max_operations:
             raise TooManyOperations(
                 f"A bulk request takes at most {self.max_operations} operations."
             )
         return index
 
-    def _refuse(self, index: int, problem: str) -> None:
-        self.errors[str(index)] = {"_schema": [problem]}
-        self.items.append(None)
+    def _refuse_long(self, index: int) -> None:
+        self._errors[str(index)] = {"_schema": [f"Line longer than {self.max_line} bytes."]}
+        self._lines.append(None)
 
-    def _line(self, line: bytes, check_integers: bool) -> None:
+    def _line(self, line: bytes, long_digits: bool) -> None:
         if not line.strip():
             return
-        index = self._count()
+        index = self._next_index()
         if len(line) > self.max_line:  # refused before parsing: no huge line is decoded
-            self._refuse(index, f"Line longer than {self.max_line} bytes.")
+            self._refuse_long(index)
             return
-        try:
-            self.items.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            self._refuse(index, "Not a valid JSON line.")
-            return
-        if check_integers and integer_out_of_range(line) is not None:
-            self.errors[str(index)] = {"_schema": ["Holds an integer outside the 64-bit range."]}
+        if long_digits:
+            self._long_digits.add(index)
+        self._lines.append(line)
 
 
 @dataclass(frozen=True, slots=True)
