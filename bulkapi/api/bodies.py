@@ -17,6 +17,7 @@ from flask import request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from bulkapi.api.body_stream import body_chunks, read_body
+from bulkapi.config import Settings
 from bulkapi.core.errors import MalformedBody, TooManyOperations, ValidationFailed
 from bulkapi.core.json_text import (
     NotJson,
@@ -24,10 +25,12 @@ from bulkapi.core.json_text import (
     integer_out_of_range,
     outline,
 )
-from bulkapi.core.validation import Envelope, check_envelope
+from bulkapi.core.validation import Envelope, check_document, check_envelope
 
 JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+#: Bytes an NDJSON line may carry beyond its document (the operation's other fields).
+LINE_SLACK = 4096
 #: A running SHA-256 (``hashlib``'s object).
 Hash = Any
 
@@ -168,17 +171,18 @@ class BulkBody:
     digest: Hash | None = None
 
 
-def read_bulk(max_bytes: int, max_operations: int, max_line: int, digest: bool) -> BulkBody:
+def read_bulk(settings: Settings, digest: bool) -> BulkBody:
     """The raw operations of a bulk request and its other fields.
 
-    An operation is at most ``max_line`` bytes as sent, in either format. With
-    ``digest``, the body's SHA-256 comes along (of the body as decoded, so the same
+    With ``digest``, the body's SHA-256 comes along (of the body as decoded, so the same
     operations compressed or not are the same request).
     """
     hasher = hashlib.sha256() if digest else None
+    max_operations = settings.max_operations
+    max_line = settings.max_document_bytes + LINE_SLACK
     if request.mimetype in NDJSON_TYPES:
         lines = _NdjsonLines(max_operations, max_line)
-        for chunk in body_chunks(max_bytes):
+        for chunk in body_chunks(settings.max_body_bytes):
             if hasher is not None:
                 hasher.update(chunk)
             lines.feed(chunk)
@@ -186,37 +190,66 @@ def read_bulk(max_bytes: int, max_operations: int, max_line: int, digest: bool) 
         return BulkBody(lines.finish(), envelope, hasher)
     if request.mimetype not in JSON_TYPES:
         raise UnsupportedMediaType("Send application/json or application/x-ndjson.")
-    raw = read_body(max_bytes)
+    raw = read_body(settings.max_body_bytes)
     if hasher is not None:
         hasher.update(raw)
     if len(raw) > max_line or raw.count(b",") >= max_operations:
-        _check_outline(raw, max_operations, max_line)
+        _check_outline(raw, settings, max_line)
     operations, envelope = check_envelope(_parse(raw))
     if len(operations) > max_operations:
         raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
     return BulkBody(operations, envelope, hasher)
 
 
-def _check_outline(raw: bytearray, max_operations: int, max_item: int) -> None:
-    """Refuse, before decoding, a body too many or too long operations would make costly
-    to decode: over the operation limit, or with an operation or member longer than
-    ``max_item`` bytes as sent."""
+def _check_outline(raw: bytearray, settings: Settings, max_line: int) -> None:
+    """Refuse, before decoding it whole, a JSON body that would be costly to decode and
+    is bound to be refused: one over the operation limit, or holding an operation or a
+    member too long to be valid.
+
+    A value longer than a document may be as sent is refused unread; an operation or the
+    metadata longer than an NDJSON line may be is decoded alone and its document
+    checked, one at a time, so a body of large invalid documents never stands decoded
+    at once.
+    """
+    max_operations = settings.max_operations
+    max_wire = settings.max_document_wire_bytes + LINE_SLACK
     try:
-        found = outline(raw, max_operations, max_item)
+        found = outline(raw, max_operations, max_line)
     except NotJson as error:
         raise MalformedBody(f"The body is not valid JSON: {error}") from None
     if not found.is_object:
         check_envelope(None)  # raises: the body must be an object
     if found.operations > max_operations:
         raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
-    errors: dict[str, Any] = {
-        str(index): {"_schema": [f"Longer than {max_item} bytes as sent."]}
-        for index in found.long_operations
-    }
-    errors |= {
-        name: [f"Longer than {max_item} bytes as sent."]
-        for name, start, end in found.members
-        if name != "operations" and end - start > max_item
-    }
+    errors: dict[str, Any] = {}
+    for index, (start, end) in found.long_operations:
+        if end - start > max_wire:
+            errors[str(index)] = {"_schema": [f"Longer than {max_wire} bytes as sent."]}
+        elif problems := _document_problems(raw, start, end, "data", settings):
+            errors[str(index)] = {"data": problems}
+    for name, start, end in found.members:
+        if name == "operations" or end - start <= max_line:
+            continue
+        if end - start > max_wire:
+            errors[name] = [f"Longer than {max_wire} bytes as sent."]
+        elif name == "metadata" and (
+            problems := _document_problems(raw, start, end, None, settings)
+        ):
+            errors[name] = problems
     if errors:
         raise ValidationFailed("The bulk request is invalid.", errors)
+
+
+def _document_problems(
+    raw: bytearray, start: int, end: int, field: str | None, settings: Settings
+) -> list[str]:
+    """Problems with the document at ``raw[start:end]`` (or in its ``field``), decoded
+    alone; none when it is not where a document is expected (validation says so later)."""
+    value = _parse(raw[start:end])
+    if field is not None:
+        if not isinstance(value, dict) or field not in value:
+            return []
+        value = value[field]
+    if not isinstance(value, dict):
+        return []
+    return check_document(value, settings.admission_limits, orjson.dumps)

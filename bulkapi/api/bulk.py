@@ -47,8 +47,6 @@ blp = Blueprint(
 )
 
 
-#: Bytes an NDJSON line may carry beyond its document (the operation's other fields).
-LINE_SLACK = 4096
 #: Longest Idempotency-Key accepted (the column's size).
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -87,12 +85,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     tenant_id = require_tenant()
     rt = runtime()
     settings = rt.settings
-    body = read_bulk(
-        settings.max_body_bytes,
-        settings.max_operations,
-        settings.max_document_bytes + LINE_SLACK,
-        digest="Idempotency-Key" in request.headers,
-    )
+    body = read_bulk(settings, digest="Idempotency-Key" in request.headers)
     envelope = body.envelope
     now = utcnow()
     check_callback_url(envelope.callback_url, allow_private=settings.allow_private_callbacks)

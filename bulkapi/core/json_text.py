@@ -74,8 +74,8 @@ class Outline:
     members: list[tuple[str, int, int]] = field(default_factory=list)
     #: Items of the ``operations`` array, counted up to one past the limit asked for.
     operations: int = 0
-    #: Indexes of the operations longer than the limit asked for, as sent.
-    long_operations: list[int] = field(default_factory=list)
+    #: Index and extent of each operation longer than the limit asked for, as sent.
+    long_operations: list[tuple[int, tuple[int, int]]] = field(default_factory=list)
 
 
 def outline(text: bytes | bytearray, max_operations: int, max_item: int) -> Outline:
@@ -144,7 +144,7 @@ def _count_items(
     while True:
         end = _skip_value(text, position)
         if end - position > max_item:
-            found.long_operations.append(found.operations)
+            found.long_operations.append((found.operations, (position, end)))
         found.operations += 1
         if found.operations > limit:
             return end

@@ -18,7 +18,7 @@ import requests
 from tests.support import WAIT_SECONDS, RealServer, embedded_server, wait_until
 
 #: The servers' body limit: large enough that the body dwarfs the process's own noise.
-LIMIT = 16 * 1024 * 1024
+LIMIT = 8 * 1024 * 1024
 #: Peak growth allowed, as a multiple of the body's (inflated) size.
 GROWTH_FACTOR = 3
 #: The servers' operation limit (the default).
@@ -46,6 +46,13 @@ def _numbered_to_limit(head: bytes, separator: bytes, tail: bytes) -> bytes:
     return head + separator.join(parts) + tail
 
 
+def _large_operations_of_empty_objects() -> bytes:
+    """Operations too large to be valid but small enough to be decoded one at a time."""
+    item = b'{"op":"upsert","type":"t","id":"i%d","data":{"a":[' + b",".join([b"{}"] * 100_000)
+    items = [item % number + b"]}}" for number in range(LIMIT // len(item) - 1)]
+    return b'{"operations":[' + b",".join(items) + b"]}"
+
+
 def _one_operation_of_empty_objects() -> bytes:
     head = b'{"operations":[{"op":"upsert","type":"t","id":"i","data":{"a":['
     return _repeat_to_limit(head, b"{}", b",", b"]}}]}")
@@ -69,6 +76,13 @@ CASES: dict[str, Callable[[], tuple[bytes, str, str | None, int, str]]] = {
     ),
     "json-one-operation-of-empty-objects": lambda: (
         _one_operation_of_empty_objects(),
+        "application/json",
+        None,
+        422,
+        "validation_error",
+    ),
+    "json-large-operations-of-empty-objects": lambda: (
+        _large_operations_of_empty_objects(),
         "application/json",
         None,
         422,
