@@ -31,6 +31,10 @@ JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 #: Bytes an NDJSON line may carry beyond its document (the operation's other fields).
 LINE_SLACK = 4096
+#: A JSON body up to this size is decoded without an outline first: whatever it holds,
+#: its objects take a few tens of megabytes at most, and its outline would cost more
+#: than its decoding saves.
+_DECODE_UNSEEN = 1024 * 1024
 #: A running SHA-256 (``hashlib``'s object).
 Hash = Any
 
@@ -193,7 +197,7 @@ def read_bulk(settings: Settings, digest: bool) -> BulkBody:
     raw = read_body(settings.max_body_bytes)
     if hasher is not None:
         hasher.update(raw)
-    if len(raw) > max_line or raw.count(b",") >= max_operations:
+    if len(raw) > _DECODE_UNSEEN or raw.count(b",") >= max_operations:
         _check_outline(raw, settings, max_line)
     operations, envelope = check_envelope(_parse(raw))
     if len(operations) > max_operations:
