@@ -35,6 +35,9 @@ LINE_SLACK = 4096
 #: its objects take a few tens of megabytes at most, and its outline would cost more
 #: than its decoding saves.
 _DECODE_UNSEEN = 1024 * 1024
+#: Bytes of NDJSON split into lines at a time: a megabyte of two-byte lines would
+#: otherwise be split into hundreds of thousands of objects at once.
+_SPLIT_WINDOW = 64 * 1024
 #: A running SHA-256 (``hashlib``'s object).
 Hash = Any
 
@@ -87,6 +90,10 @@ class _NdjsonLines:
         self._too_long_used = False
 
     def feed(self, chunk: bytes) -> None:
+        for start in range(0, len(chunk), _SPLIT_WINDOW):
+            self._feed(chunk[start : start + _SPLIT_WINDOW])
+
+    def _feed(self, chunk: bytes) -> None:
         lines = chunk.split(b"\n")
         if len(lines) == 1:
             self._extend(chunk)

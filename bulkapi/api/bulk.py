@@ -93,6 +93,7 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     job_deadline = parse_deadline(envelope.deadline, now)
     idempotency = _idempotency(body.digest)
     operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
+    del body  # the raw items: only their documents live on, in the operations
     rt.registry.check_operations(operations)
     # Last of the checks: the only one that may wait (on DNS), so invalid requests never do.
     callback_lookups().check(envelope.callback_url, allow_private=settings.allow_private_callbacks)

@@ -21,6 +21,9 @@ from tests.support import WAIT_SECONDS, RealServer, embedded_server, wait_until
 LIMIT = 8 * 1024 * 1024
 #: Peak growth allowed, as a multiple of the body's (inflated) size.
 GROWTH_FACTOR = 3
+#: The servers' document limit, in the defaults' ratio to the body limit (one to 1024):
+#: an operation too long to be valid is decoded alone, at a cost that follows it.
+DOCUMENT_LIMIT = LIMIT // 1024
 #: The servers' operation limit (the default).
 MAX_OPERATIONS = 100_000
 OP = b'{"op":"upsert","type":"t","id":"i%d","data":{}}'
@@ -48,7 +51,7 @@ def _numbered_to_limit(head: bytes, separator: bytes, tail: bytes) -> bytes:
 
 def _large_operations_of_empty_objects() -> bytes:
     """Operations too large to be valid but small enough to be decoded one at a time."""
-    item = b'{"op":"upsert","type":"t","id":"i%d","data":{"a":[' + b",".join([b"{}"] * 100_000)
+    item = b'{"op":"upsert","type":"t","id":"i%d","data":{"a":[' + b",".join([b"{}"] * 16_000)
     items = [item % number + b"]}}" for number in range(LIMIT // len(item) - 1)]
     return b'{"operations":[' + b",".join(items) + b"]}"
 
@@ -138,7 +141,11 @@ def test_refusing_a_body_at_the_limit_costs_less_than_three_times_the_body(
     body, content_type, coding, status, code = CASES[case]()
     assert len(body) <= LIMIT
     headers = {"Content-Type": content_type} | ({"Content-Encoding": coding} if coding else {})
-    with embedded_server(tmp_path, BULKAPI_MAX_BODY_BYTES=str(LIMIT)) as server:
+    with embedded_server(
+        tmp_path,
+        BULKAPI_MAX_BODY_BYTES=str(LIMIT),
+        BULKAPI_MAX_DOCUMENT_BYTES=str(DOCUMENT_LIMIT),
+    ) as server:
         auth = {"Authorization": f"Bearer {server.key}"}
         warm = requests.post(
             server.base_url + "/v1/bulk",
