@@ -17,6 +17,7 @@ from flask import request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from bulkapi.api.body_stream import body_chunks, read_body
+from bulkapi.api.collector import LARGE, collector_paused
 from bulkapi.config import Settings
 from bulkapi.core.errors import MalformedBody, TooManyOperations, ValidationFailed
 from bulkapi.core.json_text import (
@@ -110,9 +111,10 @@ class _NdjsonLines:
         self._end_partial()
         lines, self._lines = self._lines, []
         items: list[Any] = []
-        for index, line in enumerate(lines):
-            items.append(self._decode(index, line))
-            lines[index] = None  # each line's bytes go as its objects come
+        with collector_paused(len(lines)):
+            for index, line in enumerate(lines):
+                items.append(self._decode(index, line))
+                lines[index] = None  # each line's bytes go as its objects come
         if self._errors:
             raise ValidationFailed(f"{len(self._errors)} line(s) could not be read.", self._errors)
         return items
@@ -206,7 +208,9 @@ def read_bulk(settings: Settings, digest: bool) -> BulkBody:
         hasher.update(raw)
     if len(raw) > _DECODE_UNSEEN or raw.count(b",") >= max_operations:
         _check_outline(raw, settings, max_line)
-    operations, envelope = check_envelope(_parse(raw))
+    with collector_paused(LARGE if len(raw) > _DECODE_UNSEEN else 0):
+        body = _parse(raw)
+    operations, envelope = check_envelope(body)
     if len(operations) > max_operations:
         raise TooManyOperations(f"A bulk request takes at most {max_operations} operations.")
     return BulkBody(operations, envelope, hasher)

@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import Hash, read_bulk
 from bulkapi.api.callbacks import callback_lookups
+from bulkapi.api.collector import collector_paused
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import problems
 from bulkapi.api.limits import check_pending_cap
@@ -92,9 +93,10 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     check_metadata(envelope.metadata, settings.admission_limits, orjson.dumps)
     job_deadline = parse_deadline(envelope.deadline, now)
     idempotency = _idempotency(body.digest)
-    operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
-    del body  # the raw items: only their documents live on, in the operations
-    rt.registry.check_operations(operations)
+    with collector_paused(len(body.items)):
+        operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
+        del body  # the raw items: only their documents live on, in the operations
+        rt.registry.check_operations(operations)
     # Last of the checks: the only one that may wait (on DNS), so invalid requests never do.
     callback_lookups().check(envelope.callback_url, allow_private=settings.allow_private_callbacks)
     partitions = [partition_of(tenant_id, op.key, settings.partitions) for op in operations]
