@@ -1,9 +1,10 @@
 """Reading request bodies: media types, size limits and JSON / NDJSON parsing.
 
-Memory stays near the body's own size whatever its shape: NDJSON lines are parsed as
-they arrive (the body as a whole is never held), and a JSON bulk body is outlined
-(``bulkapi.core.json_text``) before it is decoded, so one over the operation limit is
-refused without building an object for every item.
+Memory stays near the body's own size whatever its shape: NDJSON is split into lines as
+it arrives and the lines are decoded only once the body is complete and within the
+operation limit, and a large JSON bulk body is outlined (``bulkapi.core.json_text``)
+before it is decoded, so one over the limit is refused without building an object for
+every item.
 """
 
 from __future__ import annotations
