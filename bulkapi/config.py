@@ -41,6 +41,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be 1 or 0 (true/false), not {raw!r}")
 
 
+#: A document as sent may be this many times its serialized limit ...
+_WIRE_FACTOR = 6
+#: ... plus this many bytes of white space around it.
+_WIRE_SLACK = 4096
 #: Partitions are stored in a 16-bit column.
 MAX_PARTITIONS = 32767
 
@@ -181,6 +185,13 @@ class Settings:
     @property
     def rate(self) -> Rate | None:
         return parse_rate(self.rate_limit)
+
+    @property
+    def max_document_wire_bytes(self) -> int:
+        """Longest a document may be as sent: clients escape non-ASCII characters
+        (``\\u00e9`` is 6 bytes for 2) and indent, and the limit that counts is checked
+        on the document re-serialized."""
+        return _WIRE_FACTOR * self.max_document_bytes + _WIRE_SLACK
 
     @property
     def admission_limits(self) -> AdmissionLimits:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -11,8 +10,9 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from bulkapi.api.auth import require_tenant
-from bulkapi.api.bodies import read_bulk
+from bulkapi.api.bodies import Hash, read_bulk
 from bulkapi.api.callbacks import callback_lookups
+from bulkapi.api.collector import collector_paused
 from bulkapi.api.context import runtime
 from bulkapi.api.documented import JOB_FOLLOW_UPS, JOB_ID, LOCATION, links, problems
 from bulkapi.api.limits import check_pending_cap
@@ -48,8 +48,6 @@ blp = Blueprint(
 )
 
 
-#: Bytes an NDJSON line may carry beyond its document (the operation's other fields).
-LINE_SLACK = 4096
 #: Longest Idempotency-Key accepted (the column's size).
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -104,17 +102,17 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     tenant_id = require_tenant()
     rt = runtime()
     settings = rt.settings
-    body = read_bulk(
-        settings.max_body_bytes, settings.max_operations, settings.max_document_bytes + LINE_SLACK
-    )
+    body = read_bulk(settings, digest="Idempotency-Key" in request.headers)
     envelope = body.envelope
     now = utcnow()
     check_callback_url(envelope.callback_url, allow_private=settings.allow_private_callbacks)
     check_metadata(envelope.metadata, settings.admission_limits, orjson.dumps)
     job_deadline = parse_deadline(envelope.deadline, now)
-    idempotency = _idempotency(body.raw)
-    operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
-    rt.registry.check_operations(operations)
+    idempotency = _idempotency(body.digest)
+    with collector_paused(len(body.items)):
+        operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
+        del body  # the raw items: only their documents live on, in the operations
+        rt.registry.check_operations(operations)
     # Last of the checks: the only one that may wait (on DNS), so invalid requests never do.
     callback_lookups().check(envelope.callback_url, allow_private=settings.allow_private_callbacks)
     partitions = [partition_of(tenant_id, op.key, settings.partitions) for op in operations]
@@ -157,9 +155,11 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
     return json_response(representation, 202, headers)
 
 
-def _idempotency(raw: bytes) -> Idempotency | None:
+def _idempotency(digest: Hash | None) -> Idempotency | None:
+    """The Idempotency-Key and the request's fingerprint: the body as decoded (so the
+    same operations compressed or not are the same request), its media type, its query."""
     key = request.headers.get("Idempotency-Key")
-    if key is None:
+    if key is None or digest is None:
         return None
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
         raise ValidationFailed(
@@ -170,6 +170,5 @@ def _idempotency(raw: bytes) -> Idempotency | None:
                 ]
             },
         )
-    fingerprint = hashlib.sha256(raw)
-    fingerprint.update(b"\0" + request.mimetype.encode() + b"\0" + request.query_string)
-    return Idempotency(key, fingerprint.hexdigest())
+    digest.update(b"\0" + request.mimetype.encode() + b"\0" + request.query_string)
+    return Idempotency(key, digest.hexdigest())

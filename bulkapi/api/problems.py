@@ -26,6 +26,7 @@ _DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
     errors.MalformedBody: (400, "Malformed body"),
     errors.TooManyOperations: (413, "Too many operations"),
     errors.PayloadTooLarge: (413, "Payload too large"),
+    errors.UnsupportedContentEncoding: (415, "Unsupported content encoding"),
     errors.Unauthorized: (401, "Unauthorized"),
     errors.NotFound: (404, "Not found"),
     errors.PreconditionFailed: (412, "Precondition failed"),
@@ -109,6 +110,8 @@ def _domain_problem(error: errors.BulkapiError) -> Response:
     headers = {}
     if isinstance(error, errors.Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, errors.UnsupportedContentEncoding):
+        headers["Accept-Encoding"] = "gzip"  # the codings taken (RFC 9110 15.5.16)
     if isinstance(error, _RETRYABLE):
         headers["Retry-After"] = str(error.extra.get("retry_after", 1))
     extra = {name: value for name, value in error.extra.items() if name != "retry_after"}

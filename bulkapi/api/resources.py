@@ -49,12 +49,6 @@ blp = Blueprint(
     description="Single resources, written synchronously and in order with bulk work.",
 )
 
-#: A document on the wire may be this many times its serialized limit: clients escape
-#: non-ASCII characters (``\u00e9`` is 6 bytes for 2) and indent; the limit that counts
-#: is checked on the document re-serialized, as bulk operations are.
-_WIRE_FACTOR = 6
-#: ... plus this many bytes of whitespace around it.
-_WIRE_SLACK = 4096
 #: An effects cursor names a (version, position) pair: ASCII digits only.
 _EFFECTS_POSITION = re.compile(r"([0-9]{1,10})\.([0-9]{1,10})")
 
@@ -80,7 +74,7 @@ def _resource_response(resource: StoredResource, status: int = 200) -> Response:
 def _document() -> dict[str, Any]:
     """The request's document, held to the same rules as a bulk operation's data."""
     settings = runtime().settings
-    document = read_document(_WIRE_FACTOR * settings.max_document_bytes + _WIRE_SLACK)
+    document = read_document(settings.max_document_wire_bytes)
     limits = settings.admission_limits
     # Depth first: serializing a very deep document is what would fail otherwise.
     if not nesting_depth_exceeds(document, limits.max_document_depth) and (

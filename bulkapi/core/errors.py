@@ -8,6 +8,7 @@ BulkapiError
 ├── MalformedBody               malformed_body (not parseable as the declared type)
 ├── TooManyOperations           too_many_operations
 ├── PayloadTooLarge             payload_too_large
+├── UnsupportedContentEncoding  unsupported_media_type (a Content-Encoding other than gzip)
 ├── Unauthorized                unauthorized
 ├── NotFound                    not_found
 ├── PreconditionFailed          version_mismatch / already_exists
@@ -64,6 +65,10 @@ class TooManyOperations(BulkapiError):
 
 class PayloadTooLarge(BulkapiError):
     code = "payload_too_large"
+
+
+class UnsupportedContentEncoding(BulkapiError):
+    code = "unsupported_media_type"
 
 
 class Unauthorized(BulkapiError):

@@ -78,10 +78,12 @@ def check_document(data: object, limits: AdmissionLimits, serialize: Serializer)
         serialized = serialize(data)
     except (TypeError, RecursionError, ValueError):  # serializers refuse extreme nesting
         return too_deep
-    # A document with fewer brackets than the limit cannot nest deeper: skip the walk.
-    brackets = serialized.count(b"{") + serialized.count(b"[")
-    if brackets > limits.max_document_depth and nesting_depth_exceeds(
-        data, limits.max_document_depth
+    # Each level of nesting takes two bytes, and a document with fewer brackets than
+    # the limit cannot nest deeper: only then is the walk needed.
+    if (
+        len(serialized) > 2 * limits.max_document_depth
+        and serialized.count(b"{") + serialized.count(b"[") > limits.max_document_depth
+        and nesting_depth_exceeds(data, limits.max_document_depth)
     ):
         return too_deep
     if len(serialized) > limits.max_document_bytes:
@@ -106,6 +108,38 @@ def _contains_nul(data: object) -> bool:
         elif isinstance(value, list):
             stack.extend(value)
     return False
+
+
+def _valid_operation(
+    item: dict[Any, Any], limits: AdmissionLimits, serialize: Serializer, types: set[str]
+) -> Operation | None:
+    """The operation when every rule holds; None sends the item to ``_check_operation``,
+    which names each problem. The common case pays for no error bookkeeping, and a type
+    already seen valid in this request (``types``) is not matched again."""
+    op = item.get("op")
+    kind = _KINDS.get(op) if type(op) is str else None
+    if kind is None or not _OP_FIELDS.issuperset(item):
+        return None
+    rtype, rid = item.get("type"), item.get("id")
+    if type(rtype) is not str or type(rid) is not str or not is_valid_id(rid):
+        return None
+    if rtype not in types:
+        if not is_valid_type(rtype):
+            return None
+        types.add(rtype)
+    if_version = item.get("if_version")
+    if if_version is not None and (
+        type(if_version) is not int or not 0 <= if_version <= MAX_VERSION
+    ):
+        return None
+    if kind is OpKind.DELETE:
+        return (
+            None if "data" in item else Operation(kind, ResourceKey(rtype, rid), None, if_version)
+        )
+    data = item.get("data")
+    if type(data) is not dict or check_document(data, limits, serialize):
+        return None
+    return Operation(kind, ResourceKey(rtype, rid), data, if_version)
 
 
 def _check_operation(
@@ -161,18 +195,25 @@ def parse_operations(
     """
     operations: list[Operation] = []
     errors: dict[str, FieldErrors] = {}
-    seen: dict[ResourceKey, list[int]] = {}
+    #: The first index of each key, and every index of a key seen more than once.
+    first: dict[ResourceKey, int] = {}
+    repeated: dict[ResourceKey, list[int]] = {}
+    types: set[str] = set()
     for index, item in enumerate(items):
         if index >= limits.max_operations:
             raise TooManyOperations(
                 f"A bulk request takes at most {limits.max_operations} operations."
             )
-        operation, problems = _check_operation(item, limits, serialize)
+        operation = _valid_operation(item, limits, serialize, types) if type(item) is dict else None
         if operation is None:
-            errors[str(index)] = problems
-            continue
+            operation, problems = _check_operation(item, limits, serialize)
+            if operation is None:
+                errors[str(index)] = problems
+                continue
         operations.append(operation)
-        seen.setdefault(operation.key, []).append(index)
+        seen = first.setdefault(operation.key, index)
+        if seen != index:
+            repeated.setdefault(operation.key, [seen]).append(index)
     if errors:
         raise ValidationFailed(f"{len(errors)} operation(s) are invalid.", errors)
     if not operations:
@@ -180,12 +221,11 @@ def parse_operations(
             "A bulk request needs at least one operation.",
             {"operations": ["Must contain at least one operation."]},
         )
-    duplicates = [
-        {"type": key.type, "id": key.id, "indexes": indexes}
-        for key, indexes in seen.items()
-        if len(indexes) > 1
-    ]
-    if duplicates:
+    if repeated:
+        duplicates = [
+            {"type": key.type, "id": key.id, "indexes": indexes}
+            for key, indexes in sorted(repeated.items(), key=lambda entry: entry[1][0])
+        ]
         raise DuplicateResources(
             "Each resource may appear at most once in a bulk request.",
             {
