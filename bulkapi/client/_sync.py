@@ -18,6 +18,7 @@ from bulkapi.client._wire import (
     Call,
     Resource,
     RetryPolicy,
+    history_call,
     job_call,
     jobs_call,
     lines_call,
@@ -224,6 +225,19 @@ class Client:
             page = self._send(jobs_call(status, cursor, page_size)).json()
             for item in page["items"]:
                 yield Job(self, item)
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def history(
+        self, rtype: str, rid: str, *, page_size: int = JOBS_PAGE
+    ) -> Iterator[dict[str, Any]]:
+        """Every version of the resource, newest first (``version``, ``op``, ``source``,
+        ``applied_at``, ``effects``), read a page at a time as the iteration goes."""
+        cursor: str | None = None
+        while True:
+            page = self._send(history_call(rtype, rid, cursor, page_size)).json()
+            yield from page["items"]
             cursor = page["next_cursor"]
             if cursor is None:
                 return

@@ -247,12 +247,22 @@ def request_options(call: Call, timeout: float) -> dict[str, Any]:
 
 
 def jobs_call(status: str | None, cursor: str | None, page_size: int) -> Call:
-    params = {"limit": str(page_size)}
+    params = _page(cursor, page_size)
     if status is not None:
         params["status"] = status
+    return Call("GET", "/v1/jobs", params, resendable=True)
+
+
+def history_call(rtype: str, rid: str, cursor: str | None, page_size: int) -> Call:
+    path = resource_path(rtype, rid) + "/history"
+    return Call("GET", path, _page(cursor, page_size), resendable=True)
+
+
+def _page(cursor: str | None, page_size: int) -> dict[str, str]:
+    params = {"limit": str(page_size)}
     if cursor is not None:
         params["cursor"] = cursor
-    return Call("GET", "/v1/jobs", params, resendable=True)
+    return params
 
 
 def results_call(job_id: str, status: str | None) -> Call:

@@ -232,6 +232,25 @@ def test_resource_reads_and_writes_carry_versions_and_preconditions(served: Serv
             client.patch("doc", "never", {"a": 1})
 
 
+def test_history_lists_every_version_with_the_write_that_made_it(served: Served) -> None:
+    with _client(served) as client:
+        client.put("doc", "h-0", {"n": 0})
+        job = client.submit([{"op": "patch", "type": "doc", "id": "h-0", "data": {"n": 1}}])
+        job.wait(timeout=WAIT_SECONDS)
+        client.delete("doc", "h-0")
+        history = list(client.history("doc", "h-0", page_size=1))
+    assert [(entry["version"], entry["op"]) for entry in history] == [
+        (3, "delete"),
+        (2, "patch"),
+        (1, "upsert"),
+    ]
+    assert [entry["source"] for entry in history] == [
+        "sync",
+        {"job_id": job.id, "index": 0},
+        "sync",
+    ]
+
+
 def test_a_write_with_wait_applies_after_the_bulk_operations_before_it(served: Served) -> None:
     recording = Recording()
     with _client(served, recording) as client:
