@@ -18,7 +18,7 @@ from bulkapi.core.plan import Applied, AppliedChange
 from bulkapi.core.preconditions import ANY_VERSION, Preconditions
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
 from bulkapi.store.effects import insert_effects, record_effects
-from bulkapi.store.history import record_history, record_history_postgres
+from bulkapi.store.history import record_history
 from bulkapi.store.tables import operations, resources
 
 
@@ -107,11 +107,23 @@ SELECT version, data, pending FROM resources
 WHERE tenant_id = %(tenant)s AND type = %(type)s AND rid = %(rid)s
 FOR UPDATE
 """
+#: A sync write's new state, its history line and the oldest line let go: one statement.
 _PG_WRITE = """
-UPDATE resources
-SET version = %(version)s, data = %(data)s::jsonb, updated_at = %(now)s,
-    created_at = CASE WHEN %(created)s THEN %(now)s ELSE created_at END
-WHERE tenant_id = %(tenant)s AND type = %(type)s AND rid = %(rid)s
+WITH written AS (
+    UPDATE resources
+    SET version = %(version)s, data = %(data)s::jsonb, updated_at = %(now)s,
+        created_at = CASE WHEN %(created)s THEN %(now)s ELSE created_at END
+    WHERE tenant_id = %(tenant)s AND type = %(type)s AND rid = %(rid)s
+    RETURNING version
+),
+noted AS (
+    INSERT INTO resource_history (tenant_id, type, rid, version, op, job_id, idx, applied_at)
+    SELECT %(tenant)s, %(type)s, %(rid)s, version, %(op)s, NULL, NULL, %(now)s FROM written
+)
+DELETE FROM resource_history AS h
+USING written
+WHERE h.tenant_id = %(tenant)s AND h.type = %(type)s AND h.rid = %(rid)s
+  AND h.version <= written.version - %(keep)s
 """
 
 
@@ -155,11 +167,9 @@ def lock_for_write(
 
 
 def _pg_one(conn: Connection, statement: str, params: dict[str, Any]) -> Any:
-    """The first row of a raw statement; BEGIN travels with it in one round trip."""
-    driver = conn.connection.driver_connection
-    cursor = driver.cursor()  # type: ignore[union-attr]
-    with driver.pipeline():  # type: ignore[union-attr]
-        cursor.execute(statement, params)
+    """The first row of a raw statement, on the transaction's own psycopg cursor."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(statement, params)
     return cursor.fetchone()
 
 
@@ -187,23 +197,23 @@ def write_state(
         return
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
-    with driver.pipeline():  # type: ignore[union-attr]  # the writes and COMMIT: one trip
-        cursor.execute(
-            _PG_WRITE,
-            {
-                "tenant": tenant_id,
-                "type": key.type,
-                "rid": key.id,
-                "version": state.version,
-                "data": None if state.data is None else orjson.dumps(state.data).decode(),
-                "created": created,
-                "now": now,
-            },
-        )
-        if changes:
-            insert_effects(cursor, changes, now)
-        record_history_postgres(cursor, [applied], now, keep_history)
-        driver.commit()  # type: ignore[union-attr]
+    cursor.execute(
+        _PG_WRITE,
+        {
+            "tenant": tenant_id,
+            "type": key.type,
+            "rid": key.id,
+            "version": state.version,
+            "data": None if state.data is None else orjson.dumps(state.data).decode(),
+            "created": created,
+            "now": now,
+            "op": applied.kind.value,
+            "keep": keep_history,
+        },
+    )
+    if changes:
+        insert_effects(cursor, changes, now)
+    driver.commit()  # type: ignore[union-attr]
 
 
 #: A blind upsert (no rules, no effects) on PostgreSQL: lock-or-create, pending check,
@@ -260,11 +270,11 @@ def write_blind(
     now: datetime,
     keep_history: int,
 ) -> tuple[int, bool, datetime] | None:
-    """Try an upsert whose outcome needs no read (PostgreSQL only): the statement and its
-    COMMIT in one round trip. The new version, whether it created the resource and when
-    it was written, or
-    None when the key is busy or a precondition does not hold: then nothing was written,
-    and the caller reads the row, in a new transaction, to say why."""
+    """Try an upsert whose outcome needs no read (PostgreSQL only): one statement in a
+    transaction of its own, one round trip. The new version, whether it created the
+    resource and when it was written; or None when the key is busy or a precondition does
+    not hold: then nothing was written, and the caller reads the row, in a transaction,
+    to say why."""
     if_match = preconditions.if_match
     params: dict[str, Any] = {
         "tenant": tenant_id,
@@ -278,11 +288,12 @@ def write_blind(
     }
     statement = _BLIND_UPSERT_NOTED if if_match is None else _BLIND_REPLACE_NOTED
     driver = conn.connection.driver_connection
-    cursor = driver.cursor()  # type: ignore[union-attr]
-    with driver.pipeline():  # type: ignore[union-attr]
-        cursor.execute(statement, params)
-        driver.commit()  # type: ignore[union-attr]
-    row = cursor.fetchone()
+    # One statement, its own transaction: no BEGIN or COMMIT to wait for.
+    driver.autocommit = True  # type: ignore[union-attr]
+    try:
+        row = driver.execute(statement, params).fetchone()  # type: ignore[union-attr]
+    finally:
+        driver.autocommit = False  # type: ignore[union-attr]
     if row is None:
         return None
     return int(row[0]), bool(row[1]), row[2]
