@@ -101,7 +101,9 @@ def _codes() -> list[str] | None:
 
 
 def _as_dict(messages: dict[str, object] | list[object]) -> dict[str, object]:
-    return messages if isinstance(messages, dict) else {"_schema": messages}
+    """marshmallow's messages as JSON can carry them: list positions become string keys."""
+    found = orjson.loads(orjson.dumps(messages, option=orjson.OPT_NON_STR_KEYS))
+    return found if isinstance(found, dict) else {"_schema": found}
 
 
 def _check_types(source: RetrySource) -> None:
