@@ -147,18 +147,7 @@ def test_a_dry_run_of_a_100k_operation_file_answers_and_writes_nothing(
     assert body["total"] == count and body["valid"] is True
     assert body["partitions"] == service.runtime.settings.partitions  # 100k keys touch all
     assert _rows(service) == before
-    with service.drains_paused():  # the real admission is here to be timed, not applied
-        started = time.perf_counter()
-        admitted = api.post("/v1/bulk", data=lines, headers=NDJSON)
-        real = time.perf_counter() - started
-        assert admitted.status_code == 202, admitted.get_json()
-        job_id = admitted.get_json()["id"]
-        assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-    logger.warning(
-        "%s: dry run %.2f s, admission %.2f s (%d operations)", service.mode, dry, real, count
-    )
-    assert _rows(service)["operations"] == before["operations"] + count
-    assert api.wait_job(job_id)["status"] == "cancelled"
+    logger.warning("%s: dry run of %d operations: %.2f s", service.mode, count, dry)
 
 
 def _guarded(tmp_path: Path) -> Iterator[Service]:
