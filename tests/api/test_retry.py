@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from bulkapi.api.app import create_app
-from bulkapi.runtime import Runtime
-from tests.api.conftest import assert_job_representation, assert_problem
+from tests.api.conftest import assert_job_representation, assert_problem, strict_types
 from tests.conftest import InProcessApi, Service
 
 
@@ -183,12 +180,8 @@ def test_retry_refuses_bad_requests_and_other_callers(service: Service, api: InP
 
 @pytest.fixture(scope="module")
 def strict(service: Service) -> Iterator[Service]:
-    """The same deployment, now refusing unregistered types (checked in the API process)."""
-    runtime = Runtime(dataclasses.replace(service.runtime.settings, strict_types=True))
-    try:
-        yield Service(service.mode, runtime, create_app(runtime), service.workers)
-    finally:
-        runtime.stop()
+    """The same deployment, now refusing unregistered types."""
+    yield from strict_types(service)
 
 
 def test_a_retry_checks_the_types_as_they_are_now(service: Service, strict: Service) -> None:
