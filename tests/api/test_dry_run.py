@@ -126,8 +126,27 @@ def test_a_dry_run_compares_its_idempotency_key_as_the_submit_would(
     assert real.status_code == 202 and "Idempotent-Replayed" not in real.headers
     again = _dry_run(api, [_upsert("i3")], headers={"Idempotency-Key": "import-8"})
     assert again.get_json()["replay_of"] == real.get_json()["id"]
-    api.wait_job(job["id"])
-    api.wait_job(real.get_json()["id"])
+    # NDJSON with its fields in the query: only the dry_run parameter is left out.
+    line = orjson.dumps(_upsert("i4"))
+    ndjson = api.post(
+        "/v1/bulk?deadline=3600", data=line, headers={**NDJSON, "Idempotency-Key": "import-9"}
+    ).get_json()
+    for query in ("dry_run=true&deadline=3600", "deadline=3600&dry_run=1"):
+        found = api.post(
+            f"/v1/bulk?{query}", data=line, headers={**NDJSON, "Idempotency-Key": "import-9"}
+        )
+        assert found.get_json()["replay_of"] == ndjson["id"], query
+    assert_problem(
+        api.post(
+            "/v1/bulk?deadline=60&dry_run=true",
+            data=line,
+            headers={**NDJSON, "Idempotency-Key": "import-9"},
+        ),
+        422,
+        "idempotency_key_reused",
+    )
+    for job_id in (job["id"], real.get_json()["id"], ndjson["id"]):
+        api.wait_job(job_id)
 
 
 def test_a_dry_run_of_a_100k_operation_file_answers_and_writes_nothing(
