@@ -11,7 +11,7 @@ from flask import Flask, Response, send_from_directory
 from flask_smorest import Api
 
 from bulkapi import __version__
-from bulkapi.api import bulk, events, health, jobs, metrics, problems, resources, types
+from bulkapi.api import bulk, events, health, jobs, metrics, problems, resources, retries, types
 from bulkapi.api.auth import CredentialCache
 from bulkapi.api.callbacks import CallbackLookups
 from bulkapi.api.holds import wait_slots
@@ -127,6 +127,7 @@ def create_app(runtime: Runtime) -> Flask:
         api.spec.components.schemas.pop(name, None)
     for blueprint in (bulk.blp, jobs.blp, events.blp, resources.blp, types.blp, health.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(retries.blp)
     api.register_blueprint(metrics.blp)
     app.register_blueprint(dashboard)  # a static page: not part of the OpenAPI document
     problems.register(app)  # after Api(): replaces flask-smorest's own error bodies

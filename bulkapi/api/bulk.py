@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import orjson
 from flask import Response, request
 from flask_smorest import Blueprint
 
+from bulkapi.api import admission
+from bulkapi.api.admission import fingerprinted_query, idempotency_key
 from bulkapi.api.auth import require_tenant
 from bulkapi.api.bodies import Hash, read_bulk
 from bulkapi.api.callbacks import callback_lookups
 from bulkapi.api.collector import collector_paused
 from bulkapi.api.context import runtime
-from bulkapi.api.documented import JOB_FOLLOW_UPS, JOB_ID, LOCATION, links, problems
-from bulkapi.api.limits import check_pending_cap
-from bulkapi.api.representations import job_body
-from bulkapi.api.responses import json_response
+from bulkapi.api.documented import (
+    IDEMPOTENCY_KEY,
+    JOB_FOLLOW_UPS,
+    JOB_ID,
+    SUBMITTED,
+    links,
+    problems,
+)
 from bulkapi.api.schemas import (
     BulkQueryArgs,
     BulkRequestSchema,
+    DryRunSchema,
     OperationSchema,
     SubmittedJobSchema,
 )
-from bulkapi.core.errors import ValidationFailed
-from bulkapi.core.jobs import Counts, JobStatus
 from bulkapi.core.keys import partition_of
 from bulkapi.core.validation import (
     check_callback_url,
@@ -33,12 +35,8 @@ from bulkapi.core.validation import (
     parse_deadline,
     parse_operations,
 )
-from bulkapi.store.admission import Idempotency, NewJob, admit
-from bulkapi.store.database import reading, utcnow
-from bulkapi.store.jobs import JobRecord, get_job
-
-#: Exit status of the injected crash (BULKAPI_FAULT_CRASH_AFTER_COMMIT), as after SIGKILL.
-CRASH_EXIT_CODE = 137
+from bulkapi.store.admission import Idempotency, NewJob
+from bulkapi.store.database import utcnow
 
 blp = Blueprint(
     "bulk",
@@ -48,23 +46,11 @@ blp = Blueprint(
 )
 
 
-#: Longest Idempotency-Key accepted (the column's size).
-MAX_IDEMPOTENCY_KEY = 255
-
-
 @blp.route("", methods=["POST"])
 @blp.arguments(BulkQueryArgs, location="query", as_kwargs=True)
 @blp.doc(
     operationId="submitBulk",
-    parameters=[
-        {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string", "maxLength": 255},
-            "description": "Same key and body within 24 h: the original job, nothing new.",
-        }
-    ],
+    parameters=[IDEMPOTENCY_KEY],
     requestBody={
         "required": True,
         "description": "A JSON envelope, or NDJSON: one `Operation` per line (then "
@@ -79,25 +65,22 @@ MAX_IDEMPOTENCY_KEY = 255
     202,
     SubmittedJobSchema,
     description="Accepted (or replayed): the job, to follow at `Location`.",
-    headers={
-        **LOCATION,
-        "Retry-After": {
-            "description": "Seconds before the first poll is worth it.",
-            "schema": {"type": "integer"},
-        },
-        "Idempotent-Replayed": {
-            "description": "`true` when an `Idempotency-Key` answered with the original job.",
-            "schema": {"type": "string", "enum": ["true"]},
-        },
-    },
+    headers=SUBMITTED,
+)
+@blp.alt_response(
+    200,
+    schema=DryRunSchema,
+    description="`dry_run=true`: the request would be accepted; nothing was recorded.",
+    example={"valid": True, "total": 2, "partitions": 2, "replay_of": None},
 )
 @links(blp, 202, *JOB_FOLLOW_UPS, job_id=JOB_ID)
 @problems(blp, 400, 408, 409, 413, 415)
-def submit(callback_url: str | None, deadline: str | None) -> Response:
+def submit(callback_url: str | None, deadline: str | None, dry_run: bool) -> Response:
     """Submit a bulk request: all operations are accepted together, or none is.
 
     With `Idempotency-Key`, the same key and body within 24 hours answer with the
-    original job (header `Idempotent-Replayed: true`) and record nothing new.
+    original job (header `Idempotent-Replayed: true`) and record nothing new. With
+    `dry_run=true`, every check runs and nothing is recorded: 200 with the verdict.
     """
     tenant_id = require_tenant()
     rt = runtime()
@@ -125,50 +108,17 @@ def submit(callback_url: str | None, deadline: str | None) -> Response:
         job_deadline,
         idempotency,
     )
-    with rt.engine.begin() as conn:
-        check_pending_cap(conn, tenant_id, len(operations), settings.max_pending_operations)
-        admitted = admit(conn, job, now)
-    if settings.fault_crash_after_commit:
-        os._exit(CRASH_EXIT_CODE)
-    headers = {"Location": f"/v1/jobs/{admitted.job_id}", "Retry-After": str(settings.retry_after)}
-    if admitted.replayed:
-        with reading(rt.engine) as conn:
-            record = get_job(conn, tenant_id, admitted.job_id)
-        headers["Idempotent-Replayed"] = "true"
-    else:
-        small = len(operations) <= settings.prompt_job_operations
-        rt.waker.wake(admitted.partitions, lane="prompt" if small else "regular")
-        record = JobRecord(
-            admitted.job_id,
-            JobStatus.QUEUED,
-            admitted.created_at,
-            None,
-            None,
-            Counts(len(operations)),
-            [(JobStatus.QUEUED, admitted.created_at)],
-            envelope.callback_url,
-            envelope.metadata,
-            job_deadline,
-        )
-    representation: dict[str, Any] = job_body(record)
-    representation["status_token"] = admitted.status_token
-    return json_response(representation, 202, headers)
+    if dry_run:
+        return admission.dry_run(job, now)
+    return admission.accept(job, now)
 
 
 def _idempotency(digest: Hash | None) -> Idempotency | None:
     """The Idempotency-Key and the request's fingerprint: the body as decoded (so the
-    same operations compressed or not are the same request), its media type, its query."""
-    key = request.headers.get("Idempotency-Key")
+    same operations compressed or not are the same request), its media type, its query
+    (less ``dry_run``)."""
+    key = idempotency_key()
     if key is None or digest is None:
         return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
-        raise ValidationFailed(
-            "The Idempotency-Key is invalid.",
-            {
-                "Idempotency-Key": [
-                    f"Must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters."
-                ]
-            },
-        )
-    digest.update(b"\0" + request.mimetype.encode() + b"\0" + request.query_string)
+    digest.update(b"\0" + request.mimetype.encode() + b"\0" + fingerprinted_query())
     return Idempotency(key, digest.hexdigest())

@@ -25,7 +25,8 @@ _DESCRIPTIONS = {
     401: "Missing or invalid credentials (`unauthorized`)",
     404: "Not found, or another tenant's (`not_found`)",
     408: "The request's headers or body did not arrive in time (`request_timeout`)",
-    409: "Conflict: `resource_busy`, `job_finished` or `idempotency_key_in_use`",
+    409: "Conflict: `resource_busy`, `job_finished`, `job_not_finished` or "
+    "`idempotency_key_in_use`",
     412: "Precondition failed (`version_mismatch`, `already_exists`)",
     413: "Too large (`payload_too_large`, `too_many_operations`)",
     414: "Request line too long (`uri_too_long`)",
@@ -112,4 +113,24 @@ ETAG = {
 #: Headers of an answer that created something.
 LOCATION = {
     "Location": {"description": "Where the new job or resource is.", "schema": {"type": "string"}}
+}
+#: The header that makes a request that creates a job safe to retry.
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": "Same key and request within 24 h: the original job, nothing new.",
+}
+#: Headers of a 202 that answers with a new (or replayed) job.
+SUBMITTED = {
+    **LOCATION,
+    "Retry-After": {
+        "description": "Seconds before the first poll is worth it.",
+        "schema": {"type": "integer"},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when an `Idempotency-Key` answered with the original job.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
 }

@@ -25,6 +25,7 @@ from bulkapi.api.schemas import (
     ResultArgs,
     ResultPageSchema,
 )
+from bulkapi.api.waiting import waiting_on_of
 from bulkapi.core.errors import RateLimited
 from bulkapi.store.database import reading, utcnow
 from bulkapi.store.jobs import (
@@ -78,7 +79,7 @@ def get(job_id: str, wait: float) -> Response:
             poll = min(poll * 2, _LAST_POLL_SECONDS)
             job = read_job(tenant_id, job_id)
     headers = {} if job.status.is_terminal else {"Retry-After": str(runtime().settings.retry_after)}
-    return json_response(job_body(job), headers=headers)
+    return json_response(job_body(job, waiting_on_of(tenant_id, job)), headers=headers)
 
 
 def _stream_results(

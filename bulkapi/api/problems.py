@@ -32,6 +32,8 @@ _DOMAIN: dict[type[errors.BulkapiError], tuple[int, str]] = {
     errors.PreconditionFailed: (412, "Precondition failed"),
     errors.ResourceBusy: (409, "Resource busy"),
     errors.JobFinished: (409, "Job finished"),
+    errors.JobNotFinished: (409, "Job not finished"),
+    errors.NothingToRetry: (422, "Nothing to retry"),
     errors.RateLimited: (429, "Too many requests"),
     errors.IdempotencyKeyReused: (422, "Idempotency key reused"),
     errors.IdempotencyKeyInUse: (409, "Idempotency key in use"),

@@ -11,6 +11,7 @@ from bulkapi.store.effects import EffectRecord
 from bulkapi.store.history import HistoryEntry
 from bulkapi.store.jobs import JobRecord, ResultRecord
 from bulkapi.store.resources import StoredResource
+from bulkapi.store.waiting import Blocker
 from bulkapi.store.webhooks import DeliveryRecord
 
 
@@ -24,9 +25,11 @@ def job_links(job_id: str) -> dict[str, str]:
     return {"self": f"/v1/jobs/{job_id}", "results": f"/v1/jobs/{job_id}/results"}
 
 
-def job_body(job: JobRecord) -> dict[str, Any]:
+def job_body(job: JobRecord, waiting_on: Sequence[Blocker] | None = None) -> dict[str, Any]:
+    """The job. ``waiting_on`` costs a query for an open job, so only a single job's
+    read computes it; a finished job waits on nothing, and says so everywhere."""
     counts = job.counts
-    return {
+    body: dict[str, Any] = {
         "id": job.id,
         "status": job.status.value,
         "created_at": rfc3339(job.created_at),
@@ -47,7 +50,16 @@ def job_body(job: JobRecord) -> dict[str, Any]:
         "metadata": job.metadata,
         "deadline": rfc3339(job.deadline),
         "links": job_links(job.id),
+        "retry_of": job.retry_of,
+        "retried_by": list(job.retried_by),
     }
+    if waiting_on is None and job.status.is_terminal:
+        waiting_on = ()
+    if waiting_on is not None:
+        body["waiting_on"] = [
+            {"job_id": blocker.job_id, "operations": blocker.operations} for blocker in waiting_on
+        ]
+    return body
 
 
 def result_body(result: ResultRecord) -> dict[str, Any]:

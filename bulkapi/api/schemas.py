@@ -14,6 +14,7 @@ from marshmallow import INCLUDE, Schema, fields, post_load, validate
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import OpKind, OpStatus
+from bulkapi.core.retries import RETRY_CODES
 from bulkapi.core.webhooks import DeliveryStatus
 
 #: Largest page a list endpoint returns.
@@ -72,6 +73,13 @@ class BulkQueryArgs(_Query):
         validate=validate.Length(max=64),
         metadata={"description": "For NDJSON bodies: RFC 3339 timestamp or seconds."},
     )
+    dry_run = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "`true`: run every check, record nothing, answer 200 with a "
+            "`DryRun` instead of 202 with a job."
+        },
+    )
 
 
 class CountsSchema(_Strict):
@@ -89,6 +97,14 @@ class StatusEntrySchema(_Strict):
 class JobLinksSchema(_Strict):
     self = fields.String(required=True)
     results = fields.String(required=True)
+
+
+class WaitingOnSchema(_Strict):
+    job_id = fields.String(required=True, metadata={"description": "A job holding earlier work."})
+    operations = fields.Integer(
+        required=True,
+        metadata={"description": "How many of this job's operations wait behind that job."},
+    )
 
 
 class JobSchema(_Strict):
@@ -124,12 +140,62 @@ class JobSchema(_Strict):
     metadata = fields.Dict(allow_none=True)
     deadline = fields.DateTime(allow_none=True)
     links = fields.Nested(JobLinksSchema, required=True)
+    retry_of = fields.String(
+        allow_none=True,
+        metadata={"description": "The job whose failed operations this job runs again."},
+    )
+    retried_by = fields.List(
+        fields.String(),
+        metadata={"description": "The retries of this job (`POST .../retry`), newest last."},
+    )
+    waiting_on = fields.List(
+        fields.Nested(WaitingOnSchema),
+        metadata={
+            "description": "Only in `GET /v1/jobs/{job_id}`: up to 10 other jobs holding "
+            "earlier pending operations on resources this job writes, oldest first; "
+            "empty once nothing blocks it.",
+            "example": [{"job_id": "job_01m8xftb4h9emxgp7frxps8yzm", "operations": 120}],
+        },
+    )
 
 
 class SubmittedJobSchema(JobSchema):
     status_token = fields.String(
         required=True,
         metadata={"description": "Bearer token that reads only this job (status, results)."},
+    )
+
+
+class DryRunSchema(_Strict):
+    """What a submit would admit: answered by `dry_run=true`, with nothing recorded."""
+
+    valid = fields.Boolean(required=True, metadata={"description": "Always `true`."})
+    total = fields.Integer(required=True, metadata={"description": "Operations in the request."})
+    partitions = fields.Integer(
+        required=True, metadata={"description": "Distinct partitions the operations fall in."}
+    )
+    replay_of = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The job an earlier request with this `Idempotency-Key` and the "
+            "same body created: a real submit would answer with it and record nothing."
+        },
+    )
+
+
+class RetryRequestSchema(_Strict):
+    """Which failed or cancelled operations a retry runs again (all of them without
+    `codes`)."""
+
+    codes = fields.List(
+        fields.String(validate=validate.OneOf(RETRY_CODES)),
+        validate=validate.Length(min=1, max=len(RETRY_CODES)),
+        metadata={
+            "description": "Result error codes to retry; `cancelled` selects operations a "
+            "cancel request cancelled (they have no error code).",
+            "example": ["not_found", "apply_failed"],
+        },
     )
 
 

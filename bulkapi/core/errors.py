@@ -18,7 +18,9 @@ BulkapiError
 ├── IdempotencyKeyReused        idempotency_key_reused (same key, different request)
 ├── IdempotencyKeyInUse         idempotency_key_in_use (same key, request in flight)
 ├── RateLimited                 rate_limited / too_many_pending_operations (with Retry-After)
-└── JobFinished                 job_finished
+├── JobFinished                 job_finished
+├── JobNotFinished              job_not_finished (retry of a job still queued or processing)
+└── NothingToRetry              nothing_to_retry (no failed or cancelled operation matches)
 """
 
 from __future__ import annotations
@@ -117,3 +119,11 @@ class RateLimited(BulkapiError):
 
 class JobFinished(BulkapiError):
     code = "job_finished"
+
+
+class JobNotFinished(BulkapiError):
+    code = "job_not_finished"
+
+
+class NothingToRetry(BulkapiError):
+    code = "nothing_to_retry"

@@ -40,6 +40,8 @@ class NewJob:
     metadata: dict[str, Any] | None = None
     deadline: datetime | None = None
     idempotency: Idempotency | None = None
+    #: The job whose failed operations this one runs again (``POST /v1/jobs/{id}/retry``).
+    retry_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +61,12 @@ def issue_status_token(conn: Connection, job_id: str) -> str:
     return token
 
 
-def find_replay(
+def replayed_job(
     conn: Connection, tenant_id: str, idempotency: Idempotency, now: datetime
-) -> Admitted | None:
-    """The job an earlier request with this key created, if it still counts (24 h).
-
-    A key older than the window is released here, so the new request may take it.
-    """
+) -> tuple[str, datetime] | None:
+    """The job (id, creation time) an earlier request with this key created within the
+    window (24 h), or None if the key is free; ``IdempotencyKeyReused`` if that request
+    was a different one. Reads only, so a dry run may ask too."""
     row = conn.execute(
         select(jobs.c.id, jobs.c.request_hash, jobs.c.created_at).where(
             jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key == idempotency.key
@@ -76,14 +77,36 @@ def find_replay(
     created_at = as_utc(row.created_at)
     assert created_at is not None
     if now - created_at > IDEMPOTENCY_WINDOW:
-        conn.execute(update(jobs).where(jobs.c.id == row.id).values(idempotency_key=None))
         return None
     if row.request_hash != idempotency.request_hash:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used with a different request in the last 24 hours."
         )
+    return row.id, created_at
+
+
+def find_replay(
+    conn: Connection, tenant_id: str, idempotency: Idempotency, now: datetime
+) -> Admitted | None:
+    """The job an earlier request with this key created, if it still counts (24 h).
+
+    A key older than the window is released here, so the new request may take it.
+    """
+    found = replayed_job(conn, tenant_id, idempotency, now)
+    if found is None:
+        conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.tenant_id == tenant_id,
+                jobs.c.idempotency_key == idempotency.key,
+                jobs.c.created_at < now - IDEMPOTENCY_WINDOW,
+            )
+            .values(idempotency_key=None)
+        )
+        return None
+    job_id, created_at = found
     return Admitted(
-        row.id, issue_status_token(conn, row.id), frozenset(), created_at, replayed=True
+        job_id, issue_status_token(conn, job_id), frozenset(), created_at, replayed=True
     )
 
 
@@ -110,6 +133,7 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
                 deadline=job.deadline,
                 idempotency_key=job.idempotency.key if job.idempotency else None,
                 request_hash=job.idempotency.request_hash if job.idempotency else None,
+                retry_of=job.retry_of,
             )
         )
     except IntegrityError:

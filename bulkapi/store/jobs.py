@@ -16,6 +16,7 @@ from bulkapi.core.jobs import OPEN_STATUSES, STATUS_RANK, Counts, JobStatus, ter
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert, is_postgres
 from bulkapi.store.effects import EffectRecord, effects_of_operations, effects_summary_is
+from bulkapi.store.retries import retried_by
 from bulkapi.store.tables import (
     job_counts,
     job_status_history,
@@ -39,6 +40,9 @@ class JobRecord:
     callback_url: str | None
     metadata: dict[str, Any] | None
     deadline: datetime | None = None
+    #: The job this one retries, and this job's own retries, oldest first.
+    retry_of: str | None = None
+    retried_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ _JOB_COLUMNS = (
     jobs.c.callback_url,
     jobs.c.meta,
     jobs.c.deadline,
+    jobs.c.retry_of,
 )
 
 
@@ -113,6 +118,7 @@ def _records(conn: Connection, rows: Sequence[Any]) -> list[JobRecord]:
     ids = [row.id for row in rows]
     counts = _counts(conn, {row.id: row.total for row in rows})
     history = _history(conn, ids)
+    retries = retried_by(conn, ids)
     return [
         JobRecord(
             row.id,
@@ -125,6 +131,8 @@ def _records(conn: Connection, rows: Sequence[Any]) -> list[JobRecord]:
             row.callback_url,
             row.meta,
             as_utc(row.deadline),
+            row.retry_of,
+            retries.get(row.id, ()),
         )
         for row in rows
     ]

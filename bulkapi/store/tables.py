@@ -101,6 +101,8 @@ jobs = Table(
     Column("request_hash", String(64)),
     #: When a cancel was asked; drains cancel the operations it could not reach.
     Column("cancelled_at", Timestamp),
+    #: The job whose failed and cancelled operations this one runs again, if any.
+    Column("retry_of", String(40)),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_idempotency"),
     Index("ix_jobs_tenant_id", "tenant_id", "id"),
     Index("ix_jobs_finished_at", "finished_at"),
@@ -109,6 +111,12 @@ jobs = Table(
         "status",
         postgresql_where=text("status IN ('queued', 'processing')"),
         sqlite_where=text("status IN ('queued', 'processing')"),
+    ),
+    Index(
+        "ix_jobs_retry_of",
+        "retry_of",
+        postgresql_where=text("retry_of IS NOT NULL"),
+        sqlite_where=text("retry_of IS NOT NULL"),
     ),
 )
 

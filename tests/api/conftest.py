@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from werkzeug.test import TestResponse
 
+from bulkapi.api.app import create_app
 from bulkapi.core.keys import ResourceKey, partition_of
 from bulkapi.dispatch.drainer import drain_batch
+from bulkapi.runtime import Runtime
 from bulkapi.store.database import utcnow
 from bulkapi.store.jobs import settle
 from bulkapi.store.tenants import authenticate
@@ -163,6 +166,15 @@ def drains_held(service: Service) -> Iterator[HeldDrains]:
             conn.rollback()
             conn.execute(text("SELECT pg_advisory_unlock_all()"))
             conn.commit()
+
+
+def strict_types(service: Service) -> Iterator[Service]:
+    """The same deployment with BULKAPI_STRICT_TYPES=1 (checked in the API process)."""
+    runtime = Runtime(dataclasses.replace(service.runtime.settings, strict_types=True))
+    try:
+        yield Service(service.mode, runtime, create_app(runtime), service.workers)
+    finally:
+        runtime.stop()
 
 
 @pytest.fixture(scope="module")

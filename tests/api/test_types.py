@@ -8,17 +8,14 @@ example module as shipped), the ``service`` with the suite's own types (``window
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from bulkapi.api.app import create_app
-from bulkapi.runtime import Runtime
 from bulkapi.store.tables import operations as operations_table
-from tests.api.conftest import assert_problem, tenant_of
+from tests.api.conftest import assert_problem, strict_types, tenant_of
 from tests.conftest import InProcessApi, Service
 from tests.types_for_tests import FRAGILE_N
 
@@ -237,12 +234,8 @@ def test_a_type_without_schema_is_listed_as_free_form(api: InProcessApi) -> None
 
 @pytest.fixture(scope="module")
 def strict(crm: Service) -> Iterator[Service]:
-    """The crm deployment with BULKAPI_STRICT_TYPES=1 (checked in the API process)."""
-    runtime = Runtime(dataclasses.replace(crm.runtime.settings, strict_types=True))
-    try:
-        yield Service(crm.mode, runtime, create_app(runtime), crm.workers)
-    finally:
-        runtime.stop()
+    """The crm deployment with BULKAPI_STRICT_TYPES=1."""
+    yield from strict_types(crm)
 
 
 def test_strict_mode_refuses_unregistered_types_and_records_nothing(strict: Service) -> None:
