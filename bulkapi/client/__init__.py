@@ -48,7 +48,8 @@ problem whose ``code`` this client does not know is raised as the class of its s
         │   │   ├── UnknownType               422 unknown_type
         │   │   ├── CallbackUrlForbidden      422 callback_url_forbidden
         │   │   ├── IdempotencyKeyReused      422 idempotency_key_reused
-        │   │   └── RuleRejected              422 rule_rejected
+        │   │   ├── RuleRejected              422 rule_rejected
+        │   │   └── NothingToRetry            422 nothing_to_retry
         │   ├── TooManyRequests               429, any other code
         │   │   ├── RateLimited               429 rate_limited
         │   │   ├── TooManyPendingOperations  429 too_many_pending_operations
@@ -87,6 +88,7 @@ from bulkapi.client.errors import (
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
+    NothingToRetry,
     NotReady,
     PayloadTooLarge,
     PreconditionFailed,
@@ -139,6 +141,7 @@ __all__ = [
     "NotAcceptable",
     "NotFound",
     "NotReady",
+    "NothingToRetry",
     "PayloadTooLarge",
     "PreconditionFailed",
     "ProblemError",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -21,6 +21,7 @@ from bulkapi.client._wire import (
     Call,
     Resource,
     RetryPolicy,
+    dry_run_call,
     history_call,
     job_call,
     jobs_call,
@@ -31,6 +32,7 @@ from bulkapi.client._wire import (
     resource_call,
     resource_of,
     results_call,
+    retry_call,
     submit_call,
 )
 from bulkapi.client.errors import ConnectionFailed, ProblemError, problem_error
@@ -117,6 +119,14 @@ class AsyncJob(JobState):
         """Cancel the operations not yet applied (``JobFinished`` if it is terminal)."""
         self.data = (await self._client._send(job_call(self.id, "cancel"))).json()
         return self
+
+    async def retry(
+        self, codes: Sequence[str] | None = None, *, idempotency_key: str | None = None
+    ) -> AsyncJob:
+        """A new job of this finished job's failed and cancelled operations (see
+        ``Job.retry``)."""
+        call = retry_call(self.id, codes, idempotency_key)
+        return AsyncJob(self._client, (await self._client._send(call)).json())
 
 
 class AsyncClient:
@@ -212,6 +222,25 @@ class AsyncClient:
         """``submit`` for operations already serialized, one JSON document per item
         (the lines of an NDJSON file, say): sent as they are."""
         return await self._submit(lines_call(lines, idempotency_key, callback_url, deadline))
+
+    async def dry_run(
+        self,
+        operations: Iterable[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        deadline: datetime | float | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Check ``operations`` as ``submit`` would, recording nothing (see
+        ``Client.dry_run``)."""
+        call = submit_call(operations, idempotency_key, callback_url, deadline, metadata)
+        assert call.body is not None
+        try:
+            verdict: dict[str, Any] = (await self._send(dry_run_call(call))).json()
+            return verdict
+        finally:
+            call.body.close()
 
     async def _submit(self, call: Call) -> AsyncJob:
         assert call.body is not None

@@ -116,6 +116,23 @@ class JobState:
     def progress(self) -> float:
         return float(self.data["progress"])
 
+    @property
+    def retry_of(self) -> str | None:
+        """The job this one retries the failed operations of, if any."""
+        found = self.data.get("retry_of")
+        return None if found is None else str(found)
+
+    @property
+    def retried_by(self) -> list[str]:
+        """The jobs that retried this one's failed operations, newest last."""
+        return [str(job_id) for job_id in self.data.get("retried_by") or ()]
+
+    @property
+    def waiting_on(self) -> list[dict[str, Any]]:
+        """Other jobs whose earlier operations this one waits behind (``job_id``,
+        ``operations``), as the last single-job read saw them; empty when none."""
+        return list(self.data.get("waiting_on") or ())
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.status} {self.progress:.0%}>"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -18,6 +18,7 @@ from bulkapi.client._wire import (
     Call,
     Resource,
     RetryPolicy,
+    dry_run_call,
     history_call,
     job_call,
     jobs_call,
@@ -28,6 +29,7 @@ from bulkapi.client._wire import (
     resource_call,
     resource_of,
     results_call,
+    retry_call,
     submit_call,
 )
 from bulkapi.client.errors import ConnectionFailed, ProblemError, problem_error
@@ -107,9 +109,18 @@ class Job(JobState):
             response.close()
 
     def cancel(self) -> Job:
-        """Cancel the operations not yet applied (``JobFinished`` if it is terminal)."""
+        """Cancel the operations not yet applied (``JobFinished`` if it ended otherwise)."""
         self.data = self._client._send(job_call(self.id, "cancel")).json()
         return self
+
+    def retry(
+        self, codes: Sequence[str] | None = None, *, idempotency_key: str | None = None
+    ) -> Job:
+        """A new job of this finished job's failed and cancelled operations (only those
+        whose error code is in ``codes``; ``cancelled`` for plain cancels), in their
+        order; ``JobNotFinished`` while it runs, ``NothingToRetry`` if none matches."""
+        call = retry_call(self.id, codes, idempotency_key)
+        return Job(self._client, self._client._send(call).json())
 
 
 class Client:
@@ -205,6 +216,32 @@ class Client:
         """``submit`` for operations already serialized, one JSON document per item
         (the lines of an NDJSON file, say): sent as they are."""
         return self._submit(lines_call(lines, idempotency_key, callback_url, deadline))
+
+    def dry_run(
+        self,
+        operations: Iterable[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        deadline: datetime | float | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Check ``operations`` as ``submit`` would, recording nothing: ``{"valid",
+        "total", "partitions", "replay_of"}``, or the problem a submit would raise."""
+        call = submit_call(operations, idempotency_key, callback_url, deadline, metadata)
+        return self._dry_run(call)
+
+    def dry_run_lines(self, lines: Iterable[bytes]) -> dict[str, Any]:
+        """``dry_run`` for operations already serialized (``submit_lines``)."""
+        return self._dry_run(lines_call(lines, None, None, None))
+
+    def _dry_run(self, call: Call) -> dict[str, Any]:
+        assert call.body is not None
+        try:
+            verdict: dict[str, Any] = self._send(dry_run_call(call)).json()
+            return verdict
+        finally:
+            call.body.close()
 
     def _submit(self, call: Call) -> Job:
         assert call.body is not None

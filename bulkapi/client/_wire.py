@@ -3,9 +3,10 @@ failures to try again and when, resources."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -251,6 +252,19 @@ def jobs_call(status: str | None, cursor: str | None, page_size: int) -> Call:
     if status is not None:
         params["status"] = status
     return Call("GET", "/v1/jobs", params, resendable=True)
+
+
+def retry_call(job_id: str, codes: Sequence[str] | None, idempotency_key: str | None) -> Call:
+    """POST a retry of the job's failed and cancelled operations (those with ``codes``).
+    Its Idempotency-Key makes sending it again safe."""
+    headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
+    body = None if codes is None else {"codes": list(codes)}
+    return Call("POST", job_path(job_id, "retry"), headers=headers, json=body, resendable=True)
+
+
+def dry_run_call(call: Call) -> Call:
+    """The same submit, checked only (``dry_run=true``): nothing is recorded."""
+    return dataclasses.replace(call, params={**call.params, "dry_run": "true"})
 
 
 def history_call(rtype: str, rid: str, cursor: str | None, page_size: int) -> Call:

@@ -217,18 +217,30 @@ def _report_failed(job: Job, file: OperationLines, failed_out: Path | None) -> N
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the lines of the operations that failed here (implies --wait).",
 )
-def submit(file: Path, wait: bool, failed_out: Path | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Run every check of a submit and record nothing.")
+def submit(file: Path, wait: bool, failed_out: Path | None, dry_run: bool) -> None:
     """Submit FILE (one operation per line, NDJSON) as one bulk job; print its id.
 
     Errors point at the file's lines. With --wait (or --failed-out), follows the job
-    and exits 0 only if every operation succeeded.
+    and exits 0 only if every operation succeeded. With --dry-run, says whether the
+    file would be accepted, and nothing is recorded.
     """
     lines = OperationLines.read(file)
     with _client() as client, _reported():
         try:
-            job = client.submit_lines(lines.operations())
+            if dry_run:
+                verdict = client.dry_run_lines(lines.operations())
+            else:
+                job = client.submit_lines(lines.operations())
         except ValidationError as error:
             raise Refused(_refusal(error, lines)) from error
+        if dry_run:
+            replay = verdict.get("replay_of")
+            click.echo(
+                f"valid: {verdict['total']} operations in {verdict['partitions']} partitions"
+                + (f" (its Idempotency-Key would replay {replay})" if replay else "")
+            )
+            return
         click.echo(f"accepted {job.id} ({job.total} operations)", err=True)
         if wait or failed_out is not None:
             job = _follow(job)
@@ -242,7 +254,7 @@ def submit(file: Path, wait: bool, failed_out: Path | None) -> None:
 
 @click.group()
 def jobs() -> None:
-    """Bulk jobs: list, show, results, cancel."""
+    """Bulk jobs: list, show, results, cancel, retry."""
 
 
 _STATUS = click.Choice(
@@ -296,3 +308,27 @@ def jobs_cancel(job_id: str) -> None:
     with _client() as client, _reported():
         job = client.job(job_id).cancel()
     click.echo(_summary(job))
+
+
+@jobs.command("retry")
+@click.argument("job_id")
+@click.option(
+    "--code",
+    "codes",
+    multiple=True,
+    help="Only operations that failed with this code (repeatable; 'cancelled' for "
+    "cancelled ones). Default: every failed and cancelled operation.",
+)
+@click.option("--wait", is_flag=True, help="Follow the new job to its end.")
+def jobs_retry(job_id: str, codes: tuple[str, ...], wait: bool) -> None:
+    """Submit a finished job's failed and cancelled operations again as a new job, in
+    their order; print the new job's id."""
+    with _client() as client, _reported():
+        job = client.job(job_id).retry(list(codes) or None)
+        click.echo(f"accepted {job.id} ({job.total} operations)", err=True)
+        if wait:
+            job = _follow(job)
+            click.echo(_summary(job), err=True)
+    click.echo(job.id)
+    if wait and job.status != "succeeded":
+        sys.exit(EXIT_NOT_SUCCEEDED)

@@ -264,6 +264,13 @@ class RuleRejected(ValidationError):
     status_code = 422
 
 
+class NothingToRetry(ValidationError):
+    """422 ``nothing_to_retry``: no operation of the job matches the retry."""
+
+    code_name = "nothing_to_retry"
+    status_code = 422
+
+
 class TooManyRequests(ClientError):
     """Any other 429 answer."""
 

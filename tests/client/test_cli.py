@@ -156,3 +156,37 @@ def test_help_lists_the_client_commands(tmp_path: Path) -> None:
     assert "--wait" in submit.stdout and "--failed-out" in submit.stdout
     jobs = run_cli(["jobs", "--help"], clean_env(), tmp_path)
     assert all(command in jobs.stdout for command in ("list", "show", "results", "cancel"))
+
+
+def test_a_dry_run_says_the_file_is_valid_and_records_nothing(
+    served: Served, tmp_path: Path
+) -> None:
+    key = served.new_key()
+    env = _env(served, key)
+    good = _lines(tmp_path / "good.ndjson", _upsert("d1"), _upsert("d2"))
+    out = run_cli(["submit", str(good), "--dry-run"], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("valid: 2 operations in ")
+    bad = _lines(tmp_path / "bad.ndjson", _upsert("d1"), _upsert("d1"))
+    refused = run_cli(["submit", str(bad), "--dry-run"], env, tmp_path)
+    assert refused.returncode == 2 and "doc/d1 is on lines 1, 2" in refused.stderr
+    assert _jobs(served, key) == []
+
+
+def test_jobs_retry_submits_the_failed_operations_again(served: Served, tmp_path: Path) -> None:
+    key = served.new_key()
+    env = _env(served, key)
+    ops = _lines(tmp_path / "ops.ndjson", _upsert("t1"), _patch("t2"))
+    first = run_cli(["submit", str(ops), "--wait"], env, tmp_path)
+    assert first.returncode == 1, first.stderr  # partially succeeded
+    job_id = first.stdout.strip()
+    with Client(served.base_url, key) as client:
+        client.put("doc", "t2", {"id": "t2"})
+    retried = run_cli(["jobs", "retry", job_id, "--code", "not_found", "--wait"], env, tmp_path)
+    assert retried.returncode == 0, retried.stderr
+    with Client(served.base_url, key) as client:
+        again = client.job(retried.stdout.strip())
+        assert again.retry_of == job_id and again.total == 1
+        assert client.get("doc", "t2").data == {"id": "t2", "patched": True}
+    unfinished = run_cli(["jobs", "retry", "job_00000000000000000000000000"], env, tmp_path)
+    assert unfinished.returncode == 2 and "not_found" in unfinished.stderr

@@ -13,7 +13,9 @@ from bulkapi.client import (
     DuplicateResource,
     IdempotencyKeyReused,
     Job,
+    JobNotFinished,
     NotFound,
+    NothingToRetry,
     Resource,
     ResourceBusy,
     RuleRejected,
@@ -297,3 +299,43 @@ def test_a_status_token_follows_its_own_job_and_nothing_else(served: Served) -> 
         assert [result["id"] for result in followed.results()] == [f"token-{n}" for n in range(5)]
         with pytest.raises(Unauthorized):
             reader.get("doc", "token-0")
+
+
+def test_a_dry_run_checks_everything_and_records_nothing(served: Served) -> None:
+    with _client(served) as client:
+        verdict = client.dry_run(_upserts(50, "dry"))
+        assert verdict["valid"] is True and verdict["total"] == 50
+        assert 1 <= verdict["partitions"] <= 50
+        with pytest.raises(DuplicateResource):
+            client.dry_run([*_upserts(1, "twice"), *_upserts(1, "twice")])
+        assert list(client.jobs()) == []
+        with pytest.raises(NotFound):
+            client.get("doc", "dry-0")
+
+
+def test_a_retry_runs_the_failed_operations_again_linked_both_ways(served: Served) -> None:
+    with _client(served) as client:
+        first = client.submit(
+            [
+                {"op": "upsert", "type": "doc", "id": "r-ok", "data": {"n": 1}},
+                {"op": "patch", "type": "doc", "id": "r-later", "data": {"n": 2}},
+            ]
+        ).wait(timeout=WAIT_SECONDS)
+        assert first.status == "partially_succeeded"
+        client.put("doc", "r-later", {"n": 0})  # what made the patch fail is fixed
+        retried = first.retry(["not_found"]).wait(timeout=WAIT_SECONDS)
+        assert retried.status == "succeeded" and retried.total == 1
+        assert retried.retry_of == first.id
+        assert first.refresh().retried_by == [retried.id]
+        assert client.get("doc", "r-later").data == {"n": 2}
+        with pytest.raises(NothingToRetry):
+            retried.retry()
+
+
+def test_a_job_names_the_job_it_waits_behind(idle: Served) -> None:
+    with _client(idle) as client:
+        ahead = client.submit(_upserts(2, "queue"))
+        behind = client.submit(_upserts(2, "queue"))
+        assert behind.refresh().waiting_on == [{"job_id": ahead.id, "operations": 2}]
+        with pytest.raises(JobNotFinished):
+            ahead.retry()
