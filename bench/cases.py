@@ -1,4 +1,4 @@
-"""The four cases of issue 4, each with its baseline measured in the same run."""
+"""The admission, throughput, sync PUT and growth cases, each beside its baseline."""
 
 from __future__ import annotations
 

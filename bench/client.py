@@ -79,7 +79,8 @@ class Client:
         """POST /v1/bulk; returns the job id and the seconds until the 202 arrived.
 
         With ``retry``, an Idempotency-Key makes a retry after a reset connection safe
-        (SPEC §4); it costs the server a body digest, so latency cases leave it out.
+        (bulkapi replays the first answer); it costs the server a body digest, so latency
+        cases leave it out.
         """
         headers = {"Content-Type": "application/x-ndjson" if ndjson else "application/json"}
         if retry:

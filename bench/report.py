@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def target_table(goals: list[Target]) -> str:
     return _markdown(rows, right=(3, 4))
 
 
-def _markdown(rows: list[tuple[str, ...]], right: tuple[int, ...]) -> str:
+def _markdown(rows: Sequence[tuple[str, ...]], right: tuple[int, ...]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for number, row in enumerate(rows):
