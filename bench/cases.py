@@ -257,6 +257,7 @@ def throughput(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
     }
     for workers in cfg.workers:
         stack.start_workers(workers)
+        warm(_client(stack))
         spread = Metric("throughput", f"e2e spread keys, {workers} workers", "ops/s", size=n)
         hot = Metric("throughput", f"e2e 100 hot keys, {workers} workers", "ops/s", size=n)
         for _ in range(cfg.reps):
@@ -370,6 +371,7 @@ def e2e_job_set(stack: Stack, size: int) -> float:
 def growth(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Metric]:
     if stack.worker_count != 2:
         stack.start_workers(2)
+    warm(_client(stack))
     metrics: list[Metric] = []
     for size in cfg.growth_sizes:
         reps = 1 if size > MAX_REQUEST_OPS else cfg.reps
