@@ -70,12 +70,13 @@ def embedded_case(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list
     floor = Metric("embedded", "SQLite executemany floor", "ops/s", size=n)
     seconds = Metric("embedded", "embedded 100k job end-to-end", "s", size=n)
     rate = Metric("embedded", "embedded e2e", "ops/s", size=n)
-    proc, url, key = stack.embedded(stack.logs / "embedded.db")
+    served, floor_db = stack.logs / "embedded.db", stack.logs / "floor.db"
+    proc, url, key = stack.embedded(served)
     try:
         client = Client(url, key)
         warm(client)
         for _ in range(cfg.reps):
-            floor.samples.append(sqlite_floor(stack.logs / "floor.db", n))
+            floor.samples.append(sqlite_floor(floor_db, n))
             body = ndjson_body(upserts(f"emb-{uuid.uuid4().hex[:8]}", n))
             started = time.time()
             job_id, _ = client.submit(body)
@@ -84,6 +85,9 @@ def embedded_case(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list
             rate.samples.append(n / elapsed)
     finally:
         proc.stop()
+        for db in (served, floor_db):  # the databases go, the server's log stays
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
     log(
         f"  embedded {n:,} ops: {seconds.median:.1f} s ({rate.median:,.0f} ops/s); "
         f"SQLite floor {floor.median:,.0f} ops/s"
