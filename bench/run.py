@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="bulkapi-bench-"))
     log(f"bulkapi bench: cases {','.join(args.cases)}; logs in {logs}")
     started = time.monotonic()
+    load_before = os.getloadavg()
     metrics: list[Metric] = []
     extra: dict[str, Any] = {}
     with running_stack(logs) as stack:
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     goals = targets(metrics)
     log("")
     log(table(metrics))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    log(f"\nload average {load} at the end ({os.cpu_count()} CPUs): absolute figures drift with it")
     log("")
     log(target_table(goals))
     meta = {
@@ -184,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "config": cfg.__dict__,
         "cpus": os.cpu_count(),
+        # Other work on the machine skews absolute figures (ratios less so): say how much.
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "postgres": PG_ADMIN_URL.rsplit("/", 1)[0],
