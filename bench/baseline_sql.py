@@ -7,6 +7,9 @@ version of an existing row and returns it, so a baseline can answer with an ETag
 
 from __future__ import annotations
 
+#: The sync PUT baseline's table (bench/crud.py).
+CRUD_TABLE = "bench_crud"
+
 
 def table_ddl(table: str) -> str:
     """``CREATE TABLE IF NOT EXISTS`` for one baseline table (PostgreSQL)."""

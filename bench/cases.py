@@ -309,8 +309,10 @@ def run_wrk(url: str, path_prefix: str, seconds: int, key: str | None) -> dict[s
     ]
     if key:
         argv.append(key)
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=seconds + 60)
     text = out.stdout
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk against {url} exited {out.returncode}:\n{text}{out.stderr}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]

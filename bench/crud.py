@@ -4,7 +4,8 @@
 bulkapi's resources (``bench.baseline_sql``), bumps the version in the same statement
 and answers the resource with ``ETag: "<version>"`` (201 when it was created). One
 psycopg connection pool per process; served by gunicorn gthread exactly as bulkapi is.
-``BENCH_CRUD_DSN`` names the database; the table is created at import if missing.
+``BENCH_CRUD_DSN`` names the database; the bench creates the table before starting the
+app (two processes creating it at once would collide).
 """
 
 from __future__ import annotations
@@ -15,21 +16,17 @@ import orjson
 from flask import Flask, Response, request
 from psycopg_pool import ConnectionPool
 
-from bench.baseline_sql import table_ddl, upsert_sql
+from bench.baseline_sql import CRUD_TABLE, upsert_sql
 
-TABLE = "bench_crud"
 #: The one tenant of the baseline (bulkapi's key resolves to a tenant; this has no auth).
 TENANT = "bench"
 #: Connections per process: one per gunicorn thread, so no request waits for the pool.
 POOL_SIZE = int(os.environ.get("BENCH_CRUD_POOL_SIZE", "16"))
-UPSERT = upsert_sql(TABLE)
+UPSERT = upsert_sql(CRUD_TABLE)
 
 pool = ConnectionPool(
     os.environ["BENCH_CRUD_DSN"], min_size=POOL_SIZE, max_size=POOL_SIZE, open=True
 )
-with pool.connection() as setup:
-    setup.execute(table_ddl(TABLE))
-
 app = Flask("bench-crud")
 
 

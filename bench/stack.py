@@ -21,6 +21,7 @@ import psycopg
 import redis
 import requests
 
+from bench.baseline_sql import CRUD_TABLE, table_ddl
 from bench.resource_types import EFFECT_LOG
 from tests.support import (
     ROOT,
@@ -193,6 +194,8 @@ class Stack:
 
     def start_crud(self) -> tuple[ManagedProcess, str]:
         """The Flask + psycopg CRUD baseline behind gunicorn gthread, shaped like the API."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(table_ddl(CRUD_TABLE))
         port = free_port()
         argv = [
             sys.executable,
