@@ -18,14 +18,12 @@ import psycopg
 
 from bench.baseline_sql import table_ddl, upsert_sql
 from bench.client import Client, document, json_body, ndjson_body, upserts
-from bench.report import Metric
+from bench.report import CRUD, Metric
 from bench.stack import REDIS_URL, WEB_PROCESSES, WEB_THREADS, Stack
 
 HERE = Path(__file__).resolve().parent
 #: Upserts the raw baseline applies per transaction (bulkapi's default batch size).
 RAW_BATCH = 500
-#: Name of the sync PUT baseline in metric names.
-CRUD = "Flask + psycopg"
 #: The raw baseline's table, in the run's database.
 RAW_TABLE = "bench_raw"
 #: Operations per hot-key request: each of the 100 keys once (a key may appear once per request).

@@ -3,7 +3,7 @@
 Cases: admission, throughput (bulk), sync (single PUT), growth, embedded, types (schemas
 and side effects); ``--profile`` adds py-spy profiles of the admission and drain paths.
 Every target is printed beside the baseline measured in the same run, MET or MISS.
-``--quick`` is a short smoke run (several minutes, no 1,000,000-operation point unless
+``--quick`` is a short smoke run (about 10 minutes, no 1,000,000-operation point unless
 ``--million``); the default run takes roughly half an hour and includes that point.
 """
 
