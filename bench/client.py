@@ -39,14 +39,14 @@ def document(n: int) -> dict[str, Any]:
 
 
 def upserts(
-    prefix: str, count: int, keys: int | None = None, start: int = 0
+    prefix: str, count: int, keys: int | None = None, start: int = 0, rtype: str = "item"
 ) -> list[dict[str, Any]]:
     """``count`` upserts over ``keys`` distinct ids (all distinct when ``keys`` is None)."""
     keys = keys or count
     return [
         {
             "op": "upsert",
-            "type": "item",
+            "type": rtype,
             "id": f"{prefix}-{(start + i) % keys}",
             "data": document(i),
         }

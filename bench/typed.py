@@ -4,7 +4,7 @@ Each comparison runs side by side in one run, on the same stack (types of
 ``bench.resource_types``):
 
 - admission of 1,000 operations with the same documents, to an unregistered type and to
-  a type with a marshmallow schema (``window``), interleaved;
+  a type with a marshmallow schema (``checked``), interleaved;
 - end to end, the same upserts to an unregistered type and to one with a side effect
   that does next to nothing (``stamped``): writes applied per second, and effects run per
   second from the first byte to the last effect's end (read from the lines the effect
@@ -17,12 +17,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from bench.cases import Config
-from bench.client import Client, json_body, ndjson_body
+from bench.client import Client, json_body, ndjson_body, upserts
 from bench.report import Metric
 from bench.stack import Stack
 
@@ -30,13 +29,6 @@ from bench.stack import Stack
 ADMISSION_OPS = 1000
 #: Seconds the effects of one run may take before the run gives up.
 EFFECTS_TIMEOUT = 900
-
-
-def _windows(rtype: str, prefix: str, count: int) -> list[dict[str, Any]]:
-    return [
-        {"op": "upsert", "type": rtype, "id": f"{prefix}-{i}", "data": {"start": i, "end": i + 1}}
-        for i in range(count)
-    ]
 
 
 def _effects_finished(log_path: Path, prefix: str, count: int) -> float:
@@ -70,8 +62,9 @@ def types_case(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
     plain = Metric("types", "admission 1k, unregistered type", "ms", distribution=True)
     typed = Metric("types", "admission 1k, marshmallow schema", "ms", distribution=True)
     for i in range(requests_per_type + 2):
-        for rtype, metric in (("item", plain), ("window", typed)):
-            body = json_body(_windows(rtype, f"adm-{uuid.uuid4().hex[:8]}", ADMISSION_OPS))
+        for rtype, metric in (("item", plain), ("checked", typed)):
+            ops = upserts(f"adm-{uuid.uuid4().hex[:8]}", ADMISSION_OPS, rtype=rtype)
+            body = json_body(ops)
             job_id, seconds = client.submit(body, ndjson=False)
             if i >= 2:  # the first two of each warm up
                 metric.samples.append(seconds * 1000)
@@ -91,7 +84,7 @@ def types_case(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
         for rtype, metric in (("item", writes), ("stamped", effected)):
             prefix = f"e2e-{uuid.uuid4().hex[:8]}"
             started = time.time()
-            job_id, _ = client.submit(ndjson_body(_windows(rtype, prefix, n)))
+            job_id, _ = client.submit(ndjson_body(upserts(prefix, n, rtype=rtype)))
             metric.samples.append(n / (client.finished_at(job_id) - started))
             if rtype == "stamped":
                 finished = _effects_finished(stack.effect_log, prefix + "-", n)
