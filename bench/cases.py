@@ -1,4 +1,4 @@
-"""The four benchmark cases, each with its baseline measured in the same run."""
+"""The admission, throughput, sync PUT and growth cases, each beside its baseline."""
 
 from __future__ import annotations
 
@@ -13,28 +13,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
+from bench.baseline_sql import table_ddl, upsert_sql
 from bench.client import Client, document, json_body, ndjson_body, upserts
-from bench.report import Metric
+from bench.report import CRUD, Metric
 from bench.stack import REDIS_URL, WEB_PROCESSES, WEB_THREADS, Stack
 
 HERE = Path(__file__).resolve().parent
-#: Requests the raw baseline and bulkapi apply per transaction/batch.
+#: Upserts the raw baseline applies per transaction (bulkapi's default batch size).
 RAW_BATCH = 500
+#: The raw baseline's table, in the run's database.
+RAW_TABLE = "bench_raw"
 #: Operations per hot-key request: each of the 100 keys once (a key may appear once per request).
 HOT_KEYS = 100
 #: Concurrent clients submitting the hot-key requests.
 HOT_CLIENTS = 4
 #: Largest request the service accepts by default; bigger jobs are sent as several requests.
 MAX_REQUEST_OPS = 100_000
+#: Operations of the large admission, sent to a fresh API to read its peak RSS.
+BIG_ADMISSION = 100_000
 
 
 @dataclass(frozen=True)
 class Config:
     reps: int
-    #: (operations per request, requests) for case 1.
+    #: (operations per request, requests per format) for case 1, to the run's API.
     admission_sizes: tuple[tuple[int, int], ...]
+    #: 100k NDJSON admissions, each to an API started for it.
+    big_admissions: int
     workers: tuple[int, ...]
     throughput_ops: int
     naive_ops: int
@@ -70,15 +78,41 @@ def _status_mb(pid: int, field: str) -> float:
     raise RuntimeError(f"no {field} for {pid}")
 
 
+def warm(client: Client, requests: int = 3) -> None:
+    """A few small jobs, drained: pools, imports and code paths are warm afterwards."""
+    for _ in range(requests):
+        client.wait_job(client.submit(ndjson_body(upserts(f"warm-{_tag()}", 1000)))[0])
+
+
+def big_admission(stack: Stack, size: int) -> tuple[float, float, float]:
+    """One ``size``-op NDJSON request to a freshly started API (warmed with small jobs):
+    seconds to the 202, the API's RSS before it and its peak RSS during it (MB, the
+    largest over its gunicorn worker processes)."""
+    proc, url = stack.serve(stack.env, "api-fresh")
+    try:
+        client = Client(url, stack.key)
+        warm(client)
+        pids = proc.children()
+        body = ndjson_body(upserts(f"big-{_tag()}", size))
+        idle = max(_status_mb(pid, "VmRSS") for pid in pids)
+        _reset_peak_rss(pids)
+        job_id, seconds = client.submit(body)
+        peak = max(_status_mb(pid, "VmHWM") for pid in pids)
+        client.wait_job(job_id)
+    finally:
+        proc.stop()
+    return seconds, idle, peak
+
+
 def admission(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Metric]:
-    """POST /v1/bulk → 202 latency; each job drains before the next request (not timed)."""
+    """POST /v1/bulk -> 202 latency; each job drains before the next request (not timed).
+
+    Small sizes go to the run's API, JSON and NDJSON alternating; the 100k NDJSON
+    requests each go to an API started for it, so its peak RSS is that of one request.
+    """
     client = _client(stack)
-    for i in range(3):  # warm the pools and code paths
-        client.wait_job(client.submit(ndjson_body(upserts(f"warm-{_tag()}-{i}", 1000)))[0])
+    warm(client)
     metrics: list[Metric] = []
-    rss = Metric("admission", "API peak RSS, 100k admission", "MB")
-    idle = Metric("admission", "API RSS before 100k admission", "MB")
-    pids = stack.api_worker_pids()
     for size, count in cfg.admission_sizes:
         json_m = Metric(
             "admission", f"admission json {_label(size)}", "ms", size=size, distribution=True
@@ -91,22 +125,27 @@ def admission(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Met
                 ops = upserts(f"adm-{_tag()}", size)
                 body = ndjson_body(ops) if ndjson else json_body(ops)
                 del ops
-                big = size >= 100_000 and ndjson
-                if big:
-                    idle.samples.append(max(_status_mb(pid, "VmRSS") for pid in pids))
-                    _reset_peak_rss(pids)
                 job_id, seconds = client.submit(body, ndjson)
-                if big:
-                    rss.samples.append(max(_status_mb(pid, "VmHWM") for pid in pids))
                 metric.samples.append(seconds * 1000)
                 client.wait_job(job_id)
         log(
-            f"  admission {_label(size)}: json p50 {json_m.percentile(0.5):.1f} ms, "
-            f"ndjson p50 {nd_m.percentile(0.5):.1f} ms over {count} requests"
+            f"  admission {_label(size)}: json p50 {json_m.percentile(0.5):.1f} "
+            f"p99 {json_m.percentile(0.99):.1f} ms, ndjson p50 {nd_m.percentile(0.5):.1f} "
+            f"p99 {nd_m.percentile(0.99):.1f} ms over {count} requests each"
         )
         metrics += [json_m, nd_m]
-    if rss.samples:
-        metrics += [idle, rss]
+    size = BIG_ADMISSION
+    big = Metric("admission", f"admission ndjson {_label(size)}", "ms", size=size)
+    idle = Metric("admission", "API RSS before 100k admission", "MB")
+    rss = Metric("admission", "API peak RSS, 100k admission", "MB")
+    for _ in range(cfg.big_admissions):
+        seconds, before, peak = big_admission(stack, size)
+        big.samples.append(seconds * 1000)
+        idle.samples.append(before)
+        rss.samples.append(peak)
+    if big.samples:
+        log(f"  admission 100k ndjson: {big.median:,.0f} ms, peak RSS {rss.median:.0f} MB")
+        metrics += [big, idle, rss]
     return metrics
 
 
@@ -139,32 +178,21 @@ def e2e_hot(stack: Stack, ops: int) -> float:
     return len(bodies) * HOT_KEYS / (finished - started)
 
 
-RAW_UPSERT = """
-INSERT INTO bench_raw AS r (tenant_id, type, rid, version, admitted_seq, data, created_at,
-                            updated_at)
-VALUES ('bench', %s, %s, 1, 1, %s, now(), now())
-ON CONFLICT (tenant_id, type, rid) DO UPDATE
-SET version = r.version + 1, admitted_seq = r.admitted_seq + 1, data = EXCLUDED.data,
-    updated_at = now()
-"""
-
-
 def raw_floor(dsn: str, ops: int) -> float:
     """Baseline (a): the same upserts, psycopg executemany, 500 per transaction, one process."""
-    import orjson
-
-    from bench.naive import TABLE_DDL
-
     prefix = f"raw-{_tag()}"
-    rows = [("item", f"{prefix}-{i}", orjson.dumps(document(i)).decode()) for i in range(ops)]
+    rows = [
+        ("bench", "item", f"{prefix}-{i}", orjson.dumps(document(i)).decode()) for i in range(ops)
+    ]
     with psycopg.connect(dsn) as conn:
-        conn.execute(TABLE_DDL.replace("bench_naive", "bench_raw"))
-        conn.execute("TRUNCATE bench_raw")
+        conn.execute(table_ddl(RAW_TABLE))
+        conn.execute(f"TRUNCATE {RAW_TABLE}")
         conn.commit()
+        upsert = upsert_sql(RAW_TABLE)
         started = time.perf_counter()
         for start in range(0, ops, RAW_BATCH):
             with conn.cursor() as cur:
-                cur.executemany(RAW_UPSERT, rows[start : start + RAW_BATCH])
+                cur.executemany(upsert, rows[start : start + RAW_BATCH])
             conn.commit()
         return ops / (time.perf_counter() - started)
 
@@ -204,7 +232,7 @@ def naive_rate(stack: Stack, actor: Any, ops: int) -> float:
 
 
 def throughput(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Metric]:
-    from bench.naive import TABLE_DDL, declare, make_broker
+    from bench.naive import TABLE, declare, make_broker
 
     n = cfg.throughput_ops
     raw = Metric("throughput", "raw executemany floor", "ops/s", size=n)
@@ -219,7 +247,7 @@ def throughput(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
     broker = make_broker(REDIS_URL, namespace)
     actor = declare(broker, None)
     with psycopg.connect(stack.dsn, autocommit=True) as conn:
-        conn.execute(TABLE_DDL)
+        conn.execute(table_ddl(TABLE))
     naive_env = {
         "BENCH_NAIVE_REDIS": REDIS_URL,
         "BENCH_NAIVE_NAMESPACE": namespace,
@@ -227,6 +255,7 @@ def throughput(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
     }
     for workers in cfg.workers:
         stack.start_workers(workers)
+        warm(_client(stack))
         spread = Metric("throughput", f"e2e spread keys, {workers} workers", "ops/s", size=n)
         hot = Metric("throughput", f"e2e 100 hot keys, {workers} workers", "ops/s", size=n)
         for _ in range(cfg.reps):
@@ -278,8 +307,10 @@ def run_wrk(url: str, path_prefix: str, seconds: int, key: str | None) -> dict[s
     ]
     if key:
         argv.append(key)
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=seconds + 60)
     text = out.stdout
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk against {url} exited {out.returncode}:\n{text}{out.stderr}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
@@ -291,12 +322,13 @@ def run_wrk(url: str, path_prefix: str, seconds: int, key: str | None) -> dict[s
 
 
 def single_put(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Metric]:
-    """bulkapi PUT vs the bare Flask echo, alternating, same gunicorn shape, no workers."""
+    """bulkapi PUT vs the Flask + psycopg CRUD baseline, alternating runs, same gunicorn
+    shape, no bulkapi workers running."""
     stack.stop_workers()
-    echo, echo_url = stack.start_echo()
+    crud, crud_url = stack.start_crud()
     targets = {
         "bulkapi": (stack.api_url, "/v1/resources/wrk/", stack.key),
-        "bare Flask echo": (echo_url, "/echo/wrk/", None),
+        CRUD: (crud_url, "/crud/wrk/", None),
     }
     metrics: dict[tuple[str, str], Metric] = {}
     for name, (url, prefix, key) in targets.items():
@@ -309,11 +341,12 @@ def single_put(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
             result = run_wrk(url, prefix, cfg.wrk_seconds, key)
             for field, value in result.items():
                 metrics[(name, field)].samples.append(value)
-    echo.stop()
+    crud.stop()
     log(
-        f"  PUT {metrics[('bulkapi', 'rps')].median:,.0f} req/s vs echo "
-        f"{metrics[('bare Flask echo', 'rps')].median:,.0f} req/s "
-        f"({WEB_PROCESSES} processes x {WEB_THREADS} threads each)"
+        f"  PUT {metrics[('bulkapi', 'rps')].median:,.0f} req/s "
+        f"(p99 {metrics[('bulkapi', 'p99')].median:.1f} ms) vs Flask + psycopg "
+        f"{metrics[(CRUD, 'rps')].median:,.0f} req/s (p99 {metrics[(CRUD, 'p99')].median:.1f} ms)"
+        f", {WEB_PROCESSES} processes x {WEB_THREADS} threads each"
     )
     return list(metrics.values())
 
@@ -338,6 +371,7 @@ def e2e_job_set(stack: Stack, size: int) -> float:
 def growth(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Metric]:
     if stack.worker_count != 2:
         stack.start_workers(2)
+    warm(_client(stack))
     metrics: list[Metric] = []
     for size in cfg.growth_sizes:
         reps = 1 if size > MAX_REQUEST_OPS else cfg.reps

@@ -39,14 +39,14 @@ def document(n: int) -> dict[str, Any]:
 
 
 def upserts(
-    prefix: str, count: int, keys: int | None = None, start: int = 0
+    prefix: str, count: int, keys: int | None = None, start: int = 0, rtype: str = "item"
 ) -> list[dict[str, Any]]:
     """``count`` upserts over ``keys`` distinct ids (all distinct when ``keys`` is None)."""
     keys = keys or count
     return [
         {
             "op": "upsert",
-            "type": "item",
+            "type": rtype,
             "id": f"{prefix}-{(start + i) % keys}",
             "data": document(i),
         }
@@ -78,8 +78,9 @@ class Client:
     def submit(self, body: bytes, ndjson: bool = True, retry: bool = False) -> tuple[str, float]:
         """POST /v1/bulk; returns the job id and the seconds until the 202 arrived.
 
-        With ``retry``, an Idempotency-Key makes a retry after a reset connection safe;
-        it costs the server a body digest, so latency cases leave it out.
+        With ``retry``, an Idempotency-Key makes a retry after a reset connection safe
+        (bulkapi replays the first answer); it costs the server a body digest, so latency
+        cases leave it out.
         """
         headers = {"Content-Type": "application/x-ndjson" if ndjson else "application/json"}
         if retry:

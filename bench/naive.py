@@ -17,22 +17,11 @@ import orjson
 import psycopg
 from dramatiq.brokers.redis import RedisBroker
 
+from bench.baseline_sql import upsert_sql
+
 QUEUE = "bench-naive"
-TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS bench_naive (
-    tenant_id varchar(40) NOT NULL, type varchar(64) NOT NULL, rid varchar(128) NOT NULL,
-    version integer NOT NULL, admitted_seq integer NOT NULL, data jsonb,
-    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
-    PRIMARY KEY (tenant_id, type, rid))
-"""
-UPSERT = """
-INSERT INTO bench_naive AS r (tenant_id, type, rid, version, admitted_seq, data, created_at,
-                              updated_at)
-VALUES ('bench', %s, %s, 1, 1, %s, clock_timestamp(), clock_timestamp())
-ON CONFLICT (tenant_id, type, rid) DO UPDATE
-SET version = r.version + 1, admitted_seq = r.admitted_seq + 1, data = EXCLUDED.data,
-    updated_at = clock_timestamp()
-"""
+TABLE = "bench_naive"
+UPSERT = upsert_sql(TABLE)
 
 
 def declare(broker: dramatiq.Broker, dsn: str | None) -> dramatiq.Actor[Any, None]:
@@ -48,7 +37,7 @@ def declare(broker: dramatiq.Broker, dsn: str | None) -> dramatiq.Actor[Any, Non
     def naive_upsert(rtype: str, rid: str, data: dict[str, Any]) -> None:
         conn = connection()
         with conn.transaction():
-            conn.execute(UPSERT, (rtype, rid, orjson.dumps(data).decode()))
+            conn.execute(UPSERT, ("bench", rtype, rid, orjson.dumps(data).decode()))
 
     return dramatiq.actor(broker=broker, actor_name="naive_upsert", queue_name=QUEUE)(naive_upsert)
 

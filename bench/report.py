@@ -1,8 +1,9 @@
-"""Summaries, the printed table, the issue-4 targets, results.json and the plot."""
+"""Summaries, the printed tables, the targets, results.json and the plot."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,27 +79,21 @@ def table(metrics: list[Metric]) -> str:
                 m.unit,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for number, row in enumerate(rows):
-        cells = [
-            cell.ljust(width) if i < 2 or i == 6 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-        if number == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return _markdown(rows, right=(2, 3, 4, 5))
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
+    #: The figure held to the bound: a ratio to the baseline, or an absolute value.
     measured: float
     bound: float
     #: "<=" or ">=".
     op: str
     unit: str
+    #: bulkapi's figure and the baseline's, as printed (empty: an absolute target).
+    subject: str = ""
+    baseline: str = ""
 
     @property
     def met(self) -> bool:
@@ -107,60 +102,99 @@ class Target:
     def line(self) -> str:
         state = "MET " if self.met else "MISS"
         target = f"target {self.op} {_fmt(self.bound)}"
-        return f"{state} {self.name}: {_fmt(self.measured)} {self.unit} ({target})"
+        versus = f" [{self.subject} vs {self.baseline}]" if self.baseline else ""
+        return f"{state} {self.name}: {_fmt(self.measured)} {self.unit} ({target}){versus}"
+
+
+def target_table(goals: list[Target]) -> str:
+    """The targets as a Markdown table: each figure beside its baseline, ratio, verdict."""
+    rows = [("target", "bulkapi", "baseline (same run)", "measured", "bound", "")]
+    for t in goals:
+        rows.append(
+            (
+                t.name,
+                t.subject,
+                t.baseline or "-",
+                f"{_fmt(t.measured)} {t.unit}",
+                f"{t.op} {_fmt(t.bound)} {t.unit}",
+                "MET" if t.met else "MISS",
+            )
+        )
+    return _markdown(rows, right=(3, 4))
+
+
+def _markdown(rows: Sequence[tuple[str, ...]], right: tuple[int, ...]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if number == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+#: The sync PUT baseline's name in metric names (bench/crud.py).
+CRUD = "Flask + psycopg"
+#: Worker processes the bulk targets are stated for.
+_WORKERS = 2
 
 
 def targets(metrics: list[Metric]) -> list[Target]:
-    """Issue 4's targets, from whatever this run measured (2 worker processes)."""
+    """The performance targets, from whatever this run measured (2 worker processes)."""
     by = {m.name: m for m in metrics}
     out: list[Target] = []
 
     def have(*names: str) -> bool:
         return all(name in by for name in names)
 
-    if have("admission json 1k"):
-        lat = by["admission json 1k"]
-        out.append(Target("1k-op admission p50 (JSON)", lat.percentile(0.5), 40, "<=", "ms"))
-        out.append(Target("1k-op admission p99 (JSON)", lat.percentile(0.99), 100, "<=", "ms"))
-    if have("admission ndjson 1k"):
-        lat = by["admission ndjson 1k"]
-        out.append(Target("1k-op admission p50 (NDJSON)", lat.percentile(0.5), 40, "<=", "ms"))
-        out.append(Target("1k-op admission p99 (NDJSON)", lat.percentile(0.99), 100, "<=", "ms"))
+    def fig(name: str) -> str:
+        return f"{_fmt(by[name].median)} {by[name].unit}"
+
+    def ratio(
+        name: str, ours: str, theirs: str, bound: float, unit: str, *, op: str = ">="
+    ) -> None:
+        """ours / theirs, as a factor (unit "x") or a percentage ("%")."""
+        if have(ours, theirs):
+            value = by[ours].median / by[theirs].median * (100 if unit == "%" else 1)
+            out.append(Target(name, value, bound, op, unit, fig(ours), fig(theirs)))
+
+    def absolute(name: str, value: float, bound: float, unit: str) -> None:
+        out.append(Target(name, value, bound, "<=", unit, f"{_fmt(value)} {unit}"))
+
+    rps, p99 = f"PUT req/s {CRUD}", f"PUT p99 {CRUD}"
+    ratio("sync PUT req/s / Flask + psycopg", "PUT req/s bulkapi", rps, 0.70, "x")
+    ratio("sync PUT p99 / Flask + psycopg p99", "PUT p99 bulkapi", p99, 2.0, "x", op="<=")
+    spread = f"e2e spread keys, {_WORKERS} workers"
+    hot = f"e2e 100 hot keys, {_WORKERS} workers"
+    ratio("bulk spread keys / executemany floor", spread, "raw executemany floor", 40, "%")
+    ratio("bulk 100 hot keys / spread keys", hot, spread, 50, "%")
+    for fmt in ("json", "ndjson"):
+        if have(f"admission {fmt} 1k"):
+            latency = by[f"admission {fmt} 1k"]
+            absolute(f"admission 1k p50 ({fmt})", latency.percentile(0.5), 25, "ms")
+            absolute(f"admission 1k p99 ({fmt})", latency.percentile(0.99), 60, "ms")
     if have("admission ndjson 100k"):
         seconds = by["admission ndjson 100k"].median / 1000
-        out.append(Target("100k-op NDJSON admission", seconds, 3, "<=", "s"))
+        absolute("admission 100k NDJSON", seconds, 2, "s")
     if have("API peak RSS, 100k admission"):
-        out.append(
-            Target(
-                "API RSS in 100k admission",
-                by["API peak RSS, 100k admission"].median,
-                300,
-                "<=",
-                "MB",
-            )
-        )
-    spread, hot = "e2e spread keys, 2 workers", "e2e 100 hot keys, 2 workers"
-    if have(spread, "raw executemany floor"):
-        ratio = by[spread].median / by["raw executemany floor"].median
-        out.append(Target("e2e / raw executemany (a)", ratio * 100, 30, ">=", "%"))
-    if have(spread, "sequential PUTs, 1 client"):
-        ratio = by[spread].median / by["sequential PUTs, 1 client"].median
-        out.append(Target("e2e / sequential PUTs (b)", ratio, 20, ">=", "x"))
-    if have(spread, "naive msg-per-op, 2 workers"):
-        ratio = by[spread].median / by["naive msg-per-op, 2 workers"].median
-        out.append(Target("e2e / naive msg-per-op (c)", ratio, 5, ">=", "x"))
-    if have(spread, hot):
-        out.append(
-            Target(
-                "hot keys / spread keys", by[hot].median / by[spread].median * 100, 50, ">=", "%"
-            )
-        )
-    if have("PUT req/s bulkapi", "PUT req/s bare Flask echo"):
-        ratio = by["PUT req/s bulkapi"].median / by["PUT req/s bare Flask echo"].median
-        out.append(Target("single PUT / bare Flask echo", ratio * 100, 50, ">=", "%"))
-    if have("growth 10k µs/op", "growth 100k µs/op"):
-        ratio = by["growth 100k µs/op"].median / by["growth 10k µs/op"].median
-        out.append(Target("cost/op 100k vs 10k", ratio, 1.5, "<=", "x"))
+        peak = by["API peak RSS, 100k admission"].median
+        absolute("API peak RSS, 100k NDJSON admission", peak, 200, "MB")
+    ratio("embedded 100k job / SQLite floor", "embedded e2e", "SQLite executemany floor", 5, "%")
+    if have("embedded 100k job end-to-end"):
+        seconds = by["embedded 100k job end-to-end"].median
+        absolute("embedded 100k job, submit to finished", seconds, 6, "s")
+    effects, writes = "effects run, from first byte", "e2e writes, no effects"
+    ratio("effects/s / writes/s without effects", effects, writes, 0.5, "x")
+    for size in ("100k", "1M"):
+        per_op = f"growth {size} µs/op"
+        ratio(f"cost per op {size} / 10k", per_op, "growth 10k µs/op", 1.5, "x", op="<=")
+    ratio("bulk spread keys / sequential PUTs", spread, "sequential PUTs, 1 client", 20, "x")
+    naive = f"naive msg-per-op, {_WORKERS} workers"
+    ratio("bulk spread keys / naive msg-per-op", spread, naive, 5, "x")
     return out
 
 
@@ -181,6 +215,8 @@ def write_json(
                 "bound": t.bound,
                 "op": t.op,
                 "unit": t.unit,
+                "bulkapi": t.subject,
+                "baseline": t.baseline,
                 "met": t.met,
             }
             for t in goals

@@ -1,9 +1,10 @@
 """``python -m bench``: start the services, run the cases, print and save the results.
 
-Cases: admission, throughput, sync (single PUT), growth; ``--profile`` adds py-spy
-profiles of the admission and drain paths. ``--quick`` is a short smoke run (a few
-minutes); the default run takes roughly a quarter of an hour; ``--million`` adds the
-1,000,000-operation growth point (several more minutes).
+Cases: admission, throughput (bulk), sync (single PUT), growth, embedded, types (schemas
+and side effects); ``--profile`` adds py-spy profiles of the admission and drain paths.
+Every target is printed beside the baseline measured in the same run, MET or MISS.
+``--quick`` is a short smoke run (about 10 minutes, no 1,000,000-operation point unless
+``--million``); the default run takes roughly half an hour and includes that point.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases import Config, admission, growth, single_put, throughput
-from bench.report import Metric, plot, table, targets, write_json
+from bench.embedded import embedded_case
+from bench.report import Metric, plot, table, target_table, targets, write_json
 from bench.stack import (
     PG_ADMIN_URL,
     REDIS_URL,
@@ -33,27 +35,32 @@ from bench.stack import (
 from bench.typed import types_case
 
 HERE = Path(__file__).resolve().parent
-CASES = ("admission", "throughput", "sync", "growth", "types")
+CASES = ("admission", "throughput", "sync", "growth", "embedded", "types")
+#: The growth point that takes longest (about 2 minutes at 10k ops/s): in the full run,
+#: and in a quick run with ``--million``.
+MILLION = 1_000_000
 
 FULL = Config(
     reps=3,
-    admission_sizes=((1000, 30), (10_000, 20), (100_000, 3)),
-    workers=(1, 2, 4),
+    admission_sizes=((1000, 100), (10_000, 10)),
+    big_admissions=3,
+    workers=(2,),
     throughput_ops=100_000,
     naive_ops=5000,
     sequential_puts=2000,
     wrk_seconds=10,
-    growth_sizes=(1000, 10_000, 100_000),
+    growth_sizes=(10_000, 100_000, MILLION),
 )
 QUICK = Config(
     reps=2,
-    admission_sizes=((1000, 20), (10_000, 3), (100_000, 1)),
-    workers=(1, 2),
+    admission_sizes=((1000, 20), (10_000, 3)),
+    big_admissions=1,
+    workers=(2,),
     throughput_ops=20_000,
     naive_ops=1000,
     sequential_puts=300,
     wrk_seconds=3,
-    growth_sizes=(1000, 10_000, 100_000),
+    growth_sizes=(10_000, 100_000),
 )
 
 
@@ -78,7 +85,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=lambda t: _csv(int, t),
         default=None,
-        help="worker process counts for the throughput case (default 1,2,4)",
+        help="worker process counts for the throughput case (default 2; targets use 2)",
     )
     parser.add_argument("--reps", type=int, default=None, help="repetitions per measurement")
     parser.add_argument(
@@ -87,7 +94,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--million",
         action="store_true",
-        help="add the 1,000,000-operation growth point (a long run)",
+        help="add the 1,000,000-operation growth point to a --quick run (the full run has it)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="also record py-spy profiles of admission and drain"
@@ -103,10 +110,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def config(args: argparse.Namespace) -> Config:
     base = QUICK if args.quick else FULL
-    growth_sizes = base.growth_sizes + ((1_000_000,) if args.million else ())
+    million = args.million and MILLION not in base.growth_sizes
+    growth_sizes = base.growth_sizes + ((MILLION,) if million else ())
     return Config(
         reps=args.reps or base.reps,
         admission_sizes=base.admission_sizes,
+        big_admissions=base.big_admissions,
         workers=args.workers or base.workers,
         throughput_ops=args.ops or base.throughput_ops,
         naive_ops=base.naive_ops,
@@ -137,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="bulkapi-bench-"))
     log(f"bulkapi bench: cases {','.join(args.cases)}; logs in {logs}")
     started = time.monotonic()
+    load_before = os.getloadavg()
     metrics: list[Metric] = []
     extra: dict[str, Any] = {}
     with running_stack(logs) as stack:
@@ -145,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": throughput,
             "sync": single_put,
             "growth": growth,
+            "embedded": embedded_case,
             "types": types_case,
         }
         for case in CASES:
@@ -152,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if case in ("admission", "types") and stack.worker_count != 2:
                 stack.start_workers(2)
+            if case == "embedded":  # its server drains in-process: nothing else running
+                stack.stop_workers()
             case_started = time.monotonic()
             log(f"[{case}]")
             metrics += runners[case](stack, cfg, log)
@@ -164,15 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     goals = targets(metrics)
     log("")
     log(table(metrics))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    log(f"\nload average {load} at the end ({os.cpu_count()} CPUs): absolute figures drift with it")
     log("")
-    for goal in goals:
-        log(goal.line())
+    log(target_table(goals))
     meta = {
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 1),
         "quick": args.quick,
         "config": cfg.__dict__,
         "cpus": os.cpu_count(),
+        # Other work on the machine skews absolute figures (ratios less so): say how much.
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "postgres": PG_ADMIN_URL.rsplit("/", 1)[0],

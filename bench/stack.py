@@ -1,4 +1,4 @@
-"""What a benchmark run starts and stops: a database, the API, workers, the echo server.
+"""What a benchmark run starts and stops: a database, the API, workers, the baselines.
 
 Only 127.0.0.1 is touched. Every database and Redis namespace is unique to the run and
 removed at the end; every process is started here and stopped by its own pid.
@@ -21,6 +21,8 @@ import psycopg
 import redis
 import requests
 
+from bench.baseline_sql import CRUD_TABLE, table_ddl
+from bench.resource_types import EFFECT_LOG
 from tests.support import (
     ROOT,
     ManagedProcess,
@@ -30,15 +32,19 @@ from tests.support import (
     service_env,
     wait_until,
 )
-from tests.types_for_tests import EFFECT_LOG
 
 PG_ADMIN_URL = os.environ.get("BULKAPI_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BULKAPI_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-#: gunicorn shape shared by the API and the echo server (bulkapi's defaults with a broker).
+#: gunicorn shape shared by the API and the CRUD baseline (bulkapi's defaults with a broker).
 WEB_PROCESSES = 2
 WEB_THREADS = 16
 #: Threads per worker process, for bulkapi's workers and the naive baseline alike.
 WORKER_THREADS = 4
+#: Per-tenant request rate of the benchmark's services: high enough that no load here is
+#: refused, so the limiter's cost is measured and its 429s never are.
+RATE_LIMIT = "1000000/second"
+#: The types module every bulkapi service of the run loads.
+TYPES_MODULE = "bench.resource_types"
 #: Seconds a service gets to come up before the run gives up.
 START_TIMEOUT = 60
 _READY = re.compile(rb"Worker process is ready for action")
@@ -103,29 +109,50 @@ class Stack:
         return self.pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
     def start_api(self) -> None:
-        self.env = service_env(
-            self.pg_url,
-            REDIS_URL,
-            self.namespace,
-            BULKAPI_SWEEP_INTERVAL="5",
-            BULKAPI_WEB_PROCESSES=str(WEB_PROCESSES),
-            BULKAPI_WEB_THREADS=str(WEB_THREADS),
-        )
-        # The test types module's ``recorded`` effect appends to this file.
-        self.env[EFFECT_LOG] = str(self.logs / "effects.ndjson")
+        self.env = self.service_env(self.pg_url, REDIS_URL)
         subprocess.run(
             bulkapi_argv("db", "upgrade"), env=self.env, cwd=ROOT, check=True, capture_output=True
         )
         self.key = create_api_key(self.env, "bench")
-        port = free_port()
-        self.api = self._start(bulkapi_argv("serve", "--port", str(port)), self.env, "api")
-        self.api_url = f"http://127.0.0.1:{port}"
-        wait_http(self.api, self.api_url + "/readyz")
+        self.api, self.api_url = self.serve(self.env, "api")
 
-    def api_worker_pids(self) -> list[int]:
-        """The gunicorn worker processes (the arbiter only forks and watches them)."""
-        assert self.api is not None
-        return self.api.children()
+    def service_env(self, database_url: str, broker_url: str | None) -> dict[str, str]:
+        """The environment of a bulkapi process of this run (production or embedded)."""
+        env = service_env(
+            database_url,
+            broker_url,
+            self.namespace,
+            BULKAPI_SWEEP_INTERVAL="5",
+            BULKAPI_WEB_PROCESSES=str(WEB_PROCESSES if broker_url else 1),
+            BULKAPI_WEB_THREADS=str(WEB_THREADS),
+            BULKAPI_RATE_LIMIT=RATE_LIMIT,
+            BULKAPI_TYPES=TYPES_MODULE,
+        )
+        env[EFFECT_LOG] = str(self.effect_log)
+        return env
+
+    @property
+    def effect_log(self) -> Path:
+        """Where the ``stamped`` type's effect writes a line per run."""
+        return self.logs / "effects.ndjson"
+
+    def serve(self, env: dict[str, str], name: str) -> tuple[ManagedProcess, str]:
+        """``bulkapi serve`` with ``env`` on a free port, once ``/readyz`` answers 200."""
+        port = free_port()
+        proc = self._start(bulkapi_argv("serve", "--port", str(port)), env, name)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(proc, url + "/readyz")
+        return proc, url
+
+    def embedded(self, db_path: Path) -> tuple[ManagedProcess, str, str]:
+        """``bulkapi serve`` in embedded mode (SQLite file, no broker): process, URL, key."""
+        env = self.service_env(f"sqlite:///{db_path}", None)
+        subprocess.run(
+            bulkapi_argv("db", "upgrade"), env=env, cwd=ROOT, check=True, capture_output=True
+        )
+        key = create_api_key(env, "bench")
+        proc, url = self.serve(env, "embedded")
+        return proc, url, key
 
     def start_workers(self, processes: int) -> None:
         """(Re)start ``bulkapi worker`` with ``processes`` and wait until all are ready."""
@@ -165,14 +192,16 @@ class Stack:
         )
         return proc
 
-    def start_echo(self) -> tuple[ManagedProcess, str]:
-        """The bare Flask echo app behind gunicorn gthread, shaped like the API server."""
+    def start_crud(self) -> tuple[ManagedProcess, str]:
+        """The Flask + psycopg CRUD baseline behind gunicorn gthread, shaped like the API."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(table_ddl(CRUD_TABLE))
         port = free_port()
         argv = [
             sys.executable,
             "-m",
             "gunicorn",
-            "bench.echo:app",
+            "bench.crud:app",
             "--bind",
             f"127.0.0.1:{port}",
             "--worker-class",
@@ -182,7 +211,8 @@ class Stack:
             "--threads",
             str(WEB_THREADS),
         ]
-        proc = self._start(argv, dict(os.environ), "echo")
+        env = {**os.environ, "BENCH_CRUD_DSN": self.dsn, "BENCH_CRUD_POOL_SIZE": str(WEB_THREADS)}
+        proc = self._start(argv, env, "crud")
         url = f"http://127.0.0.1:{port}"
         wait_http(proc, url + "/healthz")
         return proc, url

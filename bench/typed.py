@@ -1,12 +1,14 @@
-"""Case 'types': what a schema costs at admission, what effects cost after it.
+"""Case 'types': what a schema costs at admission, what side effects cost after it.
 
-Each comparison runs side by side in one run, on the same stack:
+Each comparison runs side by side in one run, on the same stack (types of
+``bench.resource_types``):
 
 - admission of 1,000 operations with the same documents, to an unregistered type and to
-  a type with a marshmallow schema (tests.types_for_tests ``window``), interleaved;
+  a type with a marshmallow schema (``checked``), interleaved;
 - end to end, the same upserts to an unregistered type and to one with a side effect
-  (``recorded``, whose handler appends a line to a file): writes applied per second, and
-  effects run per second from the first byte to the last effect's end.
+  that does next to nothing (``stamped``): writes applied per second, and effects run per
+  second from the first byte to the last effect's end (read from the lines the effect
+  appends to the run's effect log).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
-import psycopg
+import orjson
 
 from bench.cases import Config
-from bench.client import Client, json_body, ndjson_body
+from bench.client import Client, json_body, ndjson_body, upserts
 from bench.report import Metric
 from bench.stack import Stack
 
@@ -29,30 +31,29 @@ ADMISSION_OPS = 1000
 EFFECTS_TIMEOUT = 900
 
 
-def _windows(rtype: str, prefix: str, count: int) -> list[dict[str, Any]]:
-    return [
-        {"op": "upsert", "type": rtype, "id": f"{prefix}-{i}", "data": {"start": i, "end": i + 1}}
-        for i in range(count)
-    ]
-
-
-def _effects_finished(dsn: str, prefix: str, count: int) -> float:
-    """Epoch seconds at which the last of the ``count`` effects of ids ``prefix-*`` ended."""
+def _effects_finished(log_path: Path, prefix: str, count: int) -> float:
+    """Epoch seconds at which the last of the ``count`` effects of ids ``prefix-*`` ended
+    (the lines the ``stamp`` effect appends; read as they arrive, complete lines only)."""
     deadline = time.monotonic() + EFFECTS_TIMEOUT
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'succeeded'),"
-                " extract(epoch FROM max(finished_at))"
-                " FROM effects WHERE type = 'recorded' AND rid LIKE %s",
-                (f"{prefix}-%",),
-            ).fetchone()
-            assert row is not None
-            if row[0] >= count:
-                return float(row[1])
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {row[0]} of {count} effects ran")
-            time.sleep(0.05)
+    seen: set[str] = set()
+    last = 0.0
+    position = 0
+    while True:
+        with log_path.open("rb") as log:
+            log.seek(position)
+            chunk = log.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        position += len(complete)
+        for line in complete.splitlines():
+            entry = orjson.loads(line)
+            if entry["id"].startswith(prefix):
+                seen.add(entry["id"])  # an effect runs at least once: count ids
+                last = max(last, entry["at"])
+        if len(seen) >= count:
+            return last
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {count} effects ran")
+        time.sleep(0.2)
 
 
 def types_case(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Metric]:
@@ -61,8 +62,9 @@ def types_case(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
     plain = Metric("types", "admission 1k, unregistered type", "ms", distribution=True)
     typed = Metric("types", "admission 1k, marshmallow schema", "ms", distribution=True)
     for i in range(requests_per_type + 2):
-        for rtype, metric in (("item", plain), ("window", typed)):
-            body = json_body(_windows(rtype, f"adm-{uuid.uuid4().hex[:8]}", ADMISSION_OPS))
+        for rtype, metric in (("item", plain), ("checked", typed)):
+            ops = upserts(f"adm-{uuid.uuid4().hex[:8]}", ADMISSION_OPS, rtype=rtype)
+            body = json_body(ops)
             job_id, seconds = client.submit(body, ndjson=False)
             if i >= 2:  # the first two of each warm up
                 metric.samples.append(seconds * 1000)
@@ -77,14 +79,16 @@ def types_case(stack: Stack, cfg: Config, log: Callable[[str], None]) -> list[Me
     writes = Metric("types", "e2e writes, no effects", "ops/s", size=n)
     effected = Metric("types", "e2e writes, one effect each", "ops/s", size=n)
     effects = Metric("types", "effects run, from first byte", "effects/s", size=n)
+    stack.effect_log.touch()
     for _ in range(cfg.reps):
-        for rtype, metric in (("item", writes), ("recorded", effected)):
+        for rtype, metric in (("item", writes), ("stamped", effected)):
             prefix = f"e2e-{uuid.uuid4().hex[:8]}"
             started = time.time()
-            job_id, _ = client.submit(ndjson_body(_windows(rtype, prefix, n)))
+            job_id, _ = client.submit(ndjson_body(upserts(prefix, n, rtype=rtype)))
             metric.samples.append(n / (client.finished_at(job_id) - started))
-            if rtype == "recorded":
-                effects.samples.append(n / (_effects_finished(stack.dsn, prefix, n) - started))
+            if rtype == "stamped":
+                finished = _effects_finished(stack.effect_log, prefix + "-", n)
+                effects.samples.append(n / (finished - started))
     log(
         f"  {n:,} upserts: writes {writes.median:,.0f} ops/s without effects, "
         f"{effected.median:,.0f} with; effects done at {effects.median:,.0f}/s"
