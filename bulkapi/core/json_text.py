@@ -51,7 +51,7 @@ _CONTAINER = _container(_LEVELS)
 _VALUE = re.compile(_STRING + b"|" + _CONTAINER + b"|" + _SCALAR, re.DOTALL)
 _STRING_AT = re.compile(_STRING, re.DOTALL)
 _CONTAINER_AT = re.compile(_CONTAINER, re.DOTALL)
-_SPECIAL = re.compile(rb'["\[\]{}]')
+_STRUCTURAL = re.compile(rb'["\[\]{}]')
 _SPACE = re.compile(rb"\s*+")
 
 
@@ -172,7 +172,7 @@ def _walk(text: bytes | bytearray, position: int) -> int:
     bracket at a time, each inner value in one match where it can."""
     depth = 0
     while True:
-        special = _SPECIAL.search(text, position)
+        special = _STRUCTURAL.search(text, position)
         if special is None:
             raise NotJson("The body ends inside a value.")
         position = special.start()
