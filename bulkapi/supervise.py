@@ -11,12 +11,13 @@ holds the work, and the new group's sweepers wake every partition that has some.
 The group also ends with its main process. Dramatiq's worker processes are children of
 its main process; killed, that process would leave them running (re-parented to init,
 draining beside the next group, and never told to stop). So the group runs in a process
-group of its own; every worker process is sent SIGTERM when the main process dies (see
+group of its own; every worker process is killed when the main process dies (see
 ``bulkapi/worker.py``); this process is a child subreaper, so the orphans become its
 children; and whenever the main process has exited, what is left of its group gets
-``ORPHAN_GRACE`` seconds to finish its batch, is then killed, and is reaped, before any
-new group starts and before `bulkapi worker` exits. The main process itself is sent
-SIGTERM if `bulkapi worker` dies.
+``ORPHAN_GRACE`` seconds to go, is then killed, and is reaped, before any new group
+starts and before `bulkapi worker` exits. The main process itself is killed if `bulkapi
+worker` dies without stopping it: that happens only when `bulkapi worker` is killed, and
+the group then ends as abruptly, as a crashed host's would.
 
 This is not a process manager: a system supervisor (systemd, Kubernetes) still runs
 `bulkapi worker` itself, and gets its exit code when it is stopped.
@@ -42,8 +43,8 @@ FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 #: A group that ran this long before it failed was healthy: the delay starts over.
 HEALTHY_SECONDS = 60.0
-#: Seconds the processes a group's main process left behind get to finish their batch
-#: (they are sent SIGTERM when it dies) before they are killed.
+#: Seconds the processes a group's main process left behind get to go (they are killed
+#: with it; this catches any that were not yet tied to it) before they are killed.
 ORPHAN_GRACE = 10.0
 #: Seconds to wait for killed processes to be gone (they are reaped as they go).
 _KILL_WAIT = 5.0
@@ -97,9 +98,10 @@ class Supervisor:
 
 
 def _tie_to(supervisor: int) -> None:
-    """Between fork and exec of a group's main process: SIGTERM to it when the supervisor
-    dies, and no group at all if it is dead already."""
-    if not die_with_parent(signal.SIGTERM, supervisor):
+    """Between fork and exec of a group's main process: SIGKILL to it when the supervisor
+    dies (only ever killed itself: a stopping supervisor stops its group first), and no
+    group at all if it is dead already."""
+    if not die_with_parent(signal.SIGKILL, supervisor):
         os._exit(1)
 
 

@@ -2,8 +2,10 @@
 
 Importing it sets the broker and declares the actors from the environment, once per
 worker process. It also ties the worker process to Dramatiq's main process, which
-started it: when that one dies (killed, say), the worker is sent SIGTERM, finishes its
-current message and exits, instead of draining on beside whatever group replaces it.
+started it: the main process only dies before its workers when it is killed (a graceful
+stop ends the workers first), and then the worker is killed too (SIGKILL), as a crashed
+host's would be, instead of draining on beside whatever group replaces it, or hanging
+on in a handler that never returns. Its batch rolls back; the database keeps the work.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from bulkapi.lifelines import die_with_parent
 from bulkapi.runtime import Runtime
 
 main_process = multiprocessing.parent_process()
-if main_process is not None and not die_with_parent(signal.SIGTERM, main_process.pid or 0):
+if main_process is not None and not die_with_parent(signal.SIGKILL, main_process.pid or 0):
     raise SystemExit("Dramatiq's main process is gone: this worker process stops.")
 settings = Settings.from_env()
 if settings.broker_url is None:

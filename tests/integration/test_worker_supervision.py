@@ -144,6 +144,11 @@ def test_the_group_stops_when_bulkapi_worker_is_killed(
     supervisor = start_workers(env, tmp_path)
     try:
         main, workers = _group_of(supervisor)
+        # Booted: each worker process has tied itself to the main process.
+        wait_until(
+            lambda: supervisor.log().count("Worker process is ready for action.") >= 2,
+            what="both worker processes to boot",
+        )
         assert supervisor.process is not None
         os.kill(supervisor.pid, signal.SIGKILL)
         supervisor.process.wait(WAIT_SECONDS)
