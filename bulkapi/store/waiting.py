@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, literal, select, true
+from sqlalchemy import and_, func, literal, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from bulkapi.core.operations import OpStatus
+from bulkapi.store.database import is_postgres
 from bulkapi.store.tables import operations
 
 #: Pending operations of the job looked at per read, in request order: the query's cost
@@ -46,27 +48,28 @@ def blockers(conn: Connection, tenant_id: str, job_id: str) -> list[Blocker]:
         .limit(SCANNED_OPERATIONS)
         .subquery()
     )
-    # Lateral, and kept from being flattened into a plain join (OFFSET 0), so each
-    # scanned key is looked up by the index on its own (tenant, type, id): as a join, a
-    # planner without statistics scanned the tenant's whole backlog once per key.
     earlier = operations.alias("earlier")
     ahead = (
-        select(earlier.c.job_id)
-        .where(
-            earlier.c.tenant_id == tenant_id,
-            earlier.c.type == scanned.c.type,
-            earlier.c.rid == scanned.c.rid,
-            earlier.c.seq < scanned.c.seq,
-            _pending(earlier.c.status),
-        )
-        .offset(0)
-        .lateral("ahead")
+        earlier.c.tenant_id == tenant_id,
+        earlier.c.type == scanned.c.type,
+        earlier.c.rid == scanned.c.rid,
+        earlier.c.seq < scanned.c.seq,
+        _pending(earlier.c.status),
     )
+    blocking: Any = earlier
+    source: Any = scanned.join(earlier, and_(*ahead))
+    if is_postgres(conn):
+        # Lateral, and kept from being flattened into a plain join (OFFSET 0), so each
+        # scanned key is looked up by the index on its own (tenant, type, id): as a join,
+        # a planner without statistics scanned the tenant's backlog once per key. (SQLite
+        # has no LATERAL, and its planner looks each key up by the index anyway.)
+        blocking = select(earlier.c.job_id).where(*ahead).offset(0).lateral("ahead")
+        source = scanned.join(blocking, true())
     rows = conn.execute(
-        select(ahead.c.job_id, func.count().label("waiting"))
-        .select_from(scanned.join(ahead, true()))
-        .group_by(ahead.c.job_id)
-        .order_by(ahead.c.job_id)
+        select(blocking.c.job_id, func.count().label("waiting"))
+        .select_from(source)
+        .group_by(blocking.c.job_id)
+        .order_by(blocking.c.job_id)
         .limit(MAX_BLOCKERS)
     )
     return [Blocker(row.job_id, int(row.waiting)) for row in rows]
