@@ -1,10 +1,12 @@
 """Draining one partition, the store's half: lock and read a batch, then write its plan.
 
 What happens to each operation is decided by ``core.plan``; this module only locks,
-reads and writes, set-based. On PostgreSQL a batch costs two round trips: one statement
-takes the partition's lock, locks the batch's operation rows and reads them with their
-jobs' flags and their resources' states; then every write and the COMMIT go out
-together in one pipeline.
+reads and writes, set-based. On PostgreSQL a batch is one statement that takes the
+partition's lock, locks the batch's operation rows and reads them with their jobs' flags
+and their resources' states, then a handful of array statements and the COMMIT. Not in
+pipeline mode: a backend in the middle of a pipeline is "active" waiting for the rest of
+it, which no idle-in-transaction timeout ends, so a drainer frozen mid-pipeline would
+keep its partition for as long as it stays frozen.
 
 Locks and who waits on them: the partition's transaction-scoped advisory lock keeps
 other drainers of the partition out for the whole batch; the operation rows are locked
@@ -136,8 +138,7 @@ def _read_batch_postgres(
 ) -> Batch | None:
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
-    with driver.pipeline():  # type: ignore[union-attr]  # BEGIN travels with the query
-        cursor.execute(_PG_READ, {"partition": partition, "batch_size": batch_size, "now": now})
+    cursor.execute(_PG_READ, {"partition": partition, "batch_size": batch_size, "now": now})
     rows = cursor.fetchall()
     if not rows[0][0]:
         return None
@@ -256,52 +257,51 @@ def _write_plan_postgres(
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
     # Lock order, as in cancel: job rows, then resource rows, then counters.
-    with driver.pipeline():  # type: ignore[union-attr]
-        if job_ids:
-            cursor.execute(_PG_START_JOBS, {"now": now, "jobs": job_ids})
-        keys = plan.keys
-        cursor.execute(
-            _PG_WRITE_RESOURCES,
+    if job_ids:
+        cursor.execute(_PG_START_JOBS, {"now": now, "jobs": job_ids})
+    keys = plan.keys
+    cursor.execute(
+        _PG_WRITE_RESOURCES,
+        {
+            "now": now,
+            "tenants": [k.key[0] for k in keys],
+            "types": [k.key[1] for k in keys],
+            "rids": [k.key[2] for k in keys],
+            "changed": [k.changed for k in keys],
+            "versions": [k.state.version for k in keys],
+            "datas": [_json(k.state.data) if k.changed else None for k in keys],
+            "done": [k.done for k in keys],
+            "retry": [k.retry_at for k in keys],
+        },
+    )
+    cursor.execute(
+        _PG_FINISH,
+        {
+            "now": now,
+            "ids": [f[0] for f in finished],
+            "statuses": [f[1] for f in finished],
+            "versions": [f[2] for f in finished],
+            "codes": [None if f[3] is None else f[3].value for f in finished],
+            "messages": [f[4] for f in finished],
+            "attempts": [f[5] for f in finished],
+        },
+    )
+    if counted:
+        tallies = [plan.tallies[c] for c in counted]
+        counter.execute(
+            _PG_COUNT,
             {
-                "now": now,
-                "tenants": [k.key[0] for k in keys],
-                "types": [k.key[1] for k in keys],
-                "rids": [k.key[2] for k in keys],
-                "changed": [k.changed for k in keys],
-                "versions": [k.state.version for k in keys],
-                "datas": [_json(k.state.data) if k.changed else None for k in keys],
-                "done": [k.done for k in keys],
-                "retry": [k.retry_at for k in keys],
+                "jobs": [job_id for job_id, _ in counted],
+                "partitions": [partition for _, partition in counted],
+                "succeeded": [t.succeeded for t in tallies],
+                "failed": [t.failed for t in tallies],
+                "cancelled": [t.cancelled for t in tallies],
             },
         )
-        cursor.execute(
-            _PG_FINISH,
-            {
-                "now": now,
-                "ids": [f[0] for f in finished],
-                "statuses": [f[1] for f in finished],
-                "versions": [f[2] for f in finished],
-                "codes": [None if f[3] is None else f[3].value for f in finished],
-                "messages": [f[4] for f in finished],
-                "attempts": [f[5] for f in finished],
-            },
-        )
-        if counted:
-            tallies = [plan.tallies[c] for c in counted]
-            counter.execute(
-                _PG_COUNT,
-                {
-                    "jobs": [job_id for job_id, _ in counted],
-                    "partitions": [partition for _, partition in counted],
-                    "succeeded": [t.succeeded for t in tallies],
-                    "failed": [t.failed for t in tallies],
-                    "cancelled": [t.cancelled for t in tallies],
-                },
-            )
-        if plan.effects:
-            insert_effects(cursor, plan.effects, now)
-        record_history_postgres(cursor, plan.applied, now, keep_history)
-        driver.commit()  # type: ignore[union-attr]
+    if plan.effects:
+        insert_effects(cursor, plan.effects, now)
+    record_history_postgres(cursor, plan.applied, now, keep_history)
+    driver.commit()  # type: ignore[union-attr]
     if not counted:
         return []
     return sorted({job_id for job_id, pending in counter.fetchall() if pending == 0})

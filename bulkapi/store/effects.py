@@ -86,7 +86,7 @@ _PG_COLUMNS = (
 
 def insert_effects(cursor: Any, changes: Iterable[AppliedChange], now: datetime) -> None:
     """``record_effects`` on a raw psycopg cursor, as one array statement, so it can go
-    out in a pipeline with the rest of a write and its COMMIT."""
+    go with the rest of a write on its own cursor."""
     rows = effect_values(changes, now)
     arrays: dict[str, Any] = {column: [row[column] for row in rows] for column in _PG_COLUMNS}
     for column in ("before", "after"):

@@ -48,7 +48,7 @@ def record_history_postgres(
     cursor: Any, entries: Sequence[Applied], now: datetime, keep: int
 ) -> None:
     """``record_history`` on a raw psycopg cursor (two array statements), so it can go out
-    in a pipeline with the rest of a write and its COMMIT."""
+    with the rest of a write on its own cursor."""
     if not entries:
         return
     cursor.execute(
