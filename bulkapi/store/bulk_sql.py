@@ -18,8 +18,7 @@ from sqlalchemy.engine import Connection
 
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpStatus
-from bulkapi.store.database import is_postgres
-from bulkapi.store.tables import resources
+from bulkapi.store.database import is_postgres, sqlite_timestamp
 
 #: Keys per SELECT when SQLite reads back the sequences it handed out.
 SQLITE_READ_CHUNK = 300
@@ -146,17 +145,11 @@ class SqliteBulkSql:
         f" VALUES ({', '.join('?' for _ in _OPERATION_COLUMNS)})"
     )
 
-    @staticmethod
-    def _timestamp(conn: Connection, moment: datetime) -> Any:
-        """``moment`` as SQLAlchemy itself stores it in SQLite, so reads agree."""
-        process = resources.c.updated_at.type.bind_processor(conn.dialect)
-        return moment if process is None else process(moment)
-
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
     ) -> dict[ResourceKey, int]:
         cursor = _driver_cursor(conn)
-        stamp = self._timestamp(conn, now)
+        stamp = sqlite_timestamp(conn, now)
         allocated: dict[ResourceKey, int] = {}
         for key in sorted(keys):
             cursor.execute(self._ALLOCATE, (tenant_id, key.type, key.id, stamp, stamp))

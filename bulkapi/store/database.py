@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import DateTime, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -171,3 +171,12 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def sqlite_timestamp(conn: Connection, moment: datetime | None) -> Any:
+    """``moment`` as SQLAlchemy itself stores it in SQLite, so reads agree."""
+    if moment is None:
+        return None
+    column_type = DateTime(timezone=True).dialect_impl(conn.dialect)
+    process = column_type.bind_processor(conn.dialect)
+    return moment if process is None else process(moment)

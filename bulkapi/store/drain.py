@@ -35,10 +35,10 @@ from bulkapi.core.jobs import JobStatus
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
-from bulkapi.store.database import as_utc, dialect_insert, is_postgres
+from bulkapi.store.database import as_utc, dialect_insert, is_postgres, sqlite_timestamp
 from bulkapi.store.effects import effect_values, insert_effects
 from bulkapi.store.history import record_history, record_history_postgres
-from bulkapi.store.tables import effects, job_status_history, jobs, resources
+from bulkapi.store.tables import effects, job_status_history, jobs
 
 #: Tenants served per batch; the rest wait for the next batch (oldest first).
 MAX_TENANTS_PER_BATCH = 8
@@ -143,43 +143,8 @@ def _read_batch_postgres(
     if not rows[0][0]:
         return None
     batch = Batch([], {}, {})
-    for (
-        _,
-        ref,
-        job_id,
-        index,
-        tenant_id,
-        rtype,
-        rid,
-        seq,
-        op,
-        data,
-        if_version,
-        attempts,
-        deadline,
-        cancelled,
-        version,
-        document,
-    ) in rows:
-        if ref is None:
-            break
-        key = ResourceKey(rtype, rid)
-        batch.pending.append(
-            Pending(
-                ref,
-                job_id,
-                index,
-                tenant_id,
-                partition,
-                seq,
-                Operation(OpKind(op), key, data, if_version),
-                attempts,
-            )
-        )
-        if version is not None and (tenant_id, rtype, rid) not in batch.states:
-            batch.states[(tenant_id, rtype, rid)] = ResourceState(version, document)
-        if job_id not in batch.jobs:
-            batch.jobs[job_id] = JobFacts(deadline, cancelled)
+    if rows[0][1] is not None:  # the lock came with no operation: an empty partition
+        _add_rows(batch, partition, [row[1:] for row in rows], text=False)
     return batch
 
 
@@ -328,8 +293,8 @@ _SQLITE_TENANTS = (
     " GROUP BY tenant_id ORDER BY min(id) LIMIT ?"
 )
 _SQLITE_READ = """
-SELECT o.id, o.job_id, o.idx, o.type, o.rid, o.seq, o.op, o.data, o.if_version, o.attempts,
-       j.deadline, j.cancelled_at IS NOT NULL, r.version, r.data
+SELECT o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op, o.data, o.if_version,
+       o.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version, r.data
 FROM operations AS o
 JOIN jobs AS j ON j.id = o.job_id
 JOIN resources AS r ON r.tenant_id = o.tenant_id AND r.type = o.type AND r.rid = o.rid
@@ -361,19 +326,21 @@ def _read_batch_sqlite(
         share = max(1, room // max(1, len(tenants)))
         for tenant_id in tenants:
             rows = cursor.execute(_SQLITE_READ, (part, tenant_id, stamp, share)).fetchall()
-            _add_rows(batch, part, tenant_id, rows)
+            _add_rows(batch, part, rows, text=True)
             room -= len(rows)
         if room <= 0:
             break
     return batch
 
 
-def _add_rows(batch: Batch, partition: int, tenant_id: str, rows: list[Any]) -> None:
-    loads = orjson.loads
+def _add_rows(batch: Batch, partition: int, rows: list[Any], *, text: bool) -> None:
+    """Add read rows (operation, its job's flags, its resource's state) to the batch.
+    ``text``: documents and times come as SQLite stores them, to be decoded."""
     for (
         ref,
         job_id,
         index,
+        tenant_id,
         rtype,
         rid,
         seq,
@@ -394,22 +361,20 @@ def _add_rows(batch: Batch, partition: int, tenant_id: str, rows: list[Any]) -> 
                 tenant_id,
                 partition,
                 seq,
-                Operation(
-                    OpKind(op),
-                    ResourceKey(rtype, rid),
-                    None if data is None else loads(data),
-                    if_version,
-                ),
+                Operation(OpKind(op), ResourceKey(rtype, rid), _decoded(data, text), if_version),
                 attempts,
             )
         )
         state_key = (tenant_id, rtype, rid)
-        if state_key not in batch.states:
-            batch.states[state_key] = ResourceState(
-                version, None if document is None else loads(document)
-            )
+        if version is not None and state_key not in batch.states:
+            batch.states[state_key] = ResourceState(version, _decoded(document, text))
         if job_id not in batch.jobs:
-            batch.jobs[job_id] = JobFacts(_sqlite_time(deadline), bool(cancelled))
+            when = _sqlite_time(deadline) if text else deadline
+            batch.jobs[job_id] = JobFacts(when, bool(cancelled))
+
+
+def _decoded(document: Any, text: bool) -> Any:
+    return orjson.loads(document) if text and document is not None else document
 
 
 def _sqlite_time(value: str | None) -> datetime | None:
@@ -435,15 +400,6 @@ _SQLITE_COUNT = (
     " cancelled = cancelled + ?, pending = pending - ?"
     " WHERE job_id = ? AND partition = ? RETURNING pending"
 )
-
-
-def sqlite_timestamp(conn: Connection, moment: datetime | None) -> Any:
-    """``moment`` as SQLAlchemy itself stores it in SQLite, so reads agree."""
-    if moment is None:
-        return None
-    column_type = resources.c.updated_at.type.dialect_impl(conn.dialect)
-    process = column_type.bind_processor(conn.dialect)
-    return moment if process is None else process(moment)
 
 
 def _write_plan_sqlite(
