@@ -16,7 +16,7 @@ from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import Operation
 from bulkapi.ids import digest, id_time, new_id, new_secret
-from bulkapi.store.bulk_sql import OperationRow, bulk_sql_for
+from bulkapi.store.bulk_sql import JobOperations, bulk_sql_for
 from bulkapi.store.database import as_utc
 from bulkapi.store.tables import job_counts, job_status_history, jobs, status_tokens
 
@@ -152,12 +152,7 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
     sequences = bulk.allocate_sequences(conn, job.tenant_id, [op.key for op in job.operations], now)
     bulk.insert_operations(
         conn,
-        [
-            OperationRow(job_id, index, job.tenant_id, op, partition, sequences[op.key])
-            for index, (op, partition) in enumerate(
-                zip(job.operations, job.partitions, strict=True)
-            )
-        ],
+        JobOperations(job_id, job.tenant_id, job.operations, job.partitions, sequences),
     )
     conn.execute(
         job_counts.insert(),

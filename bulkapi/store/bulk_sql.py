@@ -8,7 +8,7 @@ exclusive, gets cached single-row statements run with ``executemany``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,20 +18,39 @@ from sqlalchemy.engine import Connection
 
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpStatus
-from bulkapi.store.database import is_postgres, sqlite_timestamp
-
-#: Keys per SELECT when SQLite reads back the sequences it handed out.
-SQLITE_READ_CHUNK = 300
+from bulkapi.store.database import driver_cursor, is_postgres, sqlite_timestamp
 
 
 @dataclass(frozen=True, slots=True)
-class OperationRow:
+class JobOperations:
+    """A job's operations as admission writes them: each with its partition and the
+    sequence number its key was handed (columns side by side, no object per row)."""
+
     job_id: str
-    index: int
     tenant_id: str
-    operation: Operation
-    partition: int
-    seq: int
+    operations: Sequence[Operation]
+    partitions: Sequence[int]
+    sequences: Mapping[ResourceKey, int]
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """The ``operations`` rows, in ``_OPERATION_COLUMNS`` order."""
+        job_id, tenant_id, sequences = self.job_id, self.tenant_id, self.sequences
+        pending = OpStatus.PENDING.value
+        for index, (op, partition) in enumerate(zip(self.operations, self.partitions, strict=True)):
+            key = op.key
+            yield (
+                job_id,
+                index,
+                tenant_id,
+                key.type,
+                key.id,
+                partition,
+                sequences[key],
+                op.kind.value,
+                None if op.data is None else orjson.dumps(op.data).decode(),
+                op.if_version,
+                pending,
+            )
 
 
 class BulkSql(Protocol):
@@ -45,7 +64,7 @@ class BulkSql(Protocol):
         which is what makes sequence order equal commit order for each key.
         """
 
-    def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None: ...
+    def insert_operations(self, conn: Connection, job: JobOperations) -> None: ...
 
 
 _OPERATION_COLUMNS = (
@@ -61,15 +80,6 @@ _OPERATION_COLUMNS = (
     "if_version",
     "status",
 )
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _driver_cursor(conn: Connection) -> Any:
-    """The psycopg cursor of this transaction: arrays sent as binary (%b), no quoting."""
-    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 class PostgresBulkSql:
@@ -92,7 +102,7 @@ class PostgresBulkSql:
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
     ) -> dict[ResourceKey, int]:
-        cursor = _driver_cursor(conn)
+        cursor = driver_cursor(conn)
         cursor.execute(
             self._ALLOCATE,
             {
@@ -107,26 +117,10 @@ class PostgresBulkSql:
         # Plain (type, id) tuples hash and compare equal to ResourceKeys, built at C speed.
         return dict(zip(zip(types, rids, strict=True), seqs, strict=True))  # type: ignore[arg-type]
 
-    def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None:
-        pending = OpStatus.PENDING.value
-        with _driver_cursor(conn).copy(self._COPY) as copy:
-            for row in rows:
-                op = row.operation
-                copy.write_row(
-                    (
-                        row.job_id,
-                        row.index,
-                        row.tenant_id,
-                        op.key.type,
-                        op.key.id,
-                        row.partition,
-                        row.seq,
-                        op.kind.value,
-                        _json(op.data),
-                        op.if_version,
-                        pending,
-                    )
-                )
+    def insert_operations(self, conn: Connection, job: JobOperations) -> None:
+        with driver_cursor(conn).copy(self._COPY) as copy:
+            for row in job.rows():
+                copy.write_row(row)
 
 
 class SqliteBulkSql:
@@ -148,7 +142,7 @@ class SqliteBulkSql:
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
     ) -> dict[ResourceKey, int]:
-        cursor = _driver_cursor(conn)
+        cursor = driver_cursor(conn)
         stamp = sqlite_timestamp(conn, now)
         allocated: dict[ResourceKey, int] = {}
         for key in sorted(keys):
@@ -156,27 +150,8 @@ class SqliteBulkSql:
             allocated[key] = cursor.fetchone()[0]
         return allocated
 
-    def insert_operations(self, conn: Connection, rows: Sequence[OperationRow]) -> None:
-        pending = OpStatus.PENDING.value
-        _driver_cursor(conn).executemany(
-            self._INSERT,
-            [
-                (
-                    row.job_id,
-                    row.index,
-                    row.tenant_id,
-                    row.operation.key.type,
-                    row.operation.key.id,
-                    row.partition,
-                    row.seq,
-                    row.operation.kind.value,
-                    _json(row.operation.data),
-                    row.operation.if_version,
-                    pending,
-                )
-                for row in rows
-            ],
-        )
+    def insert_operations(self, conn: Connection, job: JobOperations) -> None:
+        driver_cursor(conn).executemany(self._INSERT, job.rows())
 
 
 _POSTGRES = PostgresBulkSql()

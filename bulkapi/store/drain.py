@@ -35,9 +35,15 @@ from bulkapi.core.jobs import JobStatus
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
-from bulkapi.store.database import as_utc, dialect_insert, is_postgres, sqlite_timestamp
+from bulkapi.store.database import (
+    as_utc,
+    dialect_insert,
+    driver_cursor,
+    is_postgres,
+    sqlite_timestamp,
+)
 from bulkapi.store.effects import effect_values, insert_effects
-from bulkapi.store.history import record_history, record_history_postgres
+from bulkapi.store.history import record_history_postgres, record_history_sqlite
 from bulkapi.store.tables import effects, job_status_history, jobs
 
 #: Tenants served per batch; the rest wait for the next batch (oldest first).
@@ -126,11 +132,6 @@ LEFT JOIN batch AS b ON true
 LEFT JOIN jobs AS j ON j.id = b.job_id
 LEFT JOIN resources AS r ON r.tenant_id = b.tenant_id AND r.type = b.type AND r.rid = b.rid
 """
-
-
-def driver_cursor(conn: Connection) -> Any:
-    """The psycopg cursor of this transaction: arrays sent as binary (%b), no quoting."""
-    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 def _read_batch_postgres(
@@ -467,5 +468,5 @@ def _write_plan_sqlite(
             done.add(job_id)
     if plan.effects:
         conn.execute(effects.insert(), effect_values(plan.effects, now))
-    record_history(conn, plan.applied, now, keep_history)
+    record_history_sqlite(conn, plan.applied, now, keep_history)
     return sorted(done)

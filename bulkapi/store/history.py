@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.plan import Applied
-from bulkapi.store.database import as_utc
+from bulkapi.store.database import as_utc, driver_cursor, sqlite_timestamp
 from bulkapi.store.tables import resource_history, resources
 
 _PG_INSERT = """
@@ -80,38 +80,37 @@ def record_history_postgres(
         )
 
 
-def record_history(conn: Connection, entries: Sequence[Applied], now: datetime, keep: int) -> None:
+_SQLITE_INSERT = (
+    "INSERT INTO resource_history (tenant_id, type, rid, version, op, job_id, idx, applied_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_PRUNE = (
+    "DELETE FROM resource_history WHERE tenant_id = ? AND type = ? AND rid = ? AND version <= ?"
+)
+
+
+def record_history_sqlite(
+    conn: Connection, entries: Sequence[Applied], now: datetime, keep: int
+) -> None:
     """Add a history row per applied version; drop versions older than the newest
-    ``keep`` of each key."""
+    ``keep`` of each key. Cached point statements on the raw sqlite3 cursor: SQLite runs
+    in-process, so a statement per row costs less than building it through the ORM layer."""
     if not entries:
         return
-    conn.execute(
-        insert(resource_history),
+    cursor = driver_cursor(conn)
+    stamp = sqlite_timestamp(conn, now)
+    cursor.executemany(
+        _SQLITE_INSERT,
+        [(*e.key, e.version, e.kind.value, e.job_id, e.index, stamp) for e in entries],
+    )
+    cursor.executemany(
+        _SQLITE_PRUNE,
         [
-            {
-                "tenant_id": e.key[0],
-                "type": e.key[1],
-                "rid": e.key[2],
-                "version": e.version,
-                "op": e.kind.value,
-                "job_id": e.job_id,
-                "idx": e.index,
-                "applied_at": now,
-            }
-            for e in entries
+            (*key, newest - keep)
+            for key, newest in sorted(_newest(entries).items())
+            if newest > keep
         ],
     )
-    h = resource_history
-    for key, newest in sorted(_newest(entries).items()):
-        if newest > keep:
-            conn.execute(
-                delete(h).where(
-                    h.c.tenant_id == key[0],
-                    h.c.type == key[1],
-                    h.c.rid == key[2],
-                    h.c.version <= newest - keep,
-                )
-            )
 
 
 @dataclass(frozen=True, slots=True)

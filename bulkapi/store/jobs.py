@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from bulkapi.core.errors import JobFinished, NotFound
 from bulkapi.core.jobs import OPEN_STATUSES, STATUS_RANK, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
-from bulkapi.store.database import as_utc, dialect_insert, is_postgres
+from bulkapi.store.database import as_utc, dialect_insert, driver_cursor, is_postgres
 from bulkapi.store.effects import EffectRecord, effects_of_operations, effects_summary_is
 from bulkapi.store.retries import retried_by
 from bulkapi.store.tables import (
@@ -371,7 +371,7 @@ SELECT partition, count(*) FROM gone GROUP BY partition
 def _cancel_reachable(conn: Connection, job_id: str, now: datetime) -> dict[int, int]:
     """Cancel the job's pending operations no drain holds; how many, per partition."""
     if is_postgres(conn):
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(conn)
         cursor.execute(_PG_CANCEL, {"job": job_id, "now": now})
         return {int(partition): int(count) for partition, count in cursor.fetchall()}
     o = operations

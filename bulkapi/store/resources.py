@@ -16,9 +16,9 @@ from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpStatus
 from bulkapi.core.plan import Applied, AppliedChange
 from bulkapi.core.preconditions import ANY_VERSION, Preconditions
-from bulkapi.store.database import as_utc, dialect_insert, is_postgres
+from bulkapi.store.database import as_utc, dialect_insert, driver_cursor, is_postgres
 from bulkapi.store.effects import insert_effects, record_effects
-from bulkapi.store.history import record_history
+from bulkapi.store.history import record_history_sqlite
 from bulkapi.store.tables import operations, resources
 
 
@@ -168,7 +168,7 @@ def lock_for_write(
 
 def _pg_one(conn: Connection, statement: str, params: dict[str, Any]) -> Any:
     """The first row of a raw statement, on the transaction's own psycopg cursor."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver_cursor(conn)
     cursor.execute(statement, params)
     return cursor.fetchone()
 
@@ -193,7 +193,7 @@ def write_state(
             values["created_at"] = now
         conn.execute(update(resources).where(*_where_key(tenant_id, key)).values(**values))
         record_effects(conn, changes, now)
-        record_history(conn, [applied], now, keep_history)
+        record_history_sqlite(conn, [applied], now, keep_history)
         return
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]

@@ -11,8 +11,8 @@ from typing import Any
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import OpKind
 from bulkapi.core.plan import Applied
-from bulkapi.store.database import make_engine
-from bulkapi.store.history import history_of, record_history
+from bulkapi.store.database import driver_cursor, make_engine
+from bulkapi.store.history import history_of, record_history_postgres
 from bulkapi.store.migrate import upgrade
 from tests.api.conftest import assert_problem
 from tests.conftest import InProcessApi, Service, embedded_service
@@ -140,7 +140,7 @@ def test_only_the_newest_versions_are_kept_on_postgres() -> None:
                 )
                 for version in range(1, 8):
                     entry = Applied((tenant, "acct", "k"), version, OpKind.UPSERT, None, None)
-                    record_history(conn, [entry], now, keep=3)
+                    record_history_postgres(driver_cursor(conn), [entry], now, keep=3)
             with engine.connect() as conn:
                 kept = history_of(conn, tenant, key, 10, None)
         finally:
