@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
 from bulkapi.core.effects import EffectStatus
+from bulkapi.store.database import driver_cursor, is_postgres
 from bulkapi.store.tables import effects
 
 _PENDING = EffectStatus.PENDING.value
@@ -156,11 +157,26 @@ class Claim:
     leased_until: datetime
 
 
+_PG_CLAIM = """
+UPDATE effects AS e
+SET attempts = e.attempts + 1, next_attempt_at = c.leased_until
+FROM unnest(%(ids)b::bigint[], %(until)b::timestamptz[]) AS c(id, leased_until)
+WHERE e.id = c.id
+"""
+
+
 def claim_attempts(conn: Connection, claims: Sequence[Claim]) -> None:
     """Count attempts before making them and lease the effects: a worker that dies, or
     loses its runner lock, mid-handler has still used the attempt, and nobody else runs
-    the effect or its resource's later effects while that worker may still call them."""
+    the effect or its resource's later effects while that worker may still call them.
+    On PostgreSQL one array statement for the pass, not one statement per effect."""
     if not claims:
+        return
+    if is_postgres(conn):
+        driver_cursor(conn).execute(
+            _PG_CLAIM,
+            {"ids": [c.effect_id for c in claims], "until": [c.leased_until for c in claims]},
+        )
         return
     conn.execute(
         update(effects)
@@ -190,9 +206,38 @@ class AttemptOutcome:
     retry_at: datetime | None = None
 
 
+_PG_OUTCOMES = """
+UPDATE effects AS e
+SET status = o.status,
+    last_error = coalesce(o.error, e.last_error),
+    next_attempt_at = coalesce(o.retry_at, e.next_attempt_at),
+    finished_at = o.ended_at
+FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(errors)s::text[],
+            %(retry_ats)s::timestamptz[], %(ended)s::timestamptz[])
+  AS o(id, status, error, retry_at, ended_at)
+WHERE e.id = o.id
+"""
+
+
 def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: datetime) -> None:
-    """Record how attempts ended; a success keeps the error of any attempt before it."""
+    """Record how attempts ended; a success keeps the error of any attempt before it.
+    On PostgreSQL one array statement for the pass."""
     if not outcomes:
+        return
+    ended = [None if o.status is EffectStatus.PENDING else now for o in outcomes]
+    if is_postgres(conn):
+        # The arrays that may hold only NULLs go as text (%s): a binary array needs an
+        # element type, which a list of None does not tell.
+        driver_cursor(conn).execute(
+            _PG_OUTCOMES,
+            {
+                "ids": [o.effect_id for o in outcomes],
+                "statuses": [o.status.value for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "retry_ats": [o.retry_at for o in outcomes],
+                "ended": ended,
+            },
+        )
         return
     e = effects
     conn.execute(
@@ -212,8 +257,8 @@ def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: d
                 "new_status": o.status.value,
                 "error": o.error,
                 "retry_at": o.retry_at,
-                "ended_at": None if o.status is EffectStatus.PENDING else now,
+                "ended_at": ended_at,
             }
-            for o in outcomes
+            for o, ended_at in zip(outcomes, ended, strict=True)
         ],
     )
