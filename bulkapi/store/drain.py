@@ -107,6 +107,10 @@ waiting AS MATERIALIZED (
     ORDER BY oldest
     LIMIT {MAX_TENANTS_PER_BATCH}
 ),
+held AS MATERIALIZED (  -- keys waiting for a crashed rule's retry: a partial index
+    SELECT r.tenant_id, r.type, r.rid FROM resources AS r
+    WHERE r.tenant_id IN (SELECT tenant_id FROM waiting) AND r.retry_at > %(now)s
+),
 batch AS (
     SELECT b.* FROM waiting AS w CROSS JOIN LATERAL (
         SELECT o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op, o.data,
@@ -115,9 +119,8 @@ batch AS (
         WHERE o.partition = %(partition)s AND o.tenant_id = w.tenant_id
           AND o.status = 'pending'
           AND NOT EXISTS (
-              SELECT 1 FROM resources AS r
-              WHERE r.tenant_id = o.tenant_id AND r.type = o.type AND r.rid = o.rid
-                AND r.retry_at > %(now)s)
+              SELECT 1 FROM held AS h
+              WHERE h.tenant_id = o.tenant_id AND h.type = o.type AND h.rid = o.rid)
         ORDER BY o.id
         LIMIT (SELECT greatest(1, %(batch_size)s / count(*)) FROM waiting)
         FOR UPDATE OF o

@@ -66,6 +66,12 @@ resources = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     PrimaryKeyConstraint("tenant_id", "type", "rid"),
+    Index(
+        "ix_resources_waiting",
+        "tenant_id",
+        postgresql_where=text("retry_at IS NOT NULL"),
+        sqlite_where=text("retry_at IS NOT NULL"),
+    ),
 )
 
 #: Every applied version of a key, newest kept (``BULKAPI_HISTORY_VERSIONS`` per key):
