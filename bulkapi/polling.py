@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-#: Delay before the second look; it doubles up to the last delay.
+#: Delay before the second look, by default; it doubles up to the last delay.
 FIRST_POLL_SECONDS = 0.02
 LAST_POLL_SECONDS = 0.25
 
@@ -12,12 +12,19 @@ LAST_POLL_SECONDS = 0.25
 class Poll:
     """Paces repeated looks within ``seconds`` in all: the first delays are short, so a
     change soon after the first look is seen soon; they double up to a cap, so a long
-    wait costs few reads."""
+    wait costs few reads. ``first`` and ``longest`` set that pace: a reader that may
+    wait a long time looks less often than one that waits a moment."""
 
-    def __init__(self, seconds: float, longest: float = LAST_POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        seconds: float,
+        longest: float = LAST_POLL_SECONDS,
+        *,
+        first: float = FIRST_POLL_SECONDS,
+    ) -> None:
         self.deadline = time.monotonic() + seconds
         self.longest = longest
-        self._delay = FIRST_POLL_SECONDS
+        self._delay = first
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

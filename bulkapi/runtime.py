@@ -16,6 +16,7 @@ from bulkapi.dispatch.actors import WEBHOOKS_SHARD, declare_partition_actors
 from bulkapi.dispatch.broker import build_broker, scheduled_flags
 from bulkapi.dispatch.drainer import PartitionDrainer
 from bulkapi.dispatch.effects import EffectRunner
+from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.sweeper import Sweeper
 from bulkapi.dispatch.wakeups import Waker
 from bulkapi.dispatch.webhooks import WebhookSender
@@ -83,11 +84,11 @@ class Runtime:
         self.broker.add_middleware(
             Sweeper(
                 self.engine,
-                self.actors.lanes["regular"].send,
-                self.actors.lanes["effects"].send,
+                self.actors.lanes[Lane.REGULAR].send,
+                self.actors.lanes[Lane.EFFECTS].send,
                 settings.sweep_interval,
                 timedelta(seconds=settings.retention_seconds),
-                wake_webhooks=lambda: self.actors.lanes["webhooks"].send(WEBHOOKS_SHARD),
+                wake_webhooks=lambda: self.actors.lanes[Lane.WEBHOOKS].send(WEBHOOKS_SHARD),
             )
         )
         self.waker = Waker(self.actors.senders())
@@ -96,7 +97,7 @@ class Runtime:
 
     def wake_webhook_sender(self) -> None:
         """A job ended with a callback to send: one shard's sender serves every tenant."""
-        self.waker.wake([WEBHOOKS_SHARD], lane="webhooks")
+        self.waker.wake([WEBHOOKS_SHARD], lane=Lane.WEBHOOKS)
 
     def start_embedded_worker(self) -> None:
         """Run the drain workers as threads of this process (no broker configured)."""

@@ -15,6 +15,7 @@ from bulkapi.api.representations import job_body
 from bulkapi.api.responses import json_response
 from bulkapi.core.errors import ValidationFailed
 from bulkapi.core.jobs import Counts, JobStatus
+from bulkapi.dispatch.lanes import Lane
 from bulkapi.store.admission import NewJob, admit, replayed_job
 from bulkapi.store.database import reading
 from bulkapi.store.jobs import JobRecord, get_job
@@ -93,7 +94,7 @@ def accept(job: NewJob, now: datetime) -> Response:
         headers["Idempotent-Replayed"] = "true"
     else:
         small = len(job.operations) <= settings.prompt_job_operations
-        rt.waker.wake(admitted.partitions, lane="prompt" if small else "regular")
+        rt.waker.wake(admitted.partitions, lane=Lane.PROMPT if small else Lane.REGULAR)
         # Built from what was just written: the 202 does not read the job back.
         record = JobRecord(
             admitted.job_id,

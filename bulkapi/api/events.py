@@ -50,6 +50,7 @@ from bulkapi.api.representations import job_body
 from bulkapi.api.schemas import JobEventSchema
 from bulkapi.core.errors import NotFound
 from bulkapi.core.jobs import STATUS_RANK, JobStatus
+from bulkapi.polling import Poll
 from bulkapi.store.jobs import JobRecord
 
 logger = logging.getLogger(__name__)
@@ -206,26 +207,23 @@ def _stream(
     """
     total = job.counts.total
     yield b"retry: %d\n\n" % RETRY_MILLISECONDS
-    started = last_sent = time.monotonic()
-    poll = _FIRST_POLL_SECONDS
+    poll = Poll(stream_seconds, _LAST_POLL_SECONDS, first=_FIRST_POLL_SECONDS)
+    last_sent = time.monotonic()
     while True:
         events = events_after(job, seen)
         if events:
             yield b"".join(event.encode(total) for event in events)
             seen = events[-1].position
             last_sent = time.monotonic()
-        if job.status.is_terminal:
+        if job.status.is_terminal or poll.remaining() <= 0:
             return
         now = time.monotonic()
-        if now - started >= stream_seconds:
-            return
         if now - last_sent >= HEARTBEAT_SECONDS:
             yield b": keep-alive\n\n"
             last_sent = now
-        time.sleep(
-            max(0.0, min(poll, started + stream_seconds - now, last_sent + HEARTBEAT_SECONDS - now))
-        )
-        poll = min(poll * 2, _LAST_POLL_SECONDS)
+        # Wake in time for the next heartbeat. Once the time is up this does not sleep:
+        # the look after it still sends what it finds, then the check above ends the stream.
+        poll.sleep(cap=last_sent + HEARTBEAT_SECONDS - now)
         try:
             job = read_job(tenant_id, job.id)
         except NotFound:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import orjson
@@ -27,6 +26,7 @@ from bulkapi.api.schemas import (
 )
 from bulkapi.api.waiting import waiting_on_of
 from bulkapi.core.errors import RateLimited
+from bulkapi.polling import Poll
 from bulkapi.store.database import reading, utcnow
 from bulkapi.store.jobs import (
     JobRecord,
@@ -66,17 +66,10 @@ def read_job(tenant_id: str, job_id: str) -> JobRecord:
 def get(job_id: str, wait: float) -> Response:
     """A job's state; with `wait=N` answers as soon as it is terminal, or after N seconds."""
     tenant_id = require_job_reader(job_id)
-    deadline = time.monotonic() + wait
-    poll = _FIRST_POLL_SECONDS
+    poll = Poll(wait, _LAST_POLL_SECONDS, first=_FIRST_POLL_SECONDS)
     job = read_job(tenant_id, job_id)
     with may_wait(tenant_id, wanted=wait > 0 and not job.status.is_terminal) as waiting:
-        while (
-            waiting
-            and not job.status.is_terminal
-            and (remaining := deadline - time.monotonic()) > 0
-        ):
-            time.sleep(min(poll, remaining))
-            poll = min(poll * 2, _LAST_POLL_SECONDS)
+        while waiting and not job.status.is_terminal and poll.sleep():
             job = read_job(tenant_id, job_id)
     headers = {} if job.status.is_terminal else {"Retry-After": str(runtime().settings.retry_after)}
     return json_response(job_body(job, waiting_on_of(tenant_id, job)), headers=headers)

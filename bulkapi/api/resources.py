@@ -37,6 +37,7 @@ from bulkapi.core.keys import (
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.preconditions import Preconditions
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
+from bulkapi.dispatch.lanes import Lane
 from bulkapi.store.database import reading
 from bulkapi.store.effects import effects_of_resource, effects_of_versions
 from bulkapi.store.history import history_of
@@ -111,7 +112,7 @@ def _write(rtype: str, rid: str, kind: OpKind, data: dict[str, Any] | None) -> W
             preconditions=preconditions,
         )
     if result.effects:
-        rt.waker.wake([partition], lane="effects")
+        rt.waker.wake([partition], lane=Lane.EFFECTS)
     return result
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import dramatiq
 
 from bulkapi.dispatch.drainer import DrainHooks, DrainState, PartitionDrainer
+from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.scheduled import ScheduledFlags
 
 #: Queue of regular drain wake-ups.
@@ -49,19 +50,19 @@ PartitionWork = Callable[[int], DrainState]
 
 @dataclass(frozen=True)
 class PartitionActors:
-    lanes: dict[str, PartitionActor]
+    lanes: dict[Lane, PartitionActor]
     flags: ScheduledFlags
 
-    def wake(self, lane: str, partition: int) -> None:
+    def wake(self, lane: Lane, partition: int) -> None:
         """A wake-up on ``lane``, unless one is already queued for the partition."""
         if self.flags.claim(lane, partition):
             self.lanes[lane].send(partition)
 
-    def senders(self) -> dict[str, Callable[[int], None]]:
+    def senders(self) -> dict[Lane, Callable[[int], None]]:
         """Per lane, a function that sends a (coalesced) wake-up."""
         return {lane: self._sender(lane) for lane in self.lanes}
 
-    def _sender(self, lane: str) -> Callable[[int], None]:
+    def _sender(self, lane: Lane) -> Callable[[int], None]:
         return lambda partition: self.wake(lane, partition)
 
 
@@ -78,14 +79,14 @@ def declare_partition_actors(
     actors = PartitionActors({}, flags)
 
     def retry_later(partition: int, delay: float) -> None:
-        actors.lanes["regular"].send_with_options(args=(partition,), delay=int(delay * 1000) + 1)
+        actors.lanes[Lane.REGULAR].send_with_options(args=(partition,), delay=int(delay * 1000) + 1)
 
     def drain(partition: int) -> DrainState:
         return drainer.drain(
             partition,
             DrainHooks(
-                on_effects=lambda effects_partition: actors.wake("effects", effects_partition),
-                on_webhooks=lambda: actors.wake("webhooks", WEBHOOKS_SHARD),
+                on_effects=lambda effects_partition: actors.wake(Lane.EFFECTS, effects_partition),
+                on_webhooks=lambda: actors.wake(Lane.WEBHOOKS, WEBHOOKS_SHARD),
                 # Straight to the queue, past the coalescing flag: a wake-up queued now
                 # may run before the key is due, and this one must come after.
                 on_retry=lambda delay: retry_later(partition, delay),
@@ -93,24 +94,24 @@ def declare_partition_actors(
         )
 
     def declare(
-        name: str, *, actor_name: str, queue: str, priority: int, work: PartitionWork, then: str
+        lane: Lane, *, actor_name: str, queue: str, priority: int, work: PartitionWork, then: Lane
     ) -> None:
         def run(partition: int) -> None:
-            flags.release(name, partition)  # before looking: later work sends anew
+            flags.release(lane, partition)  # before looking: later work sends anew
             state = work(partition)
-            if state is DrainState.BUSY and flags.claim(name, partition):
+            if state is DrainState.BUSY and flags.claim(lane, partition):
                 # The holder may be finishing its last batch right now and miss our
                 # work: come back once it has let go, rather than dropping the wake-up.
                 # Unless the flag was set again since we cleared it: then a wake-up
                 # queued after our look comes instead (and, finding the holder still
                 # there, does the same), so bounced wake-ups never pile up.
-                actors.lanes[name].send_with_options(
+                actors.lanes[lane].send_with_options(
                     args=(partition,), delay=int(busy_retry_delay * 1000)
                 )
             elif state is DrainState.MORE:
                 actors.wake(then, partition)
 
-        actors.lanes[name] = dramatiq.actor(
+        actors.lanes[lane] = dramatiq.actor(
             broker=broker,
             actor_name=actor_name,
             queue_name=queue,
@@ -122,35 +123,35 @@ def declare_partition_actors(
         )(run)
 
     declare(
-        "regular",
+        Lane.REGULAR,
         actor_name="drain_partition_regular",
         queue=DRAIN_QUEUE,
         priority=_REGULAR_PRIORITY,
         work=drain,
-        then="regular",
+        then=Lane.REGULAR,
     )
     declare(
-        "prompt",
+        Lane.PROMPT,
         actor_name="drain_partition_prompt",
         queue=PROMPT_DRAIN_QUEUE,
         priority=_PROMPT_PRIORITY,
         work=drain,
-        then="regular",
+        then=Lane.REGULAR,
     )
     declare(
-        "effects",
+        Lane.EFFECTS,
         actor_name="run_partition_effects",
         queue=EFFECTS_QUEUE,
         priority=_EFFECTS_PRIORITY,
         work=run_effects,
-        then="effects",
+        then=Lane.EFFECTS,
     )
     declare(
-        "webhooks",
+        Lane.WEBHOOKS,
         actor_name="send_webhooks",
         queue=WEBHOOKS_QUEUE,
         priority=_WEBHOOKS_PRIORITY,
         work=send_webhooks,
-        then="webhooks",
+        then=Lane.WEBHOOKS,
     )
     return actors

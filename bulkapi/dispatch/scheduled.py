@@ -18,6 +18,8 @@ from typing import Protocol
 
 import redis
 
+from bulkapi.dispatch.lanes import Lane
+
 logger = logging.getLogger(__name__)
 
 #: Seconds a flag lives if its wake-up is lost with a crashed worker.
@@ -25,10 +27,10 @@ FLAG_TTL_SECONDS = 30
 
 
 class ScheduledFlags(Protocol):
-    def claim(self, lane: str, partition: int) -> bool:
+    def claim(self, lane: Lane, partition: int) -> bool:
         """Set the flag; True when it was clear, i.e. the caller should send."""
 
-    def release(self, lane: str, partition: int) -> None:
+    def release(self, lane: Lane, partition: int) -> None:
         """Clear the flag: the wake-up is being handled."""
 
 
@@ -36,17 +38,17 @@ class MemoryFlags:
     """Embedded mode: one process, so a set will do."""
 
     def __init__(self) -> None:
-        self._set: set[tuple[str, int]] = set()
+        self._set: set[tuple[Lane, int]] = set()
         self._lock = threading.Lock()
 
-    def claim(self, lane: str, partition: int) -> bool:
+    def claim(self, lane: Lane, partition: int) -> bool:
         with self._lock:
             if (lane, partition) in self._set:
                 return False
             self._set.add((lane, partition))
             return True
 
-    def release(self, lane: str, partition: int) -> None:
+    def release(self, lane: Lane, partition: int) -> None:
         with self._lock:
             self._set.discard((lane, partition))
 
@@ -58,7 +60,7 @@ class RedisFlags:
         self._client = client
         self._prefix = f"{namespace}:scheduled"
 
-    def claim(self, lane: str, partition: int) -> bool:
+    def claim(self, lane: Lane, partition: int) -> bool:
         try:
             return bool(
                 self._client.set(
@@ -69,7 +71,7 @@ class RedisFlags:
             logger.warning("could not check the wake-up flag; sending anyway", exc_info=True)
             return True
 
-    def release(self, lane: str, partition: int) -> None:
+    def release(self, lane: Lane, partition: int) -> None:
         try:
             self._client.delete(f"{self._prefix}:{lane}:{partition}")
         except redis.RedisError:

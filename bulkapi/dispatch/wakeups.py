@@ -13,24 +13,26 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from bulkapi.dispatch.lanes import Lane
+
 logger = logging.getLogger(__name__)
 
 
 class Waker:
-    """Sends wake-ups per lane (``senders``: lane name to send function).
+    """Sends wake-ups per lane (``senders``: lane to send function).
 
-    A partition asked for on the ``prompt`` lane is not sent on ``regular`` as well.
+    A partition asked for on the prompt lane is not sent on the regular lane as well.
     """
 
-    def __init__(self, senders: Mapping[str, Callable[[int], Any]]) -> None:
+    def __init__(self, senders: Mapping[Lane, Callable[[int], Any]]) -> None:
         self._senders = dict(senders)
-        self._wanted: dict[str, set[int]] = {lane: set() for lane in senders}
+        self._wanted: dict[Lane, set[int]] = {lane: set() for lane in senders}
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
 
-    def wake(self, partitions: Iterable[int], *, lane: str = "regular") -> None:
+    def wake(self, partitions: Iterable[int], *, lane: Lane = Lane.REGULAR) -> None:
         """Ask for a wake-up of each partition on ``lane``."""
         with self._condition:
             self._wanted[lane].update(partitions)
@@ -57,8 +59,8 @@ class Waker:
                     return
                 wanted = self._wanted
                 self._wanted = {lane: set() for lane in self._senders}
-            if "prompt" in wanted and "regular" in wanted:
-                wanted["regular"] -= wanted["prompt"]
+            if Lane.PROMPT in wanted and Lane.REGULAR in wanted:
+                wanted[Lane.REGULAR] -= wanted[Lane.PROMPT]
             for lane, partitions in wanted.items():
                 self._send_all(partitions, self._senders[lane])
 

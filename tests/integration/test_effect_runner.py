@@ -20,6 +20,7 @@ from bulkapi.core.plan import AppliedChange, RetryPolicy
 from bulkapi.dispatch.actors import declare_partition_actors
 from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
 from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
+from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.scheduled import MemoryFlags
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import as_utc, make_engine, utcnow
@@ -342,14 +343,14 @@ def test_a_wakeup_that_finds_the_runner_at_work_is_left_to_it(
         state = run_passes(conn, partition)  # its last look found nothing due...
         _record(engine, [("b", 1)])  # ...then a write commits an effect, and its
         for _ in range(3):  # wake-ups (and a sweeper's) come while the lock is still held
-            actors.wake("effects", PARTITION)
-            actors.lanes["effects"].send(PARTITION)
+            actors.wake(Lane.EFFECTS, PARTITION)
+            actors.lanes[Lane.EFFECTS].send(PARTITION)
             deliver_queued(broker)
         queued_while_held.append(queued_messages(broker))
         return state
 
     monkeypatch.setattr(runner, "_run_passes", then_a_write)
-    actors.lanes["effects"].fn(PARTITION)
+    actors.lanes[Lane.EFFECTS].fn(PARTITION)
     monkeypatch.undo()
     assert queued_while_held == [0]
     assert queued_messages(broker) == 1  # the runner's own wake-up for b

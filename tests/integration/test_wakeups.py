@@ -13,6 +13,7 @@ from bulkapi.applier import Applier
 from bulkapi.core.plan import RetryPolicy
 from bulkapi.dispatch.actors import declare_partition_actors
 from bulkapi.dispatch.drainer import DrainState, PartitionDrainer
+from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.scheduled import MemoryFlags
 from bulkapi.registry import TypeRegistry
 from bulkapi.store.database import make_engine
@@ -45,7 +46,7 @@ def test_wakeups_that_find_the_partition_draining_bounce_once_per_lane(
             holder.execute(select(func.pg_advisory_lock(PARTITION_LOCK_SPACE, PARTITION)))
             holder.commit()
             for _ in range(20):
-                for lane in ("prompt", "prompt", "regular", "prompt", "regular"):
+                for lane in (Lane.PROMPT, Lane.PROMPT, Lane.REGULAR, Lane.PROMPT, Lane.REGULAR):
                     actors.wake(lane, PARTITION)
                 deliver_queued(broker)  # every one finds the partition busy
                 assert queued_messages(broker) == 2
