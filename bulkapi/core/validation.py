@@ -186,12 +186,14 @@ def _check_operation(
 
 
 def parse_operations(
-    items: Iterable[object], limits: AdmissionLimits, serialize: Serializer
+    items: list[Any], limits: AdmissionLimits, serialize: Serializer
 ) -> list[Operation]:
     """Turn raw items into operations, or raise with every problem found.
 
     Raises ``TooManyOperations`` as soon as the count passes the limit, so a huge
-    request is not validated item by item first.
+    request is not validated item by item first. Each item is dropped from ``items``
+    (set to None) once read: its operation keeps the document, and the item's own dict
+    and strings go, so a large request never holds both forms of every operation.
     """
     operations: list[Operation] = []
     errors: dict[str, FieldErrors] = {}
@@ -210,6 +212,7 @@ def parse_operations(
             if operation is None:
                 errors[str(index)] = problems
                 continue
+        items[index] = None
         operations.append(operation)
         seen = first.setdefault(operation.key, index)
         if seen != index:

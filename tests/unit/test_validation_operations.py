@@ -224,16 +224,32 @@ def test_exactly_the_maximum_number_of_operations_is_accepted() -> None:
     assert len(parse_operations(items, LIMITS, serialize)) == LIMITS.max_operations
 
 
-def _valid_then_explode(slack: int) -> Iterator[dict[str, Any]]:
-    """Yields valid ops, but fails the test if read more than ``slack`` past the limit."""
-    for n in range(LIMITS.max_operations + slack):
-        yield op(f"o-{n}")
-    raise AssertionError("parse_operations read far past the limit before refusing")
+class _ValidThenExplode(list[Any]):
+    """Valid ops, iterated lazily: fails the test if read more than ``slack`` past the
+    limit."""
+
+    def __init__(self, slack: int) -> None:
+        super().__init__(op(f"o-{n}") for n in range(LIMITS.max_operations + slack + 5))
+        self.slack = slack
+
+    def __iter__(self) -> Iterator[Any]:
+        for n, item in enumerate(super().__iter__()):
+            if n >= LIMITS.max_operations + self.slack:
+                raise AssertionError("parse_operations read far past the limit before refusing")
+            yield item
+
+
+def test_each_item_is_let_go_once_its_operation_is_made() -> None:
+    items: list[Any] = [op("a"), op("b")]
+    documents = [item["data"] for item in items]
+    operations = parse_operations(items, LIMITS, serialize)
+    assert items == [None, None]
+    assert [operation.data for operation in operations] == documents
 
 
 def test_one_over_the_maximum_raises_too_many_operations_without_reading_further() -> None:
     with pytest.raises(TooManyOperations) as raised:
-        parse_operations(_valid_then_explode(slack=1), LIMITS, serialize)
+        parse_operations(_ValidThenExplode(slack=1), LIMITS, serialize)
     assert raised.value.code == "too_many_operations"
 
 
