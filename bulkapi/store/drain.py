@@ -173,10 +173,14 @@ WITH w AS (
       AS w(tenant_id, type, rid, changed, version, data, done, retry_at)
 ),
 locked AS (  -- in key order, as admissions lock: the two never deadlock
-    SELECT w.* FROM resources AS r
-    JOIN w ON r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
-    ORDER BY r.tenant_id, r.type, r.rid
-    FOR UPDATE OF r
+    -- Each row is locked by a probe of the primary key (LATERAL), never found by a scan
+    -- of the table, which a plain join of a few hundred keys is often planned as.
+    SELECT w.* FROM (SELECT * FROM w ORDER BY tenant_id, type, rid) AS w
+    CROSS JOIN LATERAL (
+        SELECT FROM resources AS r
+        WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
+        FOR UPDATE
+    ) AS probe
 )
 UPDATE resources AS r
 SET version = CASE WHEN w.changed THEN w.version ELSE r.version END,
@@ -186,6 +190,12 @@ SET version = CASE WHEN w.changed THEN w.version ELSE r.version END,
     retry_at = w.retry_at
 FROM locked AS w
 WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
+  -- The keys again as index conditions, from arrays the planner cannot size: found by
+  -- the primary key too, not by a scan. (Not by row address: a row version committed
+  -- while this statement waited for its lock is not visible to a lookup by address.)
+  AND r.tenant_id = ANY(ARRAY(SELECT DISTINCT tenant_id FROM locked))
+  AND r.type = ANY(ARRAY(SELECT DISTINCT type FROM locked))
+  AND r.rid = ANY(ARRAY(SELECT rid FROM locked))
 """
 _PG_FINISH = """
 UPDATE operations AS o
@@ -195,7 +205,7 @@ SET status = f.status, version = f.version, error_code = f.error_code,
 FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(versions)b::integer[],
             %(codes)b::varchar[], %(messages)b::text[], %(attempts)b::smallint[])
   AS f(id, status, version, error_code, error_message, attempts)
-WHERE o.id = f.id
+WHERE o.id = f.id AND o.id = ANY(%(ids)b::bigint[])  -- by the primary key, never a scan
 """
 _PG_COUNT = """
 UPDATE job_counts AS c
