@@ -152,12 +152,28 @@ def _read_batch_postgres(
     return batch
 
 
+#: A batch's writes join a few hundred rows from arrays to tables that grow without
+#: bound. Left to the planner, such a join was planned now as a hash join over the whole
+#: table, now as a scan of a tenant's every key (it depends on statistics, and on the
+#: generic plans of prepared statements): tens to hundreds of milliseconds a batch,
+#: growing with the table. Within the write only index probes are planned, so each row
+#: is found by its key, whatever the size of the table or the age of its statistics.
+_PG_PROBES_ONLY = (
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+)
+#: Jobs of the batch still ``queued`` move to ``processing``. A job row another
+#: transaction holds is skipped, not waited for: that is another drain moving it (its
+#: commit does it), a settle or a cancel. A job left ``queued`` by a drain that rolled
+#: back is moved by a later batch, or at the latest by the settle that finishes it
+#: (which records ``processing`` for any job in which something ran). Without the skip,
+#: every drain of a new job's partitions queued behind the first one's whole batch.
 _PG_START_JOBS = """
 WITH moved AS (
     UPDATE jobs SET status = 'processing', started_at = %(now)s
     WHERE id IN (
         SELECT id FROM jobs WHERE id = ANY(%(jobs)s) AND status = 'queued'
-        ORDER BY id FOR UPDATE)
+        ORDER BY id FOR UPDATE SKIP LOCKED)
     RETURNING id
 )
 INSERT INTO job_status_history (job_id, status, at)
@@ -173,8 +189,6 @@ WITH w AS (
       AS w(tenant_id, type, rid, changed, version, data, done, retry_at)
 ),
 locked AS (  -- in key order, as admissions lock: the two never deadlock
-    -- Each row is locked by a probe of the primary key (LATERAL), never found by a scan
-    -- of the table, which a plain join of a few hundred keys is often planned as.
     SELECT w.* FROM (SELECT * FROM w ORDER BY tenant_id, type, rid) AS w
     CROSS JOIN LATERAL (
         SELECT FROM resources AS r
@@ -190,12 +204,6 @@ SET version = CASE WHEN w.changed THEN w.version ELSE r.version END,
     retry_at = w.retry_at
 FROM locked AS w
 WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
-  -- The keys again as index conditions, from arrays the planner cannot size: found by
-  -- the primary key too, not by a scan. (Not by row address: a row version committed
-  -- while this statement waited for its lock is not visible to a lookup by address.)
-  AND r.tenant_id = ANY(ARRAY(SELECT DISTINCT tenant_id FROM locked))
-  AND r.type = ANY(ARRAY(SELECT DISTINCT type FROM locked))
-  AND r.rid = ANY(ARRAY(SELECT rid FROM locked))
 """
 _PG_FINISH = """
 UPDATE operations AS o
@@ -205,7 +213,7 @@ SET status = f.status, version = f.version, error_code = f.error_code,
 FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(versions)b::integer[],
             %(codes)b::varchar[], %(messages)b::text[], %(attempts)b::smallint[])
   AS f(id, status, version, error_code, error_message, attempts)
-WHERE o.id = f.id AND o.id = ANY(%(ids)b::bigint[])  -- by the primary key, never a scan
+WHERE o.id = f.id
 """
 _PG_COUNT = """
 UPDATE job_counts AS c
@@ -235,7 +243,8 @@ def _write_plan_postgres(
     finished = [
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
-    # Lock order, as in cancel: job rows, then resource rows, then counters.
+    cursor.execute(_PG_PROBES_ONLY)
+    # Lock order, as in cancel: job rows (only free ones), then resource rows, then counters.
     if job_ids:
         cursor.execute(_PG_START_JOBS, {"now": now, "jobs": job_ids})
     keys = plan.keys

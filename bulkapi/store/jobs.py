@@ -264,18 +264,22 @@ def _finish(conn: Connection, job_ids: Sequence[str], now: datetime) -> Settled:
 def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
     """Finish the jobs of ``job_ids`` whose counters say nothing is pending.
 
-    Runs after the batch that changed the counters has committed. The counters are read
-    without locks first, so only jobs that look done are locked and finished.
+    Runs after the batch that changed the counters has committed. Which jobs look done
+    is read without locks first, and only those are locked and finished. A job has a
+    counter per partition, and a drain asks after every partition it finishes: the
+    question stops at the first partition still pending, so a job of many partitions is
+    not summed whole each time one of them finishes.
     """
-    open_rows = conn.execute(
-        select(jobs.c.id, jobs.c.total).where(
-            jobs.c.id.in_(sorted(set(job_ids))), jobs.c.status.in_(OPEN_STATUSES)
+    c = job_counts
+    still_pending = select(c.c.job_id).where(c.c.job_id == jobs.c.id, c.c.pending > 0).exists()
+    done = conn.execute(
+        select(jobs.c.id).where(
+            jobs.c.id.in_(sorted(set(job_ids))),
+            jobs.c.status.in_(OPEN_STATUSES),
+            ~still_pending,
         )
-    ).all()
-    if not open_rows:
-        return Settled([])
-    counts = _counts(conn, {row.id: row.total for row in open_rows})
-    return _finish(conn, [job_id for job_id, c in counts.items() if c.pending == 0], now)
+    ).scalars()
+    return _finish(conn, list(done), now)
 
 
 def pending_operations(conn: Connection, tenant_id: str) -> int:
