@@ -148,12 +148,6 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
         )
     )
     status_token = issue_status_token(conn, job_id)
-    bulk = bulk_sql_for(conn)
-    sequences = bulk.allocate_sequences(conn, job.tenant_id, [op.key for op in job.operations], now)
-    bulk.insert_operations(
-        conn,
-        JobOperations(job_id, job.tenant_id, job.operations, job.partitions, sequences),
-    )
     conn.execute(
         job_counts.insert(),
         [
@@ -167,5 +161,14 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
             }
             for partition, pending in sorted(Counter(job.partitions).items())
         ],
+    )
+    # The keys' rows are locked last: an admission holds them only while its operations
+    # are written and committed, which is all that admissions and drains over the same
+    # (hot) keys wait on each other for.
+    bulk = bulk_sql_for(conn)
+    sequences = bulk.allocate_sequences(conn, job.tenant_id, [op.key for op in job.operations], now)
+    bulk.insert_operations(
+        conn,
+        JobOperations(job_id, job.tenant_id, job.operations, job.partitions, sequences),
     )
     return Admitted(job_id, status_token, frozenset(job.partitions), created_at)

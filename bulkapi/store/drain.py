@@ -244,9 +244,26 @@ def _write_plan_postgres(
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
     cursor.execute(_PG_PROBES_ONLY)
-    # Lock order, as in cancel: job rows (only free ones), then resource rows, then counters.
     if job_ids:
         cursor.execute(_PG_START_JOBS, {"now": now, "jobs": job_ids})
+    cursor.execute(
+        _PG_FINISH,
+        {
+            "now": now,
+            "ids": [f[0] for f in finished],
+            "statuses": [f[1] for f in finished],
+            "versions": [f[2] for f in finished],
+            "codes": [None if f[3] is None else f[3].value for f in finished],
+            "messages": [f[4] for f in finished],
+            "attempts": [f[5] for f in finished],
+        },
+    )
+    if plan.effects:
+        insert_effects(cursor, plan.effects, now)
+    record_history_postgres(cursor, plan.applied, now, keep_history)
+    # The rows others wait for come last, right before the commit: resource rows (hot
+    # keys' admissions queue on them), then counters. The lock order is cancel's: job
+    # rows (only free ones here), then resource rows, then counters.
     keys = plan.keys
     cursor.execute(
         _PG_WRITE_RESOURCES,
@@ -262,18 +279,6 @@ def _write_plan_postgres(
             "retry": [k.retry_at for k in keys],
         },
     )
-    cursor.execute(
-        _PG_FINISH,
-        {
-            "now": now,
-            "ids": [f[0] for f in finished],
-            "statuses": [f[1] for f in finished],
-            "versions": [f[2] for f in finished],
-            "codes": [None if f[3] is None else f[3].value for f in finished],
-            "messages": [f[4] for f in finished],
-            "attempts": [f[5] for f in finished],
-        },
-    )
     if counted:
         tallies = [plan.tallies[c] for c in counted]
         counter.execute(
@@ -286,9 +291,6 @@ def _write_plan_postgres(
                 "cancelled": [t.cancelled for t in tallies],
             },
         )
-    if plan.effects:
-        insert_effects(cursor, plan.effects, now)
-    record_history_postgres(cursor, plan.applied, now, keep_history)
     driver.commit()  # type: ignore[union-attr]
     if not counted:
         return []
