@@ -95,6 +95,18 @@ def write_plan(conn: Connection, plan: BatchPlan, now: datetime, keep_history: i
 
 # -- PostgreSQL ---------------------------------------------------------------------------
 
+#: A batch reads and writes a few hundred rows of tables that grow without bound,
+#: joined to arrays and to each other. Left to the planner, such joins were planned now
+#: as hash joins over a whole table, now as a scan of a tenant's every key or of every
+#: key waiting for a retry (it depends on statistics, which a fresh or fast-growing table
+#: lacks, and on the generic plans of prepared statements): tens to hundreds of
+#: milliseconds a batch, growing with the tables. For the batch's transaction only index
+#: probes are planned, so each row is found by its key whatever the tables' size or the
+#: age of their statistics.
+_PG_PROBES_ONLY = (
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+)
 _PG_READ = f"""
 WITH got AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock({PARTITION_LOCK_SPACE}, %(partition)s) AS ok
@@ -109,7 +121,8 @@ waiting AS MATERIALIZED (
 ),
 held AS MATERIALIZED (  -- keys waiting for a crashed rule's retry: a partial index
     SELECT r.tenant_id, r.type, r.rid FROM resources AS r
-    WHERE r.tenant_id IN (SELECT tenant_id FROM waiting) AND r.retry_at > %(now)s
+    WHERE r.retry_at IS NOT NULL AND r.retry_at > %(now)s
+      AND r.tenant_id IN (SELECT tenant_id FROM waiting)
 ),
 batch AS (
     SELECT b.* FROM waiting AS w CROSS JOIN LATERAL (
@@ -142,6 +155,7 @@ def _read_batch_postgres(
 ) -> Batch | None:
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
+    cursor.execute(_PG_PROBES_ONLY)
     cursor.execute(_PG_READ, {"partition": partition, "batch_size": batch_size, "now": now})
     rows = cursor.fetchall()
     if not rows[0][0]:
@@ -152,16 +166,6 @@ def _read_batch_postgres(
     return batch
 
 
-#: A batch's writes join a few hundred rows from arrays to tables that grow without
-#: bound. Left to the planner, such a join was planned now as a hash join over the whole
-#: table, now as a scan of a tenant's every key (it depends on statistics, and on the
-#: generic plans of prepared statements): tens to hundreds of milliseconds a batch,
-#: growing with the table. Within the write only index probes are planned, so each row
-#: is found by its key, whatever the size of the table or the age of its statistics.
-_PG_PROBES_ONLY = (
-    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
-    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
-)
 #: Jobs of the batch still ``queued`` move to ``processing``. A job row another
 #: transaction holds is skipped, not waited for: that is another drain moving it (its
 #: commit does it), a settle or a cancel. A job left ``queued`` by a drain that rolled
@@ -243,7 +247,6 @@ def _write_plan_postgres(
     finished = [
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
-    cursor.execute(_PG_PROBES_ONLY)
     if job_ids:
         cursor.execute(_PG_START_JOBS, {"now": now, "jobs": job_ids})
     cursor.execute(
