@@ -2,8 +2,8 @@
 
 Admission moves hundreds to thousands of rows per transaction. Statements
 with one bound value per row and column cost more to compile than to run, so PostgreSQL
-gets arrays (``unnest``) and ``COPY``, and SQLite, whose writer lock is already
-exclusive, gets cached single-row statements run with ``executemany``.
+gets one statement over all keys (sent as two strings) and ``COPY``, and SQLite, whose
+writer lock is already exclusive, gets cached single-row statements.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ class BulkSql(Protocol):
         """Hand each key its next sequence number (in the order of ``keys``), creating
         placeholder rows for new keys.
 
-        Keys are locked in one global (sorted) order, so admissions over overlapping keys
-        wait for each other instead of deadlocking. The row lock is held until commit,
-        which is what makes sequence order equal commit order for each key.
+        On PostgreSQL keys are locked in one global (sorted) order, so admissions over
+        overlapping keys wait for each other instead of deadlocking; SQLite's one writer
+        lock serializes them anyway. The lock is held until commit, which is what makes
+        sequence order equal commit order for each key.
         """
 
     def insert_operations(self, conn: Connection, job: JobOperations) -> None: ...

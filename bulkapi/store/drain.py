@@ -153,8 +153,7 @@ LEFT JOIN resources AS r ON r.tenant_id = b.tenant_id AND r.type = b.type AND r.
 def _read_batch_postgres(
     conn: Connection, partition: int, batch_size: int, now: datetime
 ) -> Batch | None:
-    driver = conn.connection.driver_connection
-    cursor = driver.cursor()  # type: ignore[union-attr]
+    cursor = driver_cursor(conn)
     cursor.execute(_PG_PROBES_ONLY)
     cursor.execute(_PG_READ, {"partition": partition, "batch_size": batch_size, "now": now})
     rows = cursor.fetchall()

@@ -94,7 +94,8 @@ def record_history_sqlite(
 ) -> None:
     """Add a history row per applied version; drop versions older than the newest
     ``keep`` of each key. Cached point statements on the raw sqlite3 cursor: SQLite runs
-    in-process, so a statement per row costs less than building it through the ORM layer."""
+    in-process, so a statement per row costs less than SQLAlchemy's per-row parameter
+    processing would."""
     if not entries:
         return
     cursor = driver_cursor(conn)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import pytest
 
+from bulkapi import polling
 from bulkapi.polling import Poll
 
 
@@ -18,12 +19,30 @@ def test_a_cap_shortens_one_delay_without_slowing_the_pace() -> None:
     assert poll.next_delay() == 0.1
 
 
-def test_no_delay_runs_past_the_deadline_and_none_starts_after_it() -> None:
+class _Clock:
+    """A clock that moves only when slept on: the test reads every delay exactly."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_no_delay_runs_past_the_deadline_and_none_starts_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(polling.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(polling.time, "sleep", clock.sleep)
     poll = Poll(0.03, 1.0, first=0.5)
-    assert poll.next_delay() <= 0.03
-    started = time.monotonic()
     while poll.sleep():
         pass
-    assert time.monotonic() - started < 0.5
+    assert clock.slept == [pytest.approx(0.03)]
     assert poll.remaining() == 0.0
     assert not Poll(0.0).sleep()
