@@ -123,10 +123,11 @@ def check_pending_cap(conn: Connection, tenant_id: str, adding: int, cap: int) -
     """Refuse new work while the tenant already has ``cap`` operations waiting.
 
     A soft cap: two admissions racing may both pass, overshooting by one request. The
-    count comes from the open jobs' counters, so it costs the same with ten operations
-    waiting or a million.
+    count comes from the open jobs' totals while those stay within the cap, and from
+    their counters once they do not, so it costs the same with ten operations waiting or
+    a million.
     """
-    pending = pending_operations(conn, tenant_id)
+    pending = pending_operations(conn, tenant_id, unless_at_most=cap - adding)
     if pending + adding > cap:
         raise RateLimited(
             f"{pending} operations are still pending for this tenant (cap {cap}).",

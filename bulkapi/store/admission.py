@@ -16,9 +16,9 @@ from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import Operation
 from bulkapi.ids import digest, id_time, new_id, new_secret
-from bulkapi.store.bulk_sql import JobOperations, bulk_sql_for
+from bulkapi.store.bulk_sql import JobOperations, JobRows, bulk_sql_for
 from bulkapi.store.database import as_utc
-from bulkapi.store.tables import job_counts, job_status_history, jobs, status_tokens
+from bulkapi.store.tables import jobs, status_tokens
 
 #: How long an Idempotency-Key keeps answering with its original job.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -118,23 +118,28 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
             return replay
     job_id = new_id("job")
     created_at = id_time(job_id)
+    status_token = new_secret("jst")
+    bulk = bulk_sql_for(conn)
     try:
-        # First statement on purpose: a concurrent request with the same key waits
-        # here on the unique index and fails fast, before any other work.
-        conn.execute(
-            jobs.insert().values(
-                id=job_id,
-                tenant_id=job.tenant_id,
-                status=JobStatus.QUEUED.value,
-                total=len(job.operations),
-                created_at=created_at,
-                callback_url=job.callback_url,
-                meta=job.metadata,
-                deadline=job.deadline,
-                idempotency_key=job.idempotency.key if job.idempotency else None,
-                request_hash=job.idempotency.request_hash if job.idempotency else None,
-                retry_of=job.retry_of,
-            )
+        bulk.insert_job(
+            conn,
+            JobRows(
+                {
+                    "id": job_id,
+                    "tenant_id": job.tenant_id,
+                    "status": JobStatus.QUEUED.value,
+                    "total": len(job.operations),
+                    "created_at": created_at,
+                    "callback_url": job.callback_url,
+                    "meta": job.metadata,
+                    "deadline": job.deadline,
+                    "idempotency_key": job.idempotency.key if job.idempotency else None,
+                    "request_hash": job.idempotency.request_hash if job.idempotency else None,
+                    "retry_of": job.retry_of,
+                },
+                digest(status_token),
+                sorted(Counter(job.partitions).items()),
+            ),
         )
     except IntegrityError:
         if job.idempotency is None:
@@ -142,30 +147,9 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
         raise IdempotencyKeyInUse(
             "A request with this Idempotency-Key is being processed; retry shortly."
         ) from None
-    conn.execute(
-        job_status_history.insert().values(
-            job_id=job_id, status=JobStatus.QUEUED.value, at=created_at
-        )
-    )
-    status_token = issue_status_token(conn, job_id)
-    conn.execute(
-        job_counts.insert(),
-        [
-            {
-                "job_id": job_id,
-                "partition": partition,
-                "succeeded": 0,
-                "failed": 0,
-                "cancelled": 0,
-                "pending": pending,
-            }
-            for partition, pending in sorted(Counter(job.partitions).items())
-        ],
-    )
     # The keys' rows are locked last: an admission holds them only while its operations
     # are written and committed, which is all that admissions and drains over the same
     # (hot) keys wait on each other for.
-    bulk = bulk_sql_for(conn)
     sequences = bulk.allocate_sequences(conn, job.tenant_id, [op.key for op in job.operations], now)
     bulk.insert_operations(
         conn,

@@ -282,15 +282,25 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
     return _finish(conn, list(done), now)
 
 
-def pending_operations(conn: Connection, tenant_id: str) -> int:
-    """The tenant's accepted operations not yet finished, from its open jobs' counters:
-    a few rows per job, however many operations are waiting."""
+def pending_operations(conn: Connection, tenant_id: str, *, unless_at_most: int) -> int:
+    """The tenant's accepted operations not yet finished, from its open jobs' counters
+    (a few rows per job, however many operations are waiting).
+
+    When the open jobs' totals add up to at most ``unless_at_most``, that sum is
+    returned instead: it bounds the exact count from above and costs a row per job, not
+    a row per (job, partition), which is what a check against a cap needs.
+    """
+    open_jobs = (jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
+    total = select(func.coalesce(func.sum(jobs.c.total), 0)).where(*open_jobs)
+    bound = int(conn.execute(total).scalar_one())
+    if bound <= unless_at_most:
+        return bound
     c = job_counts
     return int(
         conn.execute(
             select(func.coalesce(func.sum(c.c.pending), 0))
             .select_from(c.join(jobs, jobs.c.id == c.c.job_id))
-            .where(jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
+            .where(*open_jobs)
         ).scalar_one()
     )
 
