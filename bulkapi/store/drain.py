@@ -77,7 +77,8 @@ def read_batch(
 
     SQLite has one writer at a time, so a drain there holds every partition: with
     ``spill`` it goes on from ``partition`` to the next ones with pending work until the
-    batch is full (fewer, fuller transactions).
+    batch is full (fewer, fuller transactions), and reads each tenant's share in key
+    order (see ``_read_batch_sqlite``).
     """
     if is_postgres(conn):
         return _read_batch_postgres(conn, partition, batch_size, now)
@@ -126,8 +127,8 @@ held AS MATERIALIZED (  -- keys waiting for a crashed rule's retry: a partial in
 ),
 batch AS (
     SELECT b.* FROM waiting AS w CROSS JOIN LATERAL (
-        SELECT o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op, o.data,
-               o.if_version, o.attempts
+        SELECT o.partition, o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op,
+               o.data, o.if_version, o.attempts
         FROM operations AS o
         WHERE o.partition = %(partition)s AND o.tenant_id = w.tenant_id
           AND o.status = 'pending'
@@ -139,8 +140,8 @@ batch AS (
         FOR UPDATE OF o
     ) AS b
 )
-SELECT got.ok, b.id, b.job_id, b.idx, b.tenant_id, b.type, b.rid, b.seq, b.op, b.data,
-       b.if_version, b.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version,
+SELECT got.ok, b.partition, b.id, b.job_id, b.idx, b.tenant_id, b.type, b.rid, b.seq, b.op,
+       b.data, b.if_version, b.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version,
        CASE WHEN row_number() OVER (
            PARTITION BY b.tenant_id, b.type, b.rid ORDER BY b.seq) = 1 THEN r.data END
 FROM got
@@ -161,7 +162,7 @@ def _read_batch_postgres(
         return None
     batch = Batch([], {}, {})
     if rows[0][1] is not None:  # the lock came with no operation: an empty partition
-        _add_rows(batch, partition, [row[1:] for row in rows], text=False)
+        _add_rows(batch, [row[1:] for row in rows], text=False)
     return batch
 
 
@@ -319,51 +320,85 @@ _SQLITE_TENANTS = (
     "SELECT tenant_id FROM operations WHERE partition = ? AND status = 'pending'"
     " GROUP BY tenant_id ORDER BY min(id) LIMIT ?"
 )
-_SQLITE_READ = """
-SELECT o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op, o.data, o.if_version,
-       o.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version, r.data
+_SQLITE_BATCH_ROWS = """
+SELECT o.partition, o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op, o.data,
+       o.if_version, o.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version, r.data
 FROM operations AS o
 JOIN jobs AS j ON j.id = o.job_id
 JOIN resources AS r ON r.tenant_id = o.tenant_id AND r.type = o.type AND r.rid = o.rid
-WHERE o.partition = ? AND o.tenant_id = ? AND o.status = 'pending'
-  AND (r.retry_at IS NULL OR r.retry_at <= ?)
-ORDER BY o.id
-LIMIT ?
+WHERE o.tenant_id = ? AND o.status = 'pending' AND (r.retry_at IS NULL OR r.retry_at <= ?)
 """
+_SQLITE_READ_PARTITION = f"{_SQLITE_BATCH_ROWS} AND o.partition = ? ORDER BY o.id LIMIT ?"
+_SQLITE_OLDEST_KEY = (
+    "SELECT type, rid FROM operations WHERE partition = ? AND tenant_id = ?"
+    " AND status = 'pending' ORDER BY id LIMIT 1"
+)
+_SQLITE_READ_FROM_KEY = (
+    f"{_SQLITE_BATCH_ROWS} AND (o.type, o.rid) >= (?, ?) ORDER BY o.type, o.rid, o.seq LIMIT ?"
+)
+_SQLITE_READ_UP_TO_KEY = (
+    f"{_SQLITE_BATCH_ROWS} AND (o.type, o.rid) < (?, ?) ORDER BY o.type, o.rid, o.seq LIMIT ?"
+)
 
 
 def _read_batch_sqlite(
     conn: Connection, partition: int, batch_size: int, now: datetime, spill: bool
 ) -> Batch | None:
-    """Each key's row comes along in the same query as its operations."""
+    """Each key's row comes along in the same query as its operations.
+
+    With ``spill``, a tenant's share is read in key order, across all partitions,
+    starting at the key of its oldest pending operation in the partition at hand (and
+    going round to its first keys when the last ones run out): neighbouring keys share
+    the pages of every B-tree a batch writes, so a batch's commit writes a few pages per
+    hundred operations instead of a page or more per operation, as a batch of keys
+    scattered over the whole table (one partition's) did. Starting at the oldest
+    operation is what keeps every key moving under a steady stream of new work.
+    """
     cursor = driver_cursor(conn)
-    busy = (
-        sorted(
-            (row[0] for row in cursor.execute(_SQLITE_PARTITIONS)),
-            key=lambda p: (p < partition, p),
-        )
-        if spill
-        else [partition]
-    )
-    batch = Batch([], {}, {})
     stamp = sqlite_timestamp(conn, now)
+    batch = Batch([], {}, {})
+    if not spill:
+        tenants = _waiting_tenants(cursor, partition)
+        share = max(1, batch_size // max(1, len(tenants)))
+        for tenant_id in tenants:
+            rows = cursor.execute(_SQLITE_READ_PARTITION, (tenant_id, stamp, partition, share))
+            _add_rows(batch, rows.fetchall(), text=True)
+        return batch
+    busy = sorted(
+        (row[0] for row in cursor.execute(_SQLITE_PARTITIONS)), key=lambda p: (p < partition, p)
+    )
+    served: set[str] = set()
     room = batch_size
     for part in busy:
-        tenants = [row[0] for row in cursor.execute(_SQLITE_TENANTS, (part, MAX_TENANTS_PER_BATCH))]
+        tenants = [t for t in _waiting_tenants(cursor, part) if t not in served]
         share = max(1, room // max(1, len(tenants)))
         for tenant_id in tenants:
-            rows = cursor.execute(_SQLITE_READ, (part, tenant_id, stamp, share)).fetchall()
-            _add_rows(batch, part, rows, text=True)
+            served.add(tenant_id)
+            start = cursor.execute(_SQLITE_OLDEST_KEY, (part, tenant_id)).fetchone()
+            rows = cursor.execute(
+                _SQLITE_READ_FROM_KEY, (tenant_id, stamp, *start, share)
+            ).fetchall()
+            if len(rows) < share:
+                rows += cursor.execute(
+                    _SQLITE_READ_UP_TO_KEY, (tenant_id, stamp, *start, share - len(rows))
+                ).fetchall()
+            _add_rows(batch, rows, text=True)
             room -= len(rows)
         if room <= 0:
             break
     return batch
 
 
-def _add_rows(batch: Batch, partition: int, rows: list[Any], *, text: bool) -> None:
+def _waiting_tenants(cursor: Any, partition: int) -> list[str]:
+    """The partition's tenants with pending operations, longest-waiting first."""
+    return [row[0] for row in cursor.execute(_SQLITE_TENANTS, (partition, MAX_TENANTS_PER_BATCH))]
+
+
+def _add_rows(batch: Batch, rows: list[Any], *, text: bool) -> None:
     """Add read rows (operation, its job's flags, its resource's state) to the batch.
     ``text``: documents and times come as SQLite stores them, to be decoded."""
     for (
+        partition,
         ref,
         job_id,
         index,
