@@ -24,7 +24,7 @@ from bulkapi.api.app import SECURITY_HEADERS, create_app
 from bulkapi.api.deadlines import Alarm, cut_off_reads
 from bulkapi.api.problems import PROBLEM_TYPE, http_code, problem_body
 from bulkapi.config import Settings
-from bulkapi.runtime import Runtime
+from bulkapi.runtime import Runtime, freeze_startup_objects
 
 #: Seconds gunicorn gives in-flight requests (and embedded batches) at SIGTERM.
 GRACEFUL_TIMEOUT = 30
@@ -79,7 +79,9 @@ class Server(BaseApplication):  # type: ignore[misc]
         self.runtime = Runtime(self.settings)
         if self.settings.embedded:
             self.runtime.start_embedded_worker()
-        return create_app(self.runtime)
+        app = create_app(self.runtime)
+        freeze_startup_objects()
+        return app
 
 
 class _Exchange:

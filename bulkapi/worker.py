@@ -15,7 +15,7 @@ import signal
 
 from bulkapi.config import Settings
 from bulkapi.lifelines import die_with_parent
-from bulkapi.runtime import Runtime
+from bulkapi.runtime import Runtime, freeze_startup_objects
 
 main_process = multiprocessing.parent_process()
 if main_process is not None and not die_with_parent(signal.SIGKILL, main_process.pid or 0):
@@ -28,3 +28,4 @@ if settings.broker_url is None:
     )
 runtime = Runtime(settings)
 broker = runtime.broker
+freeze_startup_objects()
