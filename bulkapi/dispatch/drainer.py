@@ -19,9 +19,9 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.plan import Decide, RetryPolicy, plan_batch
-from bulkapi.store.database import utcnow
+from bulkapi.store.database import single_read, utcnow
 from bulkapi.store.drain import read_batch, write_plan
-from bulkapi.store.jobs import settle
+from bulkapi.store.jobs import Settled, finish_jobs, looking_done
 
 
 class DrainState(Enum):
@@ -77,7 +77,7 @@ def drain_batch(
         policy=policy,
         jitter=random.random,
     )
-    done = write_plan(conn, plan, now, keep_history)
+    done = write_plan(conn, batch, plan, now, keep_history)
     effects = frozenset(change.partition for change in plan.effects)
     return BatchResult(True, len(batch.pending), frozenset(done), effects, plan.retry_at)
 
@@ -122,14 +122,22 @@ class PartitionDrainer:
                 return DrainState.BUSY
             for effects_partition in sorted(result.effects):
                 hooks.on_effects(effects_partition)
-            if result.done_jobs:
-                with self.engine.begin() as conn:
-                    settled = settle(conn, result.done_jobs, utcnow())
-                if settled.webhooks:
-                    hooks.on_webhooks()
+            if result.done_jobs and self._settle(result.done_jobs).webhooks:
+                hooks.on_webhooks()
             if result.retry_at is not None:
                 retry_at = min(retry_at or result.retry_at, result.retry_at)
             if result.read < self.batch_size or time.monotonic() >= deadline:
                 if retry_at is not None:
                     hooks.on_retry(max(0.0, (retry_at - utcnow()).total_seconds()))
                 return DrainState.EMPTY if result.read < self.batch_size else DrainState.MORE
+
+    def _settle(self, job_ids: frozenset[str]) -> Settled:
+        """Finish the jobs the batch may have finished. Most such questions (a job of many
+        partitions is asked after each) find the job still pending elsewhere: they are
+        asked alone, and a transaction is opened only to finish."""
+        with single_read(self.engine) as conn:
+            done = looking_done(conn, job_ids)
+        if not done:
+            return Settled([])
+        with self.engine.begin() as conn:
+            return finish_jobs(conn, done, utcnow())

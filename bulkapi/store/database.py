@@ -161,6 +161,15 @@ def reading(engine: Engine) -> Connection:
     return engine.connect().execution_options(**{READ_ONLY: True})
 
 
+def single_read(engine: Engine) -> Connection:
+    """A connection for a lone read statement: on PostgreSQL in autocommit, one round trip
+    instead of three (BEGIN, the read, COMMIT); on SQLite a ``reading`` connection."""
+    connection = reading(engine)
+    if engine.dialect.name == "postgresql":
+        return connection.execution_options(isolation_level="AUTOCOMMIT")
+    return connection
+
+
 def is_postgres(connection: Connection) -> bool:
     return connection.dialect.name == "postgresql"
 

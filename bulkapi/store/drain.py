@@ -22,12 +22,11 @@ long as PostgreSQL keeps its transaction (see ``database.py`` for the timeouts).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.apply import ResourceState
@@ -62,6 +61,9 @@ class Batch:
     pending: list[Pending]
     states: dict[StateKey, ResourceState]
     jobs: dict[str, JobFacts]
+    #: The batch's jobs still ``queued`` when read: the write moves them to ``processing``
+    #: (and a batch of jobs already under way skips that statement).
+    queued: set[str] = field(default_factory=set)
 
 
 def read_batch(
@@ -85,13 +87,18 @@ def read_batch(
     return _read_batch_sqlite(conn, partition, batch_size, now, spill)
 
 
-def write_plan(conn: Connection, plan: BatchPlan, now: datetime, keep_history: int) -> list[str]:
-    """Write the plan and commit; the jobs whose last operation in some partition the
-    batch finished (the ones that may now be done). Each key keeps its newest
-    ``keep_history`` versions in its history."""
+def write_plan(
+    conn: Connection, batch: Batch, plan: BatchPlan, now: datetime, keep_history: int
+) -> list[str]:
+    """Write the plan of ``batch`` and commit; the jobs whose last operation in some
+    partition the batch finished (the ones that may now be done). Each key keeps its
+    newest ``keep_history`` versions in its history."""
+    # Only jobs of which something was decided: a job whose operations were all put off
+    # (a crashed rule, retried later) has not started.
+    queued = sorted(batch.queued.intersection(job_id for job_id, _ in plan.tallies))
     if is_postgres(conn):
-        return _write_plan_postgres(conn, plan, now, keep_history)
-    return _write_plan_sqlite(conn, plan, now, keep_history)
+        return _write_plan_postgres(conn, plan, queued, now, keep_history)
+    return _write_plan_sqlite(conn, plan, queued, now, keep_history)
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
@@ -141,7 +148,8 @@ batch AS (
     ) AS b
 )
 SELECT got.ok, b.partition, b.id, b.job_id, b.idx, b.tenant_id, b.type, b.rid, b.seq, b.op,
-       b.data, b.if_version, b.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version,
+       b.data, b.if_version, b.attempts, j.deadline, j.cancelled_at IS NOT NULL,
+       j.status = 'queued', r.version,
        CASE WHEN row_number() OVER (
            PARTITION BY b.tenant_id, b.type, b.rid ORDER BY b.seq) = 1 THEN r.data END
 FROM got
@@ -237,18 +245,17 @@ def _json(value: Any) -> str | None:
 
 
 def _write_plan_postgres(
-    conn: Connection, plan: BatchPlan, now: datetime, keep_history: int
+    conn: Connection, plan: BatchPlan, queued: list[str], now: datetime, keep_history: int
 ) -> list[str]:
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     counter = driver.cursor()  # type: ignore[union-attr]
     counted = sorted(plan.tallies)
-    job_ids = sorted({job_id for job_id, _ in counted})
     finished = [
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
-    if job_ids:
-        cursor.execute(_PG_START_JOBS, {"now": now, "jobs": job_ids})
+    if queued:
+        cursor.execute(_PG_START_JOBS, {"now": now, "jobs": queued})
     cursor.execute(
         _PG_FINISH,
         {
@@ -322,7 +329,8 @@ _SQLITE_TENANTS = (
 )
 _SQLITE_BATCH_ROWS = """
 SELECT o.partition, o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op, o.data,
-       o.if_version, o.attempts, j.deadline, j.cancelled_at IS NOT NULL, r.version, r.data
+       o.if_version, o.attempts, j.deadline, j.cancelled_at IS NOT NULL, j.status = 'queued',
+       r.version, r.data
 FROM operations AS o
 JOIN jobs AS j ON j.id = o.job_id
 JOIN resources AS r ON r.tenant_id = o.tenant_id AND r.type = o.type AND r.rid = o.rid
@@ -412,6 +420,7 @@ def _add_rows(batch: Batch, rows: list[Any], *, text: bool) -> None:
         attempts,
         deadline,
         cancelled,
+        queued,
         version,
         document,
     ) in rows:
@@ -433,6 +442,8 @@ def _add_rows(batch: Batch, rows: list[Any], *, text: bool) -> None:
         if job_id not in batch.jobs:
             when = _sqlite_time(deadline) if text else deadline
             batch.jobs[job_id] = JobFacts(when, bool(cancelled))
+            if queued:
+                batch.queued.add(job_id)
 
 
 def _decoded(document: Any, text: bool) -> Any:
@@ -465,16 +476,11 @@ _SQLITE_COUNT = (
 
 
 def _write_plan_sqlite(
-    conn: Connection, plan: BatchPlan, now: datetime, keep_history: int
+    conn: Connection, plan: BatchPlan, queued: list[str], now: datetime, keep_history: int
 ) -> list[str]:
+    """``queued`` was read in this transaction, under SQLite's one writer lock: exact."""
     cursor = driver_cursor(conn)
     stamp = sqlite_timestamp(conn, now)
-    job_ids = sorted({job_id for job_id, _ in plan.tallies})
-    queued = list(
-        conn.execute(
-            select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.status == JobStatus.QUEUED.value)
-        ).scalars()
-    )
     if queued:
         processing = JobStatus.PROCESSING.value
         conn.execute(

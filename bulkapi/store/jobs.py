@@ -216,7 +216,7 @@ class Settled:
     webhooks: int = 0
 
 
-def _finish(conn: Connection, job_ids: Sequence[str], now: datetime) -> Settled:
+def finish_jobs(conn: Connection, job_ids: Sequence[str], now: datetime) -> Settled:
     """Move every job of ``job_ids`` whose work is all done to its terminal status, set-based.
 
     Every path to a terminal status (settle after drains, the sweeper, cancel) comes
@@ -225,6 +225,8 @@ def _finish(conn: Connection, job_ids: Sequence[str], now: datetime) -> Settled:
     job rows are locked (in id order) and their counters read again under the lock, so of
     two drains finishing a job at once only one finishes it.
     """
+    if not job_ids:
+        return Settled([])
     rows = conn.execute(
         select(jobs.c.id, jobs.c.total, jobs.c.tenant_id, jobs.c.callback_url)
         .where(jobs.c.id.in_(sorted(job_ids)), jobs.c.status.in_(OPEN_STATUSES))
@@ -261,25 +263,35 @@ def _finish(conn: Connection, job_ids: Sequence[str], now: datetime) -> Settled:
     return Settled(sorted(finals), len(callbacks))
 
 
+def looking_done(conn: Connection, job_ids: Iterable[str]) -> list[str]:
+    """The open jobs of ``job_ids`` whose counters say nothing is pending, read without
+    locks (a drain asks in autocommit: one round trip, and most answers are "none").
+
+    A job has a counter per partition, and a drain asks after every partition it
+    finishes: the question stops at the first partition still pending, so a job of many
+    partitions is not summed whole each time one of them finishes.
+    """
+    c = job_counts
+    still_pending = select(c.c.job_id).where(c.c.job_id == jobs.c.id, c.c.pending > 0).exists()
+    return list(
+        conn.execute(
+            select(jobs.c.id).where(
+                jobs.c.id.in_(sorted(set(job_ids))),
+                jobs.c.status.in_(OPEN_STATUSES),
+                ~still_pending,
+            )
+        ).scalars()
+    )
+
+
 def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
     """Finish the jobs of ``job_ids`` whose counters say nothing is pending.
 
     Runs after the batch that changed the counters has committed. Which jobs look done
-    is read without locks first, and only those are locked and finished. A job has a
-    counter per partition, and a drain asks after every partition it finishes: the
-    question stops at the first partition still pending, so a job of many partitions is
-    not summed whole each time one of them finishes.
+    is read without locks first (``looking_done``), and only those are locked and
+    finished.
     """
-    c = job_counts
-    still_pending = select(c.c.job_id).where(c.c.job_id == jobs.c.id, c.c.pending > 0).exists()
-    done = conn.execute(
-        select(jobs.c.id).where(
-            jobs.c.id.in_(sorted(set(job_ids))),
-            jobs.c.status.in_(OPEN_STATUSES),
-            ~still_pending,
-        )
-    ).scalars()
-    return _finish(conn, list(done), now)
+    return finish_jobs(conn, looking_done(conn, job_ids), now)
 
 
 def pending_operations(conn: Connection, tenant_id: str, *, unless_at_most: int) -> int:
@@ -353,7 +365,7 @@ def cancel(conn: Connection, tenant_id: str, job_id: str, now: datetime) -> bool
             .where(c.c.job_id == job_id, c.c.partition == partition)
             .values(cancelled=c.c.cancelled + cancelled, pending=c.c.pending - cancelled)
         )
-    return _finish(conn, [job_id], now).webhooks > 0
+    return finish_jobs(conn, [job_id], now).webhooks > 0
 
 
 #: Cancel on PostgreSQL, one statement whatever the job's size: its pending operations

@@ -1,7 +1,7 @@
 """The webhook outbox: a delivery recorded with the job's end, claimed, attempted, recorded.
 
 A delivery row is inserted in the transaction that makes its job terminal
-(``store/jobs.py:_finish``), so a finished job with a callback URL always has one and a
+(``store/jobs.py:finish_jobs``), so a finished job with a callback URL always has one and a
 rolled-back finish never does. Senders claim due rows (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so several worker processes never claim the same row; SQLite transactions
 are exclusive already), a few per tenant at a time, and count the attempt before making
