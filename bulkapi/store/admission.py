@@ -67,6 +67,15 @@ def replayed_job(
     """The job (id, creation time) an earlier request with this key created within the
     window (24 h), or None if the key is free; ``IdempotencyKeyReused`` if that request
     was a different one. Reads only, so a dry run may ask too."""
+    found = _holder(conn, tenant_id, idempotency, now)
+    return None if found is None or found[2] else found[:2]
+
+
+def _holder(
+    conn: Connection, tenant_id: str, idempotency: Idempotency, now: datetime
+) -> tuple[str, datetime, bool] | None:
+    """The job holding the key (id, creation time, whether its window has passed), or
+    None; ``IdempotencyKeyReused`` if it is in its window for a different request."""
     row = conn.execute(
         select(jobs.c.id, jobs.c.request_hash, jobs.c.created_at).where(
             jobs.c.tenant_id == tenant_id, jobs.c.idempotency_key == idempotency.key
@@ -76,13 +85,12 @@ def replayed_job(
         return None
     created_at = as_utc(row.created_at)
     assert created_at is not None
-    if now - created_at > IDEMPOTENCY_WINDOW:
-        return None
-    if row.request_hash != idempotency.request_hash:
+    expired = now - created_at > IDEMPOTENCY_WINDOW
+    if not expired and row.request_hash != idempotency.request_hash:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used with a different request in the last 24 hours."
         )
-    return row.id, created_at
+    return row.id, created_at, expired
 
 
 def find_replay(
@@ -90,21 +98,16 @@ def find_replay(
 ) -> Admitted | None:
     """The job an earlier request with this key created, if it still counts (24 h).
 
-    A key older than the window is released here, so the new request may take it.
+    A key older than the window is released here, so the new request may take it; a key
+    nobody holds costs the one read.
     """
-    found = replayed_job(conn, tenant_id, idempotency, now)
+    found = _holder(conn, tenant_id, idempotency, now)
     if found is None:
-        conn.execute(
-            update(jobs)
-            .where(
-                jobs.c.tenant_id == tenant_id,
-                jobs.c.idempotency_key == idempotency.key,
-                jobs.c.created_at < now - IDEMPOTENCY_WINDOW,
-            )
-            .values(idempotency_key=None)
-        )
         return None
-    job_id, created_at = found
+    job_id, created_at, expired = found
+    if expired:
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(idempotency_key=None))
+        return None
     return Admitted(
         job_id, issue_status_token(conn, job_id), frozenset(), created_at, replayed=True
     )

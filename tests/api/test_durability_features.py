@@ -7,6 +7,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select, update
+
+from bulkapi.store.tables import jobs
 from tests.conftest import InProcessApi, Service, embedded_service
 from tests.support import wait_until
 
@@ -38,6 +41,34 @@ def test_same_idempotency_key_with_another_body_is_refused(api: InProcessApi) ->
     assert reused.status_code == 422
     assert reused.get_json()["code"] == "idempotency_key_reused"
     assert len(api.get("/v1/jobs").get_json()["items"]) == 1
+
+
+def test_an_idempotency_key_past_its_day_is_free_for_a_new_request(
+    service: Service, api: InProcessApi
+) -> None:
+    headers = {"Idempotency-Key": "order-44"}
+    first = api.post("/v1/bulk", json={"operations": [UPSERT]}, headers=headers).get_json()
+    with service.runtime.engine.begin() as conn:  # the first request, 25 hours ago
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == first["id"])
+            .values(created_at=datetime.now(UTC) - timedelta(hours=25))
+        )
+    other = {**UPSERT, "data": {"n": 2}}
+    second = api.post("/v1/bulk", json={"operations": [other]}, headers=headers)
+    assert second.status_code == 202
+    assert "Idempotent-Replayed" not in second.headers
+    assert second.get_json()["id"] != first["id"]
+    again = api.post("/v1/bulk", json={"operations": [other]}, headers=headers)
+    assert again.get_json()["id"] == second.get_json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    with service.runtime.engine.connect() as conn:
+        holders = conn.execute(select(jobs.c.id).where(jobs.c.idempotency_key == "order-44"))
+        assert list(holders.scalars()) == [second.get_json()["id"]]
+        assert (
+            conn.execute(select(jobs.c.idempotency_key).where(jobs.c.id == first["id"])).scalar()
+            is None
+        )
 
 
 def test_idempotency_keys_are_per_tenant(service: Service, api: InProcessApi) -> None:
