@@ -174,8 +174,11 @@ def embedded_service(tmp: Path, **settings: Any) -> Iterator[Service]:
         runtime.stop()
 
 
-def production_service(tmp: Path, types_module: str = TEST_TYPES) -> Iterator[Service]:
-    """PostgreSQL (a fresh database) + Redis (a fresh namespace) + 2 worker processes."""
+def production_service(
+    tmp: Path, types_module: str = TEST_TYPES, **settings: Any
+) -> Iterator[Service]:
+    """PostgreSQL (a fresh database) + Redis (a fresh namespace) + 2 worker processes;
+    ``settings`` go to the in-process API's settings (not to the workers)."""
     require_redis()
     namespace = f"bulkapi-test-{uuid.uuid4().hex[:8]}"
     with fresh_postgres_database() as url:
@@ -185,7 +188,7 @@ def production_service(tmp: Path, types_module: str = TEST_TYPES) -> Iterator[Se
             broker_namespace=namespace,
             sweep_interval=1.0,
             types_module=types_module,
-            **TEST_SETTINGS,
+            **{**TEST_SETTINGS, **settings},
         )
         runtime = Runtime(settings)
         upgrade(runtime.engine)

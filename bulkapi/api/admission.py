@@ -10,13 +10,12 @@ from typing import Any
 from flask import Response, request
 
 from bulkapi.api.context import runtime
-from bulkapi.api.limits import check_pending_cap
 from bulkapi.api.representations import job_body
 from bulkapi.api.responses import json_response
 from bulkapi.core.errors import ValidationFailed
 from bulkapi.core.jobs import Counts, JobStatus
 from bulkapi.dispatch.lanes import Lane
-from bulkapi.store.admission import NewJob, admit, replayed_job
+from bulkapi.store.admission import NewJob, admit, check_pending_cap, replayed_job
 from bulkapi.store.database import reading
 from bulkapi.store.jobs import JobRecord, get_job
 
@@ -56,17 +55,19 @@ def fingerprinted_query() -> bytes:
 
 def dry_run(job: NewJob, now: datetime) -> Response:
     """200 with what a submit would admit, after the checks the transaction would make
-    (the pending cap, then the Idempotency-Key); nothing is written."""
+    (the Idempotency-Key, then, unless that names a job to replay, the pending cap);
+    nothing is written."""
     rt = runtime()
     with reading(rt.engine) as conn:
-        check_pending_cap(
-            conn, job.tenant_id, len(job.operations), rt.settings.max_pending_operations
-        )
         earlier = (
             None
             if job.idempotency is None
             else replayed_job(conn, job.tenant_id, job.idempotency, now)
         )
+        if earlier is None:
+            check_pending_cap(
+                conn, job.tenant_id, len(job.operations), rt.settings.max_pending_operations
+            )
     return json_response(
         {
             "valid": True,
@@ -83,8 +84,7 @@ def accept(job: NewJob, now: datetime) -> Response:
     rt = runtime()
     settings = rt.settings
     with rt.engine.begin() as conn:
-        check_pending_cap(conn, job.tenant_id, len(job.operations), settings.max_pending_operations)
-        admitted = admit(conn, job, now)
+        admitted = admit(conn, job, now, pending_cap=settings.max_pending_operations)
     if settings.fault_crash_after_commit:
         os._exit(CRASH_EXIT_CODE)
     headers = {"Location": f"/v1/jobs/{admitted.job_id}", "Retry-After": str(settings.retry_after)}

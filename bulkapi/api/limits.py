@@ -1,4 +1,5 @@
-"""Back-pressure: a per-tenant request rate and a pending-work cap.
+"""Back-pressure: a per-tenant request rate (the pending-work cap is checked where the
+job is written, ``store/admission.py``).
 
 The rate is counted in the process, so a request never waits on the network for it. In
 a fleet, ``bulkapi.api.rate_sync`` shares the counts through Redis in the background.
@@ -11,14 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy.engine import Connection
-
 from bulkapi.api.rate_sync import RateSync
 from bulkapi.config import Settings
 from bulkapi.core.errors import RateLimited
 from bulkapi.core.rates import RateCounter, TenantCount, fleet_burst
 from bulkapi.dispatch.broker import redis_client
-from bulkapi.store.jobs import pending_operations
 
 #: What a sync reports of one tenant: (tenant, window, requests not reported yet).
 Report = tuple[str, int, int]
@@ -117,20 +115,3 @@ class TenantRateLimiter:
                 count = self._counts.get(tenant)
                 if count is not None:
                     self.counter.settle(count, window, sent, total)
-
-
-def check_pending_cap(conn: Connection, tenant_id: str, adding: int, cap: int) -> None:
-    """Refuse new work while the tenant already has ``cap`` operations waiting.
-
-    A soft cap: two admissions racing may both pass, overshooting by one request. The
-    count comes from the open jobs' totals while those stay within the cap, and from
-    their counters once they do not, so it costs the same with ten operations waiting or
-    a million.
-    """
-    pending = pending_operations(conn, tenant_id, unless_at_most=cap - adding)
-    if pending + adding > cap:
-        raise RateLimited(
-            f"{pending} operations are still pending for this tenant (cap {cap}).",
-            code="too_many_pending_operations",
-            retry_after=5,
-        )

@@ -12,12 +12,13 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused, RateLimited
 from bulkapi.core.jobs import JobStatus
 from bulkapi.core.operations import Operation
 from bulkapi.ids import digest, id_time, new_id, new_secret
 from bulkapi.store.bulk_sql import JobOperations, JobRows, bulk_sql_for
 from bulkapi.store.database import as_utc
+from bulkapi.store.jobs import pending_operations
 from bulkapi.store.tables import jobs, status_tokens
 
 #: How long an Idempotency-Key keeps answering with its original job.
@@ -53,6 +54,23 @@ class Admitted:
     created_at: datetime
     #: True when an Idempotency-Key matched an earlier job: nothing new was recorded.
     replayed: bool = False
+
+
+def check_pending_cap(conn: Connection, tenant_id: str, adding: int, cap: int) -> None:
+    """Refuse new work while the tenant already has ``cap`` operations waiting.
+
+    A soft cap: two admissions racing may both pass, overshooting by one request. The
+    count comes from the open jobs' totals while those stay within the cap, and from
+    their counters once they do not, so it costs the same with ten operations waiting or
+    a million.
+    """
+    pending = pending_operations(conn, tenant_id, unless_at_most=cap - adding)
+    if pending + adding > cap:
+        raise RateLimited(
+            f"{pending} operations are still pending for this tenant (cap {cap}).",
+            code="too_many_pending_operations",
+            retry_after=5,
+        )
 
 
 def issue_status_token(conn: Connection, job_id: str) -> str:
@@ -113,8 +131,13 @@ def find_replay(
     )
 
 
-def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
-    """Record a validated bulk request; the caller commits, then wakes the partitions."""
+def admit(conn: Connection, job: NewJob, now: datetime, *, pending_cap: int) -> Admitted:
+    """Record a validated bulk request; the caller commits, then wakes the partitions.
+
+    A replay comes first (it records nothing, so the cap does not apply to it); then the
+    job's rows, written only if the tenant's open jobs leave room under ``pending_cap``
+    (``check_pending_cap``), a check that goes with the job's own rows in one statement.
+    """
     if job.idempotency is not None:
         replay = find_replay(conn, job.tenant_id, job.idempotency, now)
         if replay is not None:
@@ -123,27 +146,28 @@ def admit(conn: Connection, job: NewJob, now: datetime) -> Admitted:
     created_at = id_time(job_id)
     status_token = new_secret("jst")
     bulk = bulk_sql_for(conn)
+    rows = JobRows(
+        {
+            "id": job_id,
+            "tenant_id": job.tenant_id,
+            "status": JobStatus.QUEUED.value,
+            "total": len(job.operations),
+            "created_at": created_at,
+            "callback_url": job.callback_url,
+            "meta": job.metadata,
+            "deadline": job.deadline,
+            "idempotency_key": job.idempotency.key if job.idempotency else None,
+            "request_hash": job.idempotency.request_hash if job.idempotency else None,
+            "retry_of": job.retry_of,
+        },
+        digest(status_token),
+        sorted(Counter(job.partitions).items()),
+    )
     try:
-        bulk.insert_job(
-            conn,
-            JobRows(
-                {
-                    "id": job_id,
-                    "tenant_id": job.tenant_id,
-                    "status": JobStatus.QUEUED.value,
-                    "total": len(job.operations),
-                    "created_at": created_at,
-                    "callback_url": job.callback_url,
-                    "meta": job.metadata,
-                    "deadline": job.deadline,
-                    "idempotency_key": job.idempotency.key if job.idempotency else None,
-                    "request_hash": job.idempotency.request_hash if job.idempotency else None,
-                    "retry_of": job.retry_of,
-                },
-                digest(status_token),
-                sorted(Counter(job.partitions).items()),
-            ),
-        )
+        if not bulk.insert_job(conn, rows, room=pending_cap - len(job.operations)):
+            # The open jobs' totals leave no room; their counters may (work done since).
+            check_pending_cap(conn, job.tenant_id, len(job.operations), pending_cap)
+            bulk.insert_job(conn, rows, room=None)
     except IntegrityError:
         if job.idempotency is None:
             raise

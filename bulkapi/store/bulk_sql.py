@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpStatus
 from bulkapi.store.database import driver_cursor, is_postgres, sqlite_timestamp
+from bulkapi.store.jobs import pending_operations
 from bulkapi.store.tables import job_counts, job_status_history, jobs, status_tokens
 
 
@@ -70,10 +71,14 @@ class JobOperations:
 
 
 class BulkSql(Protocol):
-    def insert_job(self, conn: Connection, rows: JobRows) -> None:
+    def insert_job(self, conn: Connection, rows: JobRows, *, room: int | None) -> bool:
         """Write the job's own rows, the ``jobs`` row first: a concurrent request with
         the same Idempotency-Key waits on its unique index, then fails with
-        ``IntegrityError`` before anything else is written."""
+        ``IntegrityError`` before anything else is written.
+
+        With ``room``, only if the tenant's open jobs hold at most ``room`` operations
+        (their totals, or on SQLite their counters); False when nothing was written.
+        """
 
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
@@ -112,10 +117,16 @@ class PostgresBulkSql:
     # One statement for the job, its status, its token and its counters, instead of a
     # round trip each (the counters, about 50 rows for 100 operations over hot keys, as a
     # pipelined executemany): over small requests the round trips cost more than the rows.
+    # The pending cap's cheap bound (the open jobs' totals) rides along: a job that
+    # would pass it is not written, and the caller counts exactly before trying again.
     _JOB = f"""
         WITH job AS (
             INSERT INTO jobs ({", ".join(_JOB_COLUMNS)})
-            VALUES ({", ".join(f"%({name})s" for name in _JOB_COLUMNS)})
+            SELECT {", ".join(f"%({name})s" for name in _JOB_COLUMNS)}
+            WHERE %(room)s::bigint IS NULL OR (
+                SELECT coalesce(sum(total), 0) FROM jobs
+                WHERE tenant_id = %(tenant)s AND status IN ('queued', 'processing')
+            ) <= %(room)s::bigint
             RETURNING id, status, created_at
         ),
         status AS (
@@ -158,11 +169,11 @@ class PostgresBulkSql:
     """
     _COPY = f"COPY operations ({', '.join(_OPERATION_COLUMNS)}) FROM STDIN"
 
-    def insert_job(self, conn: Connection, rows: JobRows) -> None:
+    def insert_job(self, conn: Connection, rows: JobRows, *, room: int | None) -> bool:
         values = dict.fromkeys(_JOB_COLUMNS) | rows.job
         meta = values["meta"]
         # Through SQLAlchemy, so a unique violation comes as its ``IntegrityError``.
-        conn.exec_driver_sql(
+        written = conn.exec_driver_sql(
             self._JOB,
             values
             | {
@@ -170,8 +181,11 @@ class PostgresBulkSql:
                 "token_hash": rows.token_hash,
                 "partitions": [partition for partition, _ in rows.counts],
                 "pendings": [pending for _, pending in rows.counts],
+                "room": room,
+                "tenant": values["tenant_id"],
             },
         )
+        return written.rowcount > 0  # a counter per partition the job touches
 
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
@@ -211,7 +225,12 @@ class SqliteBulkSql:
         f" VALUES ({', '.join('?' for _ in _OPERATION_COLUMNS)})"
     )
 
-    def insert_job(self, conn: Connection, rows: JobRows) -> None:
+    def insert_job(self, conn: Connection, rows: JobRows, *, room: int | None) -> bool:
+        if (
+            room is not None
+            and pending_operations(conn, rows.job["tenant_id"], unless_at_most=room) > room
+        ):
+            return False
         job_id = rows.job["id"]
         conn.execute(jobs.insert().values(**rows.job))
         conn.execute(
@@ -234,6 +253,7 @@ class SqliteBulkSql:
                 for partition, pending in rows.counts
             ],
         )
+        return True
 
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
