@@ -205,15 +205,19 @@ def production_service(
                 client.delete(key)
 
 
+def service_in(mode: str, tmp: Path, **settings: Any) -> Iterator[Service]:
+    """An embedded or a production (``mode``: "postgres") service with ``settings``."""
+    if mode == "embedded":
+        yield from embedded_service(tmp, **{"types_module": TEST_TYPES, **settings})
+    else:
+        yield from production_service(tmp, **settings)
+
+
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
 def service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp(request.param)
-    if request.param == "embedded":
-        yield from embedded_service(tmp, types_module=TEST_TYPES)
-    else:
-        yield from production_service(tmp)
+    yield from service_in(request.param, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tests.conftest import (
     Service,
     embedded_service,
     lock_all_partitions,
-    production_service,
+    service_in,
 )
 
 #: Fields every job representation carries at least.
@@ -202,11 +202,9 @@ def crm(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     """The service with BULKAPI_TYPES=examples.crm, on both modes."""
-    tmp = tmp_path_factory.mktemp(f"crm-{request.param}")
-    if request.param == "embedded":
-        yield from embedded_service(tmp, types_module=CRM)
-    else:
-        yield from production_service(tmp, types_module=CRM)
+    yield from service_in(
+        request.param, tmp_path_factory.mktemp(f"crm-{request.param}"), types_module=CRM
+    )
 
 
 @pytest.fixture

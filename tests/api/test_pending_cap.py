@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from bulkapi.store.tables import jobs
 from tests.api.conftest import assert_problem, drains_held, ids_in_distinct_partitions, partition
-from tests.conftest import InProcessApi, Service, embedded_service, production_service
+from tests.conftest import InProcessApi, Service, service_in
 
 CAP = 4
 
@@ -21,10 +21,7 @@ def capped(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp(f"capped-{request.param}")
-    if request.param == "embedded":
-        yield from embedded_service(tmp, max_pending_operations=CAP)
-    else:
-        yield from production_service(tmp, max_pending_operations=CAP)
+    yield from service_in(request.param, tmp, max_pending_operations=CAP)
 
 
 def _upserts(ids: list[str]) -> list[dict[str, Any]]:
