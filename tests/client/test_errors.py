@@ -18,7 +18,11 @@ from bulkapi.client import errors
 from tests.support import ROOT
 
 #: Where the server spells its problem codes.
-_CODE_SOURCES = [ROOT / "bulkapi/core/errors.py", *sorted((ROOT / "bulkapi/api").glob("*.py"))]
+_CODE_SOURCES = [
+    ROOT / "bulkapi/core/errors.py",
+    *sorted((ROOT / "bulkapi/api").glob("*.py")),
+    *sorted((ROOT / "bulkapi/store").glob("*.py")),
+]
 #: How a code is spelt there: a class's ``code``, a ``code=`` argument, the code of a
 #: ``PreconditionFailed`` or of a ``problem(...)``, or a value of the HTTP code table.
 _CODE_PATTERNS = [

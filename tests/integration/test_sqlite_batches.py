@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from bulkapi.config import Settings
 from bulkapi.core.keys import ResourceKey, partition_of
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.store.admission import NewJob, admit
@@ -17,6 +18,8 @@ from bulkapi.store.drain import Batch, read_batch
 from bulkapi.store.migrate import upgrade
 
 PARTITIONS = 64
+#: The pending cap a service runs with by default (these jobs stay far below it).
+CAP = Settings.max_pending_operations
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def _submit(engine: Engine, tenant: str, ids: list[str]) -> None:
     operations = [Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys]
     partitions = [partition_of(tenant, key, PARTITIONS) for key in keys]
     with engine.begin() as conn:
-        admit(conn, NewJob(tenant, operations, partitions), utcnow())
+        admit(conn, NewJob(tenant, operations, partitions), utcnow(), pending_cap=CAP)
 
 
 def _read(engine: Engine, partition: int, size: int) -> Batch:

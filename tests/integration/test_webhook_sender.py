@@ -21,6 +21,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import Engine, update
 
 from bulkapi.api.representations import job_body
+from bulkapi.config import Settings
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.webhooks import DeliveryStatus, forbidden_host
@@ -45,6 +46,9 @@ from bulkapi.store.webhooks import (
 from tests.receivers import Receiver
 from tests.support import WAIT_SECONDS, database_url, wait_until
 
+#: The pending cap a service runs with by default (these jobs stay far below it).
+CAP = Settings.max_pending_operations
+
 #: Seconds an attempt gets where it is meant to run out of time.
 SHORT = 0.5
 ATTEMPTS = 3
@@ -66,7 +70,8 @@ def _finished_job(engine: Engine, tenant: str, url: str) -> str:
     with engine.begin() as conn:
         tenant_id = ensure_tenant(conn, tenant)
         operation = Operation(OpKind.UPSERT, ResourceKey("hook", "h1"), {"n": 1})
-        job_id = admit(conn, NewJob(tenant_id, [operation], [0], url), utcnow()).job_id
+        job = NewJob(tenant_id, [operation], [0], url)
+        job_id = admit(conn, job, utcnow(), pending_cap=CAP).job_id
         assert cancel(conn, tenant_id, job_id, utcnow())
     return job_id
 
