@@ -192,7 +192,23 @@ INSERT INTO job_status_history (job_id, status, at)
 SELECT id, 'processing', %(now)s FROM moved
 ON CONFLICT DO NOTHING
 """
-_PG_WRITE_RESOURCES = """
+_PG_FINISH = """
+UPDATE operations AS o
+SET status = f.status, version = f.version, error_code = f.error_code,
+    error_message = f.error_message, attempts = coalesce(f.attempts, o.attempts),
+    finished_at = CASE WHEN f.status = 'pending' THEN NULL ELSE %(now)s END
+FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(versions)b::integer[],
+            %(codes)b::varchar[], %(messages)b::text[], %(attempts)b::smallint[])
+  AS f(id, status, version, error_code, error_message, attempts)
+WHERE o.id = f.id
+"""
+#: The rows others wait for, last and in one statement, right before the COMMIT: the
+#: batch's resource rows (hot keys' admissions queue on them), then its counters. The
+#: counters' update reads the resource update's count first, which makes it run only
+#: once every resource row is written: the lock order stays cancel's (job rows, only
+#: free ones here, then resource rows, then counters), and on hot keys the rows are held
+#: for one round trip and the commit, not two.
+_PG_WRITE_KEYS = """
 WITH w AS (
     SELECT * FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
                          %(changed)b::boolean[], %(versions)b::integer[],
@@ -207,27 +223,18 @@ locked AS (  -- in key order, as admissions lock: the two never deadlock
         WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
         FOR UPDATE
     ) AS probe
+),
+written AS (
+    UPDATE resources AS r
+    SET version = CASE WHEN w.changed THEN w.version ELSE r.version END,
+        data = CASE WHEN w.changed THEN w.data ELSE r.data END,
+        updated_at = CASE WHEN w.changed THEN %(now)s ELSE r.updated_at END,
+        pending = r.pending - w.done,
+        retry_at = w.retry_at
+    FROM locked AS w
+    WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
+    RETURNING 1
 )
-UPDATE resources AS r
-SET version = CASE WHEN w.changed THEN w.version ELSE r.version END,
-    data = CASE WHEN w.changed THEN w.data ELSE r.data END,
-    updated_at = CASE WHEN w.changed THEN %(now)s ELSE r.updated_at END,
-    pending = r.pending - w.done,
-    retry_at = w.retry_at
-FROM locked AS w
-WHERE r.tenant_id = w.tenant_id AND r.type = w.type AND r.rid = w.rid
-"""
-_PG_FINISH = """
-UPDATE operations AS o
-SET status = f.status, version = f.version, error_code = f.error_code,
-    error_message = f.error_message, attempts = coalesce(f.attempts, o.attempts),
-    finished_at = CASE WHEN f.status = 'pending' THEN NULL ELSE %(now)s END
-FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(versions)b::integer[],
-            %(codes)b::varchar[], %(messages)b::text[], %(attempts)b::smallint[])
-  AS f(id, status, version, error_code, error_message, attempts)
-WHERE o.id = f.id
-"""
-_PG_COUNT = """
 UPDATE job_counts AS c
 SET succeeded = c.succeeded + t.succeeded, failed = c.failed + t.failed,
     cancelled = c.cancelled + t.cancelled,
@@ -236,6 +243,7 @@ FROM unnest(%(jobs)b::varchar[], %(partitions)b::integer[], %(succeeded)b::integ
             %(failed)b::integer[], %(cancelled)b::integer[])
   AS t(job_id, partition, succeeded, failed, cancelled)
 WHERE c.job_id = t.job_id AND c.partition = t.partition
+  AND (SELECT count(*) FROM written) >= 0
 RETURNING c.job_id, c.pending
 """
 
@@ -249,7 +257,6 @@ def _write_plan_postgres(
 ) -> list[str]:
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
-    counter = driver.cursor()  # type: ignore[union-attr]
     counted = sorted(plan.tallies)
     finished = [
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
@@ -271,12 +278,10 @@ def _write_plan_postgres(
     if plan.effects:
         insert_effects(cursor, plan.effects, now)
     record_history_postgres(cursor, plan.applied, now, keep_history)
-    # The rows others wait for come last, right before the commit: resource rows (hot
-    # keys' admissions queue on them), then counters. The lock order is cancel's: job
-    # rows (only free ones here), then resource rows, then counters.
     keys = plan.keys
+    tallies = [plan.tallies[c] for c in counted]
     cursor.execute(
-        _PG_WRITE_RESOURCES,
+        _PG_WRITE_KEYS,
         {
             "now": now,
             "tenants": [k.key[0] for k in keys],
@@ -287,24 +292,16 @@ def _write_plan_postgres(
             "datas": [_json(k.state.data) if k.changed else None for k in keys],
             "done": [k.done for k in keys],
             "retry": [k.retry_at for k in keys],
+            "jobs": [job_id for job_id, _ in counted],
+            "partitions": [partition for _, partition in counted],
+            "succeeded": [t.succeeded for t in tallies],
+            "failed": [t.failed for t in tallies],
+            "cancelled": [t.cancelled for t in tallies],
         },
     )
-    if counted:
-        tallies = [plan.tallies[c] for c in counted]
-        counter.execute(
-            _PG_COUNT,
-            {
-                "jobs": [job_id for job_id, _ in counted],
-                "partitions": [partition for _, partition in counted],
-                "succeeded": [t.succeeded for t in tallies],
-                "failed": [t.failed for t in tallies],
-                "cancelled": [t.cancelled for t in tallies],
-            },
-        )
+    finished_jobs = sorted({job_id for job_id, pending in cursor.fetchall() if pending == 0})
     driver.commit()  # type: ignore[union-attr]
-    if not counted:
-        return []
-    return sorted({job_id for job_id, pending in counter.fetchall() if pending == 0})
+    return finished_jobs
 
 
 # -- SQLite -------------------------------------------------------------------------------
