@@ -161,6 +161,25 @@ def reading(engine: Engine) -> Connection:
     return engine.connect().execution_options(**{READ_ONLY: True})
 
 
+#: Drain batches and effect passes read and write a few hundred rows of tables that grow
+#: without bound, joined to arrays and to each other. Left to the planner, such joins
+#: were planned now as hash joins over a whole table, now as a scan of a tenant's every
+#: key or of every key waiting for a retry (it depends on statistics, which a fresh or
+#: fast-growing table lacks, and on the generic plans of prepared statements): tens to
+#: hundreds of milliseconds a batch, growing with the tables. For such a transaction
+#: only index probes are planned, so each row is found by its key whatever the tables'
+#: size or the age of their statistics.
+_PROBES_ONLY = (
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+)
+
+
+def probes_only(cursor: Any) -> None:
+    """Plan the rest of the transaction of ``cursor`` (PostgreSQL) as index probes only."""
+    cursor.execute(_PROBES_ONLY)
+
+
 def single_read(engine: Engine) -> Connection:
     """A connection for a lone read statement: on PostgreSQL in autocommit, one round trip
     instead of three (BEGIN, the read, COMMIT); on SQLite a ``reading`` connection."""

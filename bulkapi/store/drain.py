@@ -39,6 +39,7 @@ from bulkapi.store.database import (
     dialect_insert,
     driver_cursor,
     is_postgres,
+    probes_only,
     sqlite_timestamp,
 )
 from bulkapi.store.effects import effect_values, insert_effects
@@ -103,18 +104,6 @@ def write_plan(
 
 # -- PostgreSQL ---------------------------------------------------------------------------
 
-#: A batch reads and writes a few hundred rows of tables that grow without bound,
-#: joined to arrays and to each other. Left to the planner, such joins were planned now
-#: as hash joins over a whole table, now as a scan of a tenant's every key or of every
-#: key waiting for a retry (it depends on statistics, which a fresh or fast-growing table
-#: lacks, and on the generic plans of prepared statements): tens to hundreds of
-#: milliseconds a batch, growing with the tables. For the batch's transaction only index
-#: probes are planned, so each row is found by its key whatever the tables' size or the
-#: age of their statistics.
-_PG_PROBES_ONLY = (
-    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
-    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
-)
 _PG_READ = f"""
 WITH got AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock({PARTITION_LOCK_SPACE}, %(partition)s) AS ok
@@ -163,7 +152,7 @@ def _read_batch_postgres(
     conn: Connection, partition: int, batch_size: int, now: datetime
 ) -> Batch | None:
     cursor = driver_cursor(conn)
-    cursor.execute(_PG_PROBES_ONLY)
+    probes_only(cursor)
     cursor.execute(_PG_READ, {"partition": partition, "batch_size": batch_size, "now": now})
     rows = cursor.fetchall()
     if not rows[0][0]:

@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
 
 from bulkapi.core.effects import EffectStatus
-from bulkapi.store.database import driver_cursor, is_postgres
+from bulkapi.store.database import driver_cursor, is_postgres, probes_only
 from bulkapi.store.tables import effects
 
 _PENDING = EffectStatus.PENDING.value
@@ -173,7 +173,9 @@ def claim_attempts(conn: Connection, claims: Sequence[Claim]) -> None:
     if not claims:
         return
     if is_postgres(conn):
-        driver_cursor(conn).execute(
+        cursor = driver_cursor(conn)
+        probes_only(cursor)  # else a hash join over the whole outbox, growing with it
+        cursor.execute(
             _PG_CLAIM,
             {"ids": [c.effect_id for c in claims], "until": [c.leased_until for c in claims]},
         )
@@ -228,7 +230,9 @@ def record_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome], now: d
     if is_postgres(conn):
         # The arrays that may hold only NULLs go as text (%s): a binary array needs an
         # element type, which a list of None does not tell.
-        driver_cursor(conn).execute(
+        cursor = driver_cursor(conn)
+        probes_only(cursor)
+        cursor.execute(
             _PG_OUTCOMES,
             {
                 "ids": [o.effect_id for o in outcomes],
