@@ -17,10 +17,11 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy.engine import Connection
 
+from bulkapi.core.jobs import OPEN_STATUSES
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpStatus
 from bulkapi.store.database import driver_cursor, is_postgres, sqlite_timestamp
-from bulkapi.store.jobs import pending_operations
+from bulkapi.store.jobs import open_operations_bound
 from bulkapi.store.tables import job_counts, job_status_history, jobs, status_tokens
 
 
@@ -76,8 +77,9 @@ class BulkSql(Protocol):
         the same Idempotency-Key waits on its unique index, then fails with
         ``IntegrityError`` before anything else is written.
 
-        With ``room``, only if the tenant's open jobs hold at most ``room`` operations
-        (their totals, or on SQLite their counters); False when nothing was written.
+        With ``room``, only if the tenant's open jobs' totals
+        (``store/jobs.py:open_operations_bound``) come to at most ``room``; False when
+        nothing was written.
         """
 
     def allocate_sequences(
@@ -111,6 +113,7 @@ _OPERATION_COLUMNS = (
 
 
 _JOB_COLUMNS = tuple(column.name for column in jobs.columns)
+_OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 
 
 class PostgresBulkSql:
@@ -125,7 +128,7 @@ class PostgresBulkSql:
             SELECT {", ".join(f"%({name})s" for name in _JOB_COLUMNS)}
             WHERE %(room)s::bigint IS NULL OR (
                 SELECT coalesce(sum(total), 0) FROM jobs
-                WHERE tenant_id = %(tenant)s AND status IN ('queued', 'processing')
+                WHERE tenant_id = %(tenant)s AND status IN ({_OPEN})
             ) <= %(room)s::bigint
             RETURNING id, status, created_at
         ),
@@ -226,10 +229,7 @@ class SqliteBulkSql:
     )
 
     def insert_job(self, conn: Connection, rows: JobRows, *, room: int | None) -> bool:
-        if (
-            room is not None
-            and pending_operations(conn, rows.job["tenant_id"], unless_at_most=room) > room
-        ):
+        if room is not None and open_operations_bound(conn, rows.job["tenant_id"]) > room:
             return False
         job_id = rows.job["id"]
         conn.execute(jobs.insert().values(**rows.job))

@@ -294,17 +294,22 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
     return finish_jobs(conn, looking_done(conn, job_ids), now)
 
 
+def open_operations_bound(conn: Connection, tenant_id: str) -> int:
+    """The sum of the tenant's open jobs' totals: an upper bound of its pending
+    operations that costs a row per job, not a row per (job, partition)."""
+    open_jobs = (jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
+    total = select(func.coalesce(func.sum(jobs.c.total), 0)).where(*open_jobs)
+    return int(conn.execute(total).scalar_one())
+
+
 def pending_operations(conn: Connection, tenant_id: str, *, unless_at_most: int) -> int:
     """The tenant's accepted operations not yet finished, from its open jobs' counters
     (a few rows per job, however many operations are waiting).
 
-    When the open jobs' totals add up to at most ``unless_at_most``, that sum is
-    returned instead: it bounds the exact count from above and costs a row per job, not
-    a row per (job, partition), which is what a check against a cap needs.
+    When ``open_operations_bound`` is at most ``unless_at_most``, that bound is returned
+    instead, which is what a check against a cap needs.
     """
-    open_jobs = (jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
-    total = select(func.coalesce(func.sum(jobs.c.total), 0)).where(*open_jobs)
-    bound = int(conn.execute(total).scalar_one())
+    bound = open_operations_bound(conn, tenant_id)
     if bound <= unless_at_most:
         return bound
     c = job_counts
@@ -312,7 +317,7 @@ def pending_operations(conn: Connection, tenant_id: str, *, unless_at_most: int)
         conn.execute(
             select(func.coalesce(func.sum(c.c.pending), 0))
             .select_from(c.join(jobs, jobs.c.id == c.c.job_id))
-            .where(*open_jobs)
+            .where(jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
         ).scalar_one()
     )
 
