@@ -178,22 +178,26 @@ def production_service(
     tmp: Path, types_module: str = TEST_TYPES, **settings: Any
 ) -> Iterator[Service]:
     """PostgreSQL (a fresh database) + Redis (a fresh namespace) + 2 worker processes;
-    ``settings`` go to the in-process API's settings (not to the workers)."""
+    ``settings`` go to the in-process API's settings, and to the workers as their
+    ``BULKAPI_<NAME>`` variables."""
     require_redis()
     namespace = f"bulkapi-test-{uuid.uuid4().hex[:8]}"
+    worker_settings = {f"BULKAPI_{name.upper()}": str(value) for name, value in settings.items()}
     with fresh_postgres_database() as url:
-        settings = Settings(
-            database_url=url,
-            broker_url=REDIS_URL,
-            broker_namespace=namespace,
-            sweep_interval=1.0,
-            types_module=types_module,
-            **{**TEST_SETTINGS, **settings},
+        runtime = Runtime(
+            Settings(
+                database_url=url,
+                broker_url=REDIS_URL,
+                broker_namespace=namespace,
+                sweep_interval=1.0,
+                types_module=types_module,
+                **{**TEST_SETTINGS, **settings},
+            )
         )
-        runtime = Runtime(settings)
         upgrade(runtime.engine)
         workers = start_workers(
-            service_env(url, REDIS_URL, namespace, BULKAPI_TYPES=types_module), tmp
+            service_env(url, REDIS_URL, namespace, BULKAPI_TYPES=types_module, **worker_settings),
+            tmp,
         )
         try:
             yield Service("postgres", runtime, create_app(runtime), workers)

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.plan import Decide, RetryPolicy, plan_batch
-from bulkapi.store.database import single_read, utcnow
+from bulkapi.store.database import batch_transaction, single_read, utcnow
 from bulkapi.store.drain import read_batch, write_plan
 from bulkapi.store.jobs import Settled, finish_jobs, looking_done
 
@@ -108,7 +108,7 @@ class PartitionDrainer:
         deadline = time.monotonic() + self.budget_seconds
         retry_at: datetime | None = None
         while True:
-            with self.engine.begin() as conn:
+            with batch_transaction(self.engine) as conn:
                 result = drain_batch(
                     conn,
                     partition,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import DateTime, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -176,8 +179,38 @@ _PROBES_ONLY = (
 
 
 def probes_only(cursor: Any) -> None:
-    """Plan the rest of the transaction of ``cursor`` (PostgreSQL) as index probes only."""
-    cursor.execute(_PROBES_ONLY)
+    """Plan the rest of the transaction of ``cursor`` (PostgreSQL) as index probes only.
+
+    On a connection in autocommit (``batch_transaction``) this also opens that
+    transaction, in the same round trip; otherwise the driver has just sent its own BEGIN.
+    """
+    driver = cursor.connection
+    idle = driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    cursor.execute(f"BEGIN; {_PROBES_ONLY}" if driver.autocommit and idle else _PROBES_ONLY)
+
+
+@contextmanager
+def batch_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection for one transaction whose statements the store sends itself (a drain
+    batch): committed when the block ends, rolled back if it raises.
+
+    On PostgreSQL the driver is put in autocommit, so it sends no BEGIN of its own (a
+    round trip before the first statement): the store's first statement opens the
+    transaction (``probes_only``) and its last write commits. On SQLite, ``engine.begin()``.
+    """
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            yield conn
+        return
+    # The isolation level goes back to the pool's default when the connection does.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        driver = conn.connection.driver_connection
+        try:
+            yield conn
+        except BaseException:
+            driver.rollback()  # type: ignore[union-attr]  # ROLLBACK, if still open
+            raise
+        driver.commit()  # type: ignore[union-attr]  # COMMIT, if the block left it open
 
 
 def single_read(engine: Engine) -> Connection:

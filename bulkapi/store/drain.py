@@ -42,8 +42,8 @@ from bulkapi.store.database import (
     probes_only,
     sqlite_timestamp,
 )
-from bulkapi.store.effects import effect_values, insert_effects
-from bulkapi.store.history import record_history_postgres, record_history_sqlite
+from bulkapi.store.effects import effect_values, effects_cte
+from bulkapi.store.history import history_ctes, record_history_sqlite
 from bulkapi.store.tables import effects, job_status_history, jobs
 
 #: Tenants served per batch; the rest wait for the next batch (oldest first).
@@ -163,6 +163,10 @@ def _read_batch_postgres(
     return batch
 
 
+#: The batch's write is one statement: each part below is a CTE, and the statement's own
+#: query writes the rows others wait for (resource rows, then counters), after every CTE
+#: before it has run (``ahead``), right before the COMMIT.
+#:
 #: Jobs of the batch still ``queued`` move to ``processing``. A job row another
 #: transaction holds is skipped, not waited for: that is another drain moving it (its
 #: commit does it), a settle or a cancel. A job left ``queued`` by a drain that rolled
@@ -170,40 +174,44 @@ def _read_batch_postgres(
 #: (which records ``processing`` for any job in which something ran). Without the skip,
 #: every drain of a new job's partitions queued behind the first one's whole batch.
 _PG_START_JOBS = """
-WITH moved AS (
+moved AS (
     UPDATE jobs SET status = 'processing', started_at = %(now)s
     WHERE id IN (
-        SELECT id FROM jobs WHERE id = ANY(%(jobs)s) AND status = 'queued'
+        SELECT id FROM jobs WHERE id = ANY(%(queued)s) AND status = 'queued'
         ORDER BY id FOR UPDATE SKIP LOCKED)
     RETURNING id
-)
-INSERT INTO job_status_history (job_id, status, at)
-SELECT id, 'processing', %(now)s FROM moved
-ON CONFLICT DO NOTHING
-"""
+),
+started AS (
+    INSERT INTO job_status_history (job_id, status, at)
+    SELECT id, 'processing', %(now)s FROM moved
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)"""
 _PG_FINISH = """
-UPDATE operations AS o
-SET status = f.status, version = f.version, error_code = f.error_code,
-    error_message = f.error_message, attempts = coalesce(f.attempts, o.attempts),
-    finished_at = CASE WHEN f.status = 'pending' THEN NULL ELSE %(now)s END
-FROM unnest(%(ids)b::bigint[], %(statuses)b::varchar[], %(versions)b::integer[],
-            %(codes)b::varchar[], %(messages)b::text[], %(attempts)b::smallint[])
-  AS f(id, status, version, error_code, error_message, attempts)
-WHERE o.id = f.id
-"""
-#: The rows others wait for, last and in one statement, right before the COMMIT: the
-#: batch's resource rows (hot keys' admissions queue on them), then its counters. The
-#: counters' update reads the resource update's count first, which makes it run only
-#: once every resource row is written: the lock order stays cancel's (job rows, only
-#: free ones here, then resource rows, then counters), and on hot keys the rows are held
-#: for one round trip and the commit, not two.
+finished AS (
+    UPDATE operations AS o
+    SET status = f.status, version = f.version, error_code = f.error_code,
+        error_message = f.error_message, attempts = coalesce(f.attempts, o.attempts),
+        finished_at = CASE WHEN f.status = 'pending' THEN NULL ELSE %(now)s END
+    FROM unnest(%(o_ids)b::bigint[], %(o_statuses)b::varchar[], %(o_versions)b::integer[],
+                %(o_codes)b::varchar[], %(o_messages)b::text[], %(o_attempts)b::smallint[])
+      AS f(id, status, version, error_code, error_message, attempts)
+    WHERE o.id = f.id
+    RETURNING 1
+)"""
+#: The rows others wait for: the batch's resource rows (hot keys' admissions queue on
+#: them), then its counters. The counters' update reads the resource update's count
+#: first, which makes it run only once every resource row is written: the lock order
+#: stays cancel's (job rows, only free ones here, then resource rows, then counters),
+#: and on hot keys the rows are held for the end of one statement and the commit.
 _PG_WRITE_KEYS = """
-WITH w AS (
+w AS (
     SELECT * FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
                          %(changed)b::boolean[], %(versions)b::integer[],
                          %(datas)b::text[]::jsonb[], %(done)b::integer[],
                          %(retry)b::timestamptz[])
       AS w(tenant_id, type, rid, changed, version, data, done, retry_at)
+    WHERE (SELECT n FROM ahead) >= 0
 ),
 locked AS (  -- in key order, as admissions lock: the two never deadlock
     SELECT w.* FROM (SELECT * FROM w ORDER BY tenant_id, type, rid) AS w
@@ -241,53 +249,64 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+def _cte_name(cte: str) -> str:
+    return cte.split(maxsplit=1)[0]
+
+
 def _write_plan_postgres(
     conn: Connection, plan: BatchPlan, queued: list[str], now: datetime, keep_history: int
 ) -> list[str]:
-    driver = conn.connection.driver_connection
-    cursor = driver.cursor()  # type: ignore[union-attr]
-    counted = sorted(plan.tallies)
+    """One statement and the COMMIT: with the read (and its BEGIN, see ``probes_only``),
+    a batch is three round trips and the commit, whatever it holds."""
     finished = [
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
+    ctes: list[tuple[str, dict[str, Any]]] = []
     if queued:
-        cursor.execute(_PG_START_JOBS, {"now": now, "jobs": queued})
-    cursor.execute(
-        _PG_FINISH,
-        {
-            "now": now,
-            "ids": [f[0] for f in finished],
-            "statuses": [f[1] for f in finished],
-            "versions": [f[2] for f in finished],
-            "codes": [None if f[3] is None else f[3].value for f in finished],
-            "messages": [f[4] for f in finished],
-            "attempts": [f[5] for f in finished],
-        },
+        ctes.append((_PG_START_JOBS, {"queued": queued}))
+    ctes.append(
+        (
+            _PG_FINISH,
+            {
+                "o_ids": [f[0] for f in finished],
+                "o_statuses": [f[1] for f in finished],
+                "o_versions": [f[2] for f in finished],
+                "o_codes": [None if f[3] is None else f[3].value for f in finished],
+                "o_messages": [f[4] for f in finished],
+                "o_attempts": [f[5] for f in finished],
+            },
+        )
     )
     if plan.effects:
-        insert_effects(cursor, plan.effects, now)
-    record_history_postgres(cursor, plan.applied, now, keep_history)
+        ctes.append(effects_cte(plan.effects, now))
+    ctes += history_ctes(plan.applied, keep_history)
+    counted = sorted(plan.tallies)
     keys = plan.keys
     tallies = [plan.tallies[c] for c in counted]
-    cursor.execute(
-        _PG_WRITE_KEYS,
-        {
-            "now": now,
-            "tenants": [k.key[0] for k in keys],
-            "types": [k.key[1] for k in keys],
-            "rids": [k.key[2] for k in keys],
-            "changed": [k.changed for k in keys],
-            "versions": [k.state.version for k in keys],
-            "datas": [_json(k.state.data) if k.changed else None for k in keys],
-            "done": [k.done for k in keys],
-            "retry": [k.retry_at for k in keys],
-            "jobs": [job_id for job_id, _ in counted],
-            "partitions": [partition for _, partition in counted],
-            "succeeded": [t.succeeded for t in tallies],
-            "failed": [t.failed for t in tallies],
-            "cancelled": [t.cancelled for t in tallies],
-        },
-    )
+    params: dict[str, Any] = {
+        "now": now,
+        "tenants": [k.key[0] for k in keys],
+        "types": [k.key[1] for k in keys],
+        "rids": [k.key[2] for k in keys],
+        "changed": [k.changed for k in keys],
+        "versions": [k.state.version for k in keys],
+        "datas": [_json(k.state.data) if k.changed else None for k in keys],
+        "done": [k.done for k in keys],
+        "retry": [k.retry_at for k in keys],
+        "jobs": [job_id for job_id, _ in counted],
+        "partitions": [partition for _, partition in counted],
+        "succeeded": [t.succeeded for t in tallies],
+        "failed": [t.failed for t in tallies],
+        "cancelled": [t.cancelled for t in tallies],
+    }
+    for _, cte_params in ctes:
+        params |= cte_params
+    # Every CTE but the resource rows' runs first, to completion, by being counted here.
+    ahead = " + ".join(f"(SELECT count(*) FROM {_cte_name(cte)})" for cte, _ in ctes)
+    statement = ",".join(cte for cte, _ in ctes)
+    driver = conn.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"WITH {statement},\nahead AS (SELECT {ahead} AS n),{_PG_WRITE_KEYS}", params)
     finished_jobs = sorted({job_id for job_id, pending in cursor.fetchall() if pending == 0})
     driver.commit()  # type: ignore[union-attr]
     return finished_jobs

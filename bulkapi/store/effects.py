@@ -84,16 +84,26 @@ _PG_COLUMNS = (
 )
 
 
-def insert_effects(cursor: Any, changes: Iterable[AppliedChange], now: datetime) -> None:
-    """``record_effects`` on a raw psycopg cursor, as one array statement, so it can go
-    go with the rest of a write on its own cursor."""
+def _pg_arrays(changes: Iterable[AppliedChange], now: datetime) -> dict[str, Any]:
     rows = effect_values(changes, now)
     arrays: dict[str, Any] = {column: [row[column] for row in rows] for column in _PG_COLUMNS}
     for column in ("before", "after"):
         arrays[column] = [
             None if row[column] is None else orjson.dumps(row[column]).decode() for row in rows
         ]
-    cursor.execute(_PG_INSERT, {"now": now, **arrays})
+    return arrays
+
+
+def insert_effects(cursor: Any, changes: Iterable[AppliedChange], now: datetime) -> None:
+    """``record_effects`` on a raw psycopg cursor, as one array statement, so it can go
+    with the rest of a write on its own cursor."""
+    cursor.execute(_PG_INSERT, {"now": now, **_pg_arrays(changes, now)})
+
+
+def effects_cte(changes: Iterable[AppliedChange], now: datetime) -> tuple[str, dict[str, Any]]:
+    """``record_effects`` as a CTE (``effected``, a row per effect) of a larger statement
+    that binds ``now``, with its parameters."""
+    return f"effected AS ({_PG_INSERT} RETURNING 1)", _pg_arrays(changes, now)
 
 
 def record_effects(conn: Connection, changes: Iterable[AppliedChange], now: datetime) -> int:

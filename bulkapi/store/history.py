@@ -20,21 +20,30 @@ from bulkapi.core.plan import Applied
 from bulkapi.store.database import as_utc, driver_cursor, sqlite_timestamp
 from bulkapi.store.tables import resource_history, resources
 
-_PG_INSERT = """
-INSERT INTO resource_history (tenant_id, type, rid, version, op, job_id, idx, applied_at)
-SELECT h.tenant_id, h.type, h.rid, h.version, h.op, h.job_id, h.idx, %(now)s
-FROM unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
-            %(versions)b::integer[], %(ops)b::varchar[], %(job_ids)b::varchar[],
-            %(idxs)b::integer[])
-  AS h(tenant_id, type, rid, version, op, job_id, idx)
-"""
-_PG_PRUNE = """
-DELETE FROM resource_history AS h
-USING unnest(%(tenants)b::varchar[], %(types)b::varchar[], %(rids)b::varchar[],
-             %(oldest)b::integer[]) AS k(tenant_id, type, rid, oldest)
-WHERE h.tenant_id = k.tenant_id AND h.type = k.type AND h.rid = k.rid
-  AND h.version < k.oldest
-"""
+#: A drain batch's versions, as CTEs of its one write statement (``store/drain.py``):
+#: ``noted`` adds them, ``pruned`` lets go of the older rows that fall out of each key's
+#: newest ``keep``. The two do not see each other's rows (one statement, one snapshot),
+#: so versions of the batch that fall out at once are never added. Each returns a row
+#: per row it wrote, so the statement can make them run before it locks resource rows.
+_PG_NOTED = """
+noted AS (
+    INSERT INTO resource_history (tenant_id, type, rid, version, op, job_id, idx, applied_at)
+    SELECT h.tenant_id, h.type, h.rid, h.version, h.op, h.job_id, h.idx, %(now)s
+    FROM unnest(%(h_tenants)b::varchar[], %(h_types)b::varchar[], %(h_rids)b::varchar[],
+                %(h_versions)b::integer[], %(h_ops)b::varchar[], %(h_job_ids)b::varchar[],
+                %(h_idxs)b::integer[])
+      AS h(tenant_id, type, rid, version, op, job_id, idx)
+    RETURNING 1
+)"""
+_PG_PRUNED = """
+pruned AS (
+    DELETE FROM resource_history AS h
+    USING unnest(%(p_tenants)b::varchar[], %(p_types)b::varchar[], %(p_rids)b::varchar[],
+                 %(p_oldest)b::integer[]) AS k(tenant_id, type, rid, oldest)
+    WHERE h.tenant_id = k.tenant_id AND h.type = k.type AND h.rid = k.rid
+      AND h.version < k.oldest
+    RETURNING 1
+)"""
 
 
 def _newest(entries: Sequence[Applied]) -> dict[tuple[str, str, str], int]:
@@ -44,40 +53,42 @@ def _newest(entries: Sequence[Applied]) -> dict[tuple[str, str, str], int]:
     return newest
 
 
-def record_history_postgres(
-    cursor: Any, entries: Sequence[Applied], now: datetime, keep: int
-) -> None:
-    """``record_history`` on a raw psycopg cursor (two array statements), so it can go out
-    with the rest of a write on its own cursor."""
+def history_ctes(entries: Sequence[Applied], keep: int) -> list[tuple[str, dict[str, Any]]]:
+    """The CTEs (each with its parameters) that record ``entries`` on PostgreSQL, inside a
+    statement that binds ``now``: none without entries, ``pruned`` only for keys that
+    now hold more than ``keep`` versions."""
+    newest = _newest(entries)
+    entries = [e for e in entries if e.version > newest[e.key] - keep]
     if not entries:
-        return
-    cursor.execute(
-        _PG_INSERT,
-        {
-            "now": now,
-            "tenants": [e.key[0] for e in entries],
-            "types": [e.key[1] for e in entries],
-            "rids": [e.key[2] for e in entries],
-            "versions": [e.version for e in entries],
-            "ops": [e.kind.value for e in entries],
-            "job_ids": [e.job_id for e in entries],
-            "idxs": [e.index for e in entries],
-        },
-    )
-    # Only keys that now hold more than ``keep`` versions have any to lose.
-    full = sorted(
-        (key, newest - keep + 1) for key, newest in _newest(entries).items() if newest > keep
-    )
-    if full:
-        cursor.execute(
-            _PG_PRUNE,
+        return []
+    ctes = [
+        (
+            _PG_NOTED,
             {
-                "tenants": [key[0] for key, _ in full],
-                "types": [key[1] for key, _ in full],
-                "rids": [key[2] for key, _ in full],
-                "oldest": [oldest for _, oldest in full],
+                "h_tenants": [e.key[0] for e in entries],
+                "h_types": [e.key[1] for e in entries],
+                "h_rids": [e.key[2] for e in entries],
+                "h_versions": [e.version for e in entries],
+                "h_ops": [e.kind.value for e in entries],
+                "h_job_ids": [e.job_id for e in entries],
+                "h_idxs": [e.index for e in entries],
             },
         )
+    ]
+    full = sorted((key, last - keep + 1) for key, last in newest.items() if last > keep)
+    if full:
+        ctes.append(
+            (
+                _PG_PRUNED,
+                {
+                    "p_tenants": [key[0] for key, _ in full],
+                    "p_types": [key[1] for key, _ in full],
+                    "p_rids": [key[2] for key, _ in full],
+                    "p_oldest": [oldest for _, oldest in full],
+                },
+            )
+        )
+    return ctes
 
 
 _SQLITE_INSERT = (

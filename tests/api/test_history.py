@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bulkapi.core.keys import ResourceKey
-from bulkapi.core.operations import OpKind
-from bulkapi.core.plan import Applied
-from bulkapi.store.database import driver_cursor, make_engine
-from bulkapi.store.history import history_of, record_history_postgres
-from bulkapi.store.migrate import upgrade
+import pytest
+
 from tests.api.conftest import assert_problem
-from tests.conftest import InProcessApi, Service, embedded_service
-from tests.support import fresh_postgres_database
+from tests.conftest import InProcessApi, Service, service_in
 
 
 def _history(api: InProcessApi, rtype: str, rid: str, limit: int = 7) -> list[dict[str, Any]]:
@@ -114,36 +108,19 @@ def test_history_of_a_resource_never_written_or_of_another_tenant_is_not_found(
     assert_problem(api.get("/v1/resources/acct/mine/history?cursor=bogus"), 422, "validation_error")
 
 
-def test_only_the_newest_versions_are_kept_embedded(tmp_path: Path) -> None:
-    for service in embedded_service(tmp_path, history_versions=3):
+@pytest.mark.parametrize("mode", ["embedded", "postgres"])
+def test_only_the_newest_versions_are_kept(mode: str, tmp_path: Path) -> None:
+    for service in service_in(mode, tmp_path, history_versions=3):
         api = service.api()
         for n in range(5):
             api.put("/v1/resources/acct/k", json={"n": n})
-        job = api.submit([{"op": "upsert", "type": "acct", "id": "k", "data": {"n": 5}}])
-        api.wait_job(job["id"])
-        assert [e["version"] for e in _history(api, "acct", "k")] == [6, 5, 4]
-
-
-def test_only_the_newest_versions_are_kept_on_postgres() -> None:
-    key = ResourceKey("acct", "k")
-    tenant = f"t-{uuid.uuid4().hex[:8]}"
-    now = datetime.now(UTC)
-    with fresh_postgres_database() as url:
-        engine = make_engine(url)
-        try:
-            upgrade(engine)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(
-                    "INSERT INTO resources (tenant_id, type, rid, version, admitted_seq,"
-                    " created_at, updated_at) VALUES (%s, 'acct', 'k', 7, 0, now(), now())",
-                    (tenant,),
-                )
-                for version in range(1, 8):
-                    entry = Applied((tenant, "acct", "k"), version, OpKind.UPSERT, None, None)
-                    record_history_postgres(driver_cursor(conn), [entry], now, keep=3)
-            with engine.connect() as conn:
-                kept = history_of(conn, tenant, key, 10, None)
-        finally:
-            engine.dispose()
-    assert kept is not None
-    assert [entry.version for entry in kept] == [7, 6, 5]
+        assert [e["version"] for e in _history(api, "acct", "k")] == [5, 4, 3]
+        # Four bulk versions of the key, applied in one batch: more than are kept.
+        with service.drains_paused():
+            jobs = [
+                api.submit([{"op": "upsert", "type": "acct", "id": "k", "data": {"n": n}}])
+                for n in range(5, 9)
+            ]
+        for job in jobs:
+            api.wait_job(job["id"])
+        assert [e["version"] for e in _history(api, "acct", "k")] == [9, 8, 7]
