@@ -11,14 +11,18 @@ delivery.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import dramatiq
 
 from bulkapi.dispatch.drainer import DrainHooks, DrainState, PartitionDrainer
 from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.scheduled import ScheduledFlags
+
+logger = logging.getLogger(__name__)
 
 #: Queue of regular drain wake-ups.
 DRAIN_QUEUE = "bulkapi-drain"
@@ -55,15 +59,23 @@ class PartitionActors:
 
     def wake(self, lane: Lane, partition: int) -> None:
         """A wake-up on ``lane``, unless one is already queued for the partition."""
-        if self.flags.claim(lane, partition):
-            self.lanes[lane].send(partition)
+        self.wake_all(lane, [partition])
 
-    def senders(self) -> dict[Lane, Callable[[int], None]]:
-        """Per lane, a function that sends a (coalesced) wake-up."""
-        return {lane: self._sender(lane) for lane in self.lanes}
+    def wake_all(self, lane: Lane, partitions: Iterable[int]) -> None:
+        """``wake`` for each of ``partitions``, their flags claimed together. A send that
+        fails is logged and the others still go: the sweeper wakes what was missed."""
+        actor = self.lanes[lane]
+        for partition in self.flags.claim_all(lane, partitions):
+            try:
+                actor.send(partition)
+            except Exception:
+                logger.exception(
+                    "could not send a wake-up for partition %s; the sweeper will", partition
+                )
 
-    def _sender(self, lane: Lane) -> Callable[[int], None]:
-        return lambda partition: self.wake(lane, partition)
+    def senders(self) -> dict[Lane, Callable[[Iterable[int]], None]]:
+        """Per lane, a function that sends (coalesced) wake-ups for some partitions."""
+        return {lane: partial(self.wake_all, lane) for lane in self.lanes}
 
 
 def declare_partition_actors(
@@ -99,7 +111,7 @@ def declare_partition_actors(
         def run(partition: int) -> None:
             flags.release(lane, partition)  # before looking: later work sends anew
             state = work(partition)
-            if state is DrainState.BUSY and flags.claim(lane, partition):
+            if state is DrainState.BUSY and flags.claim_all(lane, [partition]):
                 # The holder may be finishing its last batch right now and miss our
                 # work: come back once it has let go, rather than dropping the wake-up.
                 # Unless the flag was set again since we cleared it: then a wake-up

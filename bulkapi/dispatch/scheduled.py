@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Protocol
 
 import redis
@@ -27,8 +28,8 @@ FLAG_TTL_SECONDS = 30
 
 
 class ScheduledFlags(Protocol):
-    def claim(self, lane: Lane, partition: int) -> bool:
-        """Set the flag; True when it was clear, i.e. the caller should send."""
+    def claim_all(self, lane: Lane, partitions: Iterable[int]) -> list[int]:
+        """Set the flags; the partitions whose flag was clear, i.e. those to send for."""
 
     def release(self, lane: Lane, partition: int) -> None:
         """Clear the flag: the wake-up is being handled."""
@@ -41,12 +42,11 @@ class MemoryFlags:
         self._set: set[tuple[Lane, int]] = set()
         self._lock = threading.Lock()
 
-    def claim(self, lane: Lane, partition: int) -> bool:
+    def claim_all(self, lane: Lane, partitions: Iterable[int]) -> list[int]:
         with self._lock:
-            if (lane, partition) in self._set:
-                return False
-            self._set.add((lane, partition))
-            return True
+            clear = [p for p in partitions if (lane, p) not in self._set]
+            self._set.update((lane, p) for p in clear)
+            return clear
 
     def release(self, lane: Lane, partition: int) -> None:
         with self._lock:
@@ -54,22 +54,25 @@ class MemoryFlags:
 
 
 class RedisFlags:
-    """Fleets: the flags live beside the queues, shared by every API and worker process."""
+    """Fleets: the flags live beside the queues, shared by every API and worker process.
+    An admission's partitions (about fifty for a hundred keys) are claimed in one round
+    trip."""
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._client = client
         self._prefix = f"{namespace}:scheduled"
 
-    def claim(self, lane: Lane, partition: int) -> bool:
+    def claim_all(self, lane: Lane, partitions: Iterable[int]) -> list[int]:
+        wanted = list(partitions)
+        pipe = self._client.pipeline(transaction=False)
+        for partition in wanted:
+            pipe.set(f"{self._prefix}:{lane}:{partition}", 1, nx=True, ex=FLAG_TTL_SECONDS)
         try:
-            return bool(
-                self._client.set(
-                    f"{self._prefix}:{lane}:{partition}", 1, nx=True, ex=FLAG_TTL_SECONDS
-                )
-            )
+            answers = pipe.execute()
         except redis.RedisError:
-            logger.warning("could not check the wake-up flag; sending anyway", exc_info=True)
-            return True
+            logger.warning("could not check the wake-up flags; sending anyway", exc_info=True)
+            return wanted
+        return [p for p, was_clear in zip(wanted, answers, strict=True) if was_clear]
 
     def release(self, lane: Lane, partition: int) -> None:
         try:

@@ -24,7 +24,7 @@ class Waker:
     A partition asked for on the prompt lane is not sent on the regular lane as well.
     """
 
-    def __init__(self, senders: Mapping[Lane, Callable[[int], Any]]) -> None:
+    def __init__(self, senders: Mapping[Lane, Callable[[list[int]], Any]]) -> None:
         self._senders = dict(senders)
         self._wanted: dict[Lane, set[int]] = {lane: set() for lane in senders}
         self._condition = threading.Condition()
@@ -65,14 +65,15 @@ class Waker:
                 self._send_all(partitions, self._senders[lane])
 
     @staticmethod
-    def _send_all(partitions: set[int], send: Callable[[int], Any]) -> None:
-        for partition in sorted(partitions):
-            try:
-                send(partition)
-            except Exception:
-                logger.exception(
-                    "could not send a wake-up for partition %s; the sweeper will", partition
-                )
+    def _send_all(partitions: set[int], send: Callable[[list[int]], Any]) -> None:
+        if not partitions:
+            return
+        try:
+            send(sorted(partitions))
+        except Exception:
+            logger.exception(
+                "could not send wake-ups for partitions %s; the sweeper will", sorted(partitions)
+            )
 
     def flush_and_stop(self, timeout: float = 10.0) -> None:
         """Send what is still wanted, then stop the thread (used at shutdown)."""
