@@ -254,17 +254,21 @@ def test_one_pass_runs_a_resources_due_effects_in_order_up_to_a_failure(engine: 
 def _lose_the_runner_lock(engine: Engine) -> None:
     """What a server restart or a terminated backend does to a runner: PostgreSQL drops
     the session that holds the partition's lock (SQLite's lock is in memory and cannot be
-    lost, so there the second runner simply has a lock of its own)."""
+    lost, so there the second runner simply has a lock of its own). The termination is
+    waited for (up to a minute): a backend told to end may still hold its locks for a
+    moment after the signal."""
     if engine.dialect.name != "postgresql":
         return
     with engine.connect() as conn:
-        conn.execute(
+        ended = conn.execute(
             text(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                "SELECT pg_terminate_backend(pid, 60000) FROM pg_locks"
+                " WHERE locktype = 'advisory'"
                 " AND classid = :space AND objid = :partition AND objsubid = 2"
             ),
             {"space": EFFECTS_LOCK_SPACE, "partition": PARTITION},
-        )
+        ).scalars()
+        assert list(ended) == [True]
         conn.commit()
 
 
