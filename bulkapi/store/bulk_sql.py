@@ -17,11 +17,10 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy.engine import Connection
 
-from bulkapi.core.jobs import OPEN_STATUSES
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpStatus
 from bulkapi.store.database import driver_cursor, is_postgres, sqlite_timestamp
-from bulkapi.store.jobs import open_operations_bound
+from bulkapi.store.jobs import OPEN_STATUS_LIST, open_operations_bound
 from bulkapi.store.tables import job_counts, job_status_history, jobs, status_tokens
 
 
@@ -113,7 +112,6 @@ _OPERATION_COLUMNS = (
 
 
 _JOB_COLUMNS = tuple(column.name for column in jobs.columns)
-_OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
 
 
 class PostgresBulkSql:
@@ -128,7 +126,7 @@ class PostgresBulkSql:
             SELECT {", ".join(f"%({name})s" for name in _JOB_COLUMNS)}
             WHERE %(room)s::bigint IS NULL OR (
                 SELECT coalesce(sum(total), 0) FROM jobs
-                WHERE tenant_id = %(tenant)s AND status IN ({_OPEN})
+                WHERE tenant_id = %(tenant)s AND status IN ({OPEN_STATUS_LIST})
             ) <= %(room)s::bigint
             RETURNING id, status, created_at
         ),

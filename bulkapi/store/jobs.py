@@ -263,6 +263,18 @@ def finish_jobs(conn: Connection, job_ids: Sequence[str], now: datetime) -> Sett
     return Settled(sorted(finals), len(callbacks))
 
 
+#: The open statuses as SQL literals, for statements written out by hand.
+OPEN_STATUS_LIST = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
+#: ``looking_done`` on PostgreSQL: the ids as one array, so the statement's text is the
+#: same however many jobs are asked about, and it is prepared once per connection (an
+#: ``IN`` list of a bound value per id was a new statement, parsed and planned, each time).
+_PG_LOOKING_DONE = f"""
+SELECT j.id FROM jobs AS j
+WHERE j.id = ANY(%(ids)s) AND j.status IN ({OPEN_STATUS_LIST})
+  AND NOT EXISTS (SELECT FROM job_counts AS c WHERE c.job_id = j.id AND c.pending > 0)
+"""
+
+
 def looking_done(conn: Connection, job_ids: Iterable[str]) -> list[str]:
     """The open jobs of ``job_ids`` whose counters say nothing is pending, read without
     locks (a drain asks in autocommit: one round trip, and most answers are "none").
@@ -271,14 +283,17 @@ def looking_done(conn: Connection, job_ids: Iterable[str]) -> list[str]:
     finishes: the question stops at the first partition still pending, so a job of many
     partitions is not summed whole each time one of them finishes.
     """
+    wanted = sorted(set(job_ids))
+    if is_postgres(conn):
+        cursor = driver_cursor(conn)
+        cursor.execute(_PG_LOOKING_DONE, {"ids": wanted})
+        return [job_id for (job_id,) in cursor.fetchall()]
     c = job_counts
     still_pending = select(c.c.job_id).where(c.c.job_id == jobs.c.id, c.c.pending > 0).exists()
     return list(
         conn.execute(
             select(jobs.c.id).where(
-                jobs.c.id.in_(sorted(set(job_ids))),
-                jobs.c.status.in_(OPEN_STATUSES),
-                ~still_pending,
+                jobs.c.id.in_(wanted), jobs.c.status.in_(OPEN_STATUSES), ~still_pending
             )
         ).scalars()
     )
