@@ -3,6 +3,7 @@ retried, jobs followed by their event stream, results, cancel, paging, resources
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from tests.client.transports import (
     NoEventStream,
     Recording,
 )
-from tests.support import WAIT_SECONDS
+from tests.support import WAIT_SECONDS, wait_until
 
 
 def _upserts(count: int, prefix: str = "doc") -> Iterator[dict[str, Any]]:
@@ -135,11 +136,27 @@ def test_wait_follows_the_event_stream_and_reports_progress(served: Served) -> N
         assert set(statuses[statuses.index("succeeded") :]) == {"succeeded"}
 
 
-def test_wait_resumes_after_a_dropped_event_stream_from_the_last_event(served: Served) -> None:
+def test_wait_resumes_after_a_dropped_event_stream_from_the_last_event(idle: Served) -> None:
+    """No worker runs, so the job is still queued when the first stream is cut; it ends
+    (cancelled, from another client) only once the wait has resumed."""
     dropping = DropsFirstEventStream()
-    with _client(served, dropping) as client:
-        job = client.submit(_upserts(500))
-        assert job.wait(timeout=WAIT_SECONDS).status == "succeeded"
+    key = idle.new_key()
+    with (
+        Client(idle.base_url, key, transport=dropping) as client,
+        Client(idle.base_url, key) as other,
+    ):
+        job = client.submit(_upserts(50))
+
+        def cancel_once_resumed() -> None:
+            wait_until(lambda: len(dropping.to("GET", "/events")) >= 2, what="a second stream")
+            other.job(job.id).cancel()
+
+        canceller = threading.Thread(target=cancel_once_resumed)
+        canceller.start()
+        try:
+            assert job.wait(timeout=WAIT_SECONDS).status == "cancelled"
+        finally:
+            canceller.join(WAIT_SECONDS)
         streams = dropping.to("GET", "/events")
         assert len(streams) >= 2
         assert "Last-Event-ID" not in streams[0].request.headers
