@@ -11,15 +11,25 @@ on in a handler that never returns. Its batch rolls back; the database keeps the
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import sys
 
 from bulkapi.config import Settings
 from bulkapi.lifelines import die_with_parent
 from bulkapi.runtime import Runtime, freeze_startup_objects
 
+#: Exit status of a worker process whose main process died while it was starting.
+ORPHANED_EXIT_CODE = 1
+
 main_process = multiprocessing.parent_process()
 if main_process is not None and not die_with_parent(signal.SIGKILL, main_process.pid or 0):
-    raise SystemExit("Dramatiq's main process is gone: this worker process stops.")
+    # At once, without unwinding: Dramatiq's worker start tells the main process it has
+    # booted in a ``finally`` (a multiprocessing Event), and with the main process gone
+    # that handshake waits forever, which left the process behind, orphaned, for good.
+    sys.stderr.write("Dramatiq's main process is gone: this worker process stops.\n")
+    sys.stderr.flush()
+    os._exit(ORPHANED_EXIT_CODE)
 settings = Settings.from_env()
 if settings.broker_url is None:
     raise SystemExit(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from tests.support import (
     REDIS_URL,
+    ROOT,
     WAIT_SECONDS,
     HttpApi,
     ManagedProcess,
@@ -159,3 +162,71 @@ def test_the_group_stops_when_bulkapi_worker_is_killed(
         )
     finally:
         supervisor.stop()
+
+
+#: A Dramatiq-like start, run as its own program: a main process starts a worker process
+#: (fork) and waits for it to say it has booted, as Dramatiq's does, through a
+#: multiprocessing Event that the worker sets in a ``finally``; the main process is
+#: killed meanwhile, and the worker imports ``bulkapi.worker`` only once it is gone. The
+#: program is a subreaper, so the orphaned worker becomes its child: it prints how the
+#: worker ended, or "hung".
+_ORPHANED_START = """
+import multiprocessing, os, signal, sys, time
+from bulkapi.lifelines import become_subreaper
+
+def worker(event, main_pid):
+    while os.getppid() == main_pid:
+        time.sleep(0.01)
+    try:
+        import bulkapi.worker
+    finally:
+        event.set()
+
+def main(event, pids):
+    process = multiprocessing.Process(target=worker, args=(event, os.getpid()))
+    process.start()
+    pids.put(process.pid)
+    event.wait()
+
+if __name__ == "__main__":
+    become_subreaper()
+    context = multiprocessing.get_context("fork")
+    event, pids = context.Event(), context.Queue()
+    main_process = context.Process(target=main, args=(event, pids))
+    main_process.start()
+    worker_pid = pids.get(timeout=60)
+    time.sleep(0.5)  # the main process is waiting on the event by now
+    os.kill(main_process.pid, signal.SIGKILL)
+    main_process.join()
+    deadline = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(worker_pid, os.WNOHANG)
+        if pid:
+            print("exited", os.waitstatus_to_exitcode(status))
+            sys.exit(0)
+        time.sleep(0.05)
+    os.kill(worker_pid, signal.SIGKILL)
+    os.waitpid(worker_pid, 0)
+    print("hung")
+"""
+
+
+def test_a_worker_process_whose_main_process_died_while_it_started_exits(
+    tmp_path: Path,
+) -> None:
+    """It stops at once (status 1) instead of telling the dead main process it booted,
+    which waited forever: the process stayed behind, orphaned, after its group was gone."""
+    program = tmp_path / "orphaned_start.py"
+    program.write_text(_ORPHANED_START)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKAPI_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    answer = subprocess.run(
+        [sys.executable, str(program), str(WAIT_SECONDS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3 * WAIT_SECONDS,
+        check=False,
+    )
+    assert answer.stdout.split() == ["exited", "1"], answer.stdout + answer.stderr
+    assert "main process is gone" in answer.stderr
