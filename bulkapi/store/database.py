@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -211,6 +211,16 @@ def batch_transaction(engine: Engine) -> Iterator[Connection]:
             driver.rollback()  # type: ignore[union-attr]  # ROLLBACK, if still open
             raise
         driver.commit()  # type: ignore[union-attr]  # COMMIT, if the block left it open
+
+
+class Cte(NamedTuple):
+    """A part of a larger PostgreSQL statement: ``text`` (``name AS (...)``, possibly
+    after CTEs it reads) and its parameters; ``name`` is the CTE whose rows, once counted,
+    have made the whole part run."""
+
+    name: str
+    text: str
+    params: dict[str, Any]
 
 
 def single_read(engine: Engine) -> Connection:

@@ -35,6 +35,7 @@ from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
 from bulkapi.store.database import (
+    Cte,
     as_utc,
     dialect_insert,
     driver_cursor,
@@ -249,10 +250,6 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _cte_name(cte: str) -> str:
-    return cte.split(maxsplit=1)[0]
-
-
 def _write_plan_postgres(
     conn: Connection, plan: BatchPlan, queued: list[str], now: datetime, keep_history: int
 ) -> list[str]:
@@ -261,11 +258,12 @@ def _write_plan_postgres(
     finished = [
         (d.ref, d.status.value, d.version, d.error, d.message, None) for d in plan.decided
     ] + [(d.ref, _PENDING, None, None, None, d.attempts) for d in plan.deferred]
-    ctes: list[tuple[str, dict[str, Any]]] = []
-    if queued:
-        ctes.append((_PG_START_JOBS, {"queued": queued}))
+    ctes: list[Cte] = []
+    if queued:  # ``started`` reads ``moved``: counting it runs both
+        ctes.append(Cte("started", _PG_START_JOBS, {"queued": queued}))
     ctes.append(
-        (
+        Cte(
+            "finished",
             _PG_FINISH,
             {
                 "o_ids": [f[0] for f in finished],
@@ -299,11 +297,11 @@ def _write_plan_postgres(
         "failed": [t.failed for t in tallies],
         "cancelled": [t.cancelled for t in tallies],
     }
-    for _, cte_params in ctes:
-        params |= cte_params
+    for cte in ctes:
+        params |= cte.params
     # Every CTE but the resource rows' runs first, to completion, by being counted here.
-    ahead = " + ".join(f"(SELECT count(*) FROM {_cte_name(cte)})" for cte, _ in ctes)
-    statement = ",".join(cte for cte, _ in ctes)
+    ahead = " + ".join(f"(SELECT count(*) FROM {cte.name})" for cte in ctes)
+    statement = ",".join(cte.text for cte in ctes)
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     cursor.execute(f"WITH {statement},\nahead AS (SELECT {ahead} AS n),{_PG_WRITE_KEYS}", params)

@@ -21,7 +21,7 @@ from sqlalchemy.sql.selectable import Exists
 from bulkapi.core.effects import EffectStatus
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.plan import AppliedChange
-from bulkapi.store.database import as_utc
+from bulkapi.store.database import Cte, as_utc
 from bulkapi.store.tables import effects
 
 _PENDING = EffectStatus.PENDING.value
@@ -100,10 +100,10 @@ def insert_effects(cursor: Any, changes: Iterable[AppliedChange], now: datetime)
     cursor.execute(_PG_INSERT, {"now": now, **_pg_arrays(changes, now)})
 
 
-def effects_cte(changes: Iterable[AppliedChange], now: datetime) -> tuple[str, dict[str, Any]]:
+def effects_cte(changes: Iterable[AppliedChange], now: datetime) -> Cte:
     """``record_effects`` as a CTE (``effected``, a row per effect) of a larger statement
-    that binds ``now``, with its parameters."""
-    return f"effected AS ({_PG_INSERT} RETURNING 1)", _pg_arrays(changes, now)
+    that binds ``now``."""
+    return Cte("effected", f"effected AS ({_PG_INSERT} RETURNING 1)", _pg_arrays(changes, now))
 
 
 def record_effects(conn: Connection, changes: Iterable[AppliedChange], now: datetime) -> int:

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.plan import Applied
-from bulkapi.store.database import as_utc, driver_cursor, sqlite_timestamp
+from bulkapi.store.database import Cte, as_utc, driver_cursor, sqlite_timestamp
 from bulkapi.store.tables import resource_history, resources
 
 #: A drain batch's versions, as CTEs of its one write statement (``store/drain.py``):
@@ -53,8 +52,8 @@ def _newest(entries: Sequence[Applied]) -> dict[tuple[str, str, str], int]:
     return newest
 
 
-def history_ctes(entries: Sequence[Applied], keep: int) -> list[tuple[str, dict[str, Any]]]:
-    """The CTEs (each with its parameters) that record ``entries`` on PostgreSQL, inside a
+def history_ctes(entries: Sequence[Applied], keep: int) -> list[Cte]:
+    """The CTEs that record ``entries`` on PostgreSQL, inside a
     statement that binds ``now``: none without entries, ``pruned`` only for keys that
     now hold more than ``keep`` versions."""
     newest = _newest(entries)
@@ -62,7 +61,8 @@ def history_ctes(entries: Sequence[Applied], keep: int) -> list[tuple[str, dict[
     if not entries:
         return []
     ctes = [
-        (
+        Cte(
+            "noted",
             _PG_NOTED,
             {
                 "h_tenants": [e.key[0] for e in entries],
@@ -78,7 +78,8 @@ def history_ctes(entries: Sequence[Applied], keep: int) -> list[tuple[str, dict[
     full = sorted((key, last - keep + 1) for key, last in newest.items() if last > keep)
     if full:
         ctes.append(
-            (
+            Cte(
+                "pruned",
                 _PG_PRUNED,
                 {
                     "p_tenants": [key[0] for key, _ in full],

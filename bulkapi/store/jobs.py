@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy import String, any_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from bulkapi.core.errors import JobFinished, NotFound
@@ -265,14 +266,6 @@ def finish_jobs(conn: Connection, job_ids: Sequence[str], now: datetime) -> Sett
 
 #: The open statuses as SQL literals, for statements written out by hand.
 OPEN_STATUS_LIST = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
-#: ``looking_done`` on PostgreSQL: the ids as one array, so the statement's text is the
-#: same however many jobs are asked about, and it is prepared once per connection (an
-#: ``IN`` list of a bound value per id was a new statement, parsed and planned, each time).
-_PG_LOOKING_DONE = f"""
-SELECT j.id FROM jobs AS j
-WHERE j.id = ANY(%(ids)s) AND j.status IN ({OPEN_STATUS_LIST})
-  AND NOT EXISTS (SELECT FROM job_counts AS c WHERE c.job_id = j.id AND c.pending > 0)
-"""
 
 
 def looking_done(conn: Connection, job_ids: Iterable[str]) -> list[str]:
@@ -284,17 +277,19 @@ def looking_done(conn: Connection, job_ids: Iterable[str]) -> list[str]:
     partitions is not summed whole each time one of them finishes.
     """
     wanted = sorted(set(job_ids))
-    if is_postgres(conn):
-        cursor = driver_cursor(conn)
-        cursor.execute(_PG_LOOKING_DONE, {"ids": wanted})
-        return [job_id for (job_id,) in cursor.fetchall()]
+    # On PostgreSQL the ids go as one array, so the statement's text is the same however
+    # many jobs are asked about and the driver prepares it once per connection (an IN
+    # list of a bound value per id was a new statement, parsed and planned, each time).
+    asked = (
+        jobs.c.id == any_(bindparam("ids", wanted, type_=postgresql.ARRAY(String)))
+        if is_postgres(conn)
+        else jobs.c.id.in_(wanted)
+    )
     c = job_counts
     still_pending = select(c.c.job_id).where(c.c.job_id == jobs.c.id, c.c.pending > 0).exists()
     return list(
         conn.execute(
-            select(jobs.c.id).where(
-                jobs.c.id.in_(wanted), jobs.c.status.in_(OPEN_STATUSES), ~still_pending
-            )
+            select(jobs.c.id).where(asked, jobs.c.status.in_(OPEN_STATUSES), ~still_pending)
         ).scalars()
     )
 
