@@ -97,6 +97,8 @@ class Settings:
     sweep_interval: float = 5.0
     #: Jobs with at most this many operations are woken on the prompt lane (fairness).
     prompt_job_operations: int = 1000
+    #: Partitions one prompt-lane wake-up names, drained together in shared batches.
+    drain_group: int = 8
     #: Seconds a wake-up waits before retrying a partition another worker holds.
     busy_retry_delay: float = 0.25
     max_operations: int = 100_000
@@ -209,12 +211,13 @@ class Settings:
                 self.effect_attempts,
                 self.max_operations,
                 self.history_versions,
+                self.drain_group,
             )
             < 1
         ):
             raise ValueError(
-                "batch size, rule attempts, effect attempts, max operations and history"
-                " versions must be >= 1"
+                "batch size, rule attempts, effect attempts, max operations, history"
+                " versions and drain group must be >= 1"
             )
         if self.max_waiting_requests < 0:
             raise ValueError("BULKAPI_MAX_WAITING_REQUESTS must be >= 0")
@@ -257,6 +260,7 @@ class Settings:
             prompt_job_operations=_int(
                 env, "BULKAPI_PROMPT_JOB_OPERATIONS", defaults.prompt_job_operations
             ),
+            drain_group=_int(env, "BULKAPI_DRAIN_GROUP", defaults.drain_group),
             busy_retry_delay=_float(env, "BULKAPI_BUSY_RETRY_DELAY", defaults.busy_retry_delay),
             max_operations=_int(env, "BULKAPI_MAX_OPERATIONS", defaults.max_operations),
             max_body_bytes=_int(env, "BULKAPI_MAX_BODY_BYTES", defaults.max_body_bytes),

@@ -89,6 +89,7 @@ class Runtime:
             send_webhooks=webhook_sender.run,
             busy_retry_delay=settings.busy_retry_delay,
             flags=scheduled_flags(self.broker, settings),
+            drain_group=settings.drain_group,
         )
         self.broker.add_middleware(
             Sweeper(

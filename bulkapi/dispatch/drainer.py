@@ -1,16 +1,18 @@
-"""Draining a partition batch by batch, within a time budget, then settling jobs.
+"""Draining partitions batch by batch, within a time budget, then settling jobs.
 
-Each batch is "read and lock → plan → write": the store locks and reads, the pure
-planner decides (operator code runs there, with no row lock held), the store writes the
-plan and commits. Only the jobs whose last operation in the partition a batch finished
-are settled, in one transaction for all of them.
+A drain takes one partition, or a few small ones together (a small job's wake-up names
+several): their operations share each batch. Each batch is "read and lock → plan →
+write": the store locks and reads, the pure planner decides (operator code runs there,
+with no row lock held), the store writes the plan and commits. Only the jobs whose last
+operation in a partition a batch finished are settled, in one transaction for all of
+them.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -38,11 +40,13 @@ class DrainState(Enum):
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    #: False when another worker holds the partition; nothing was read.
-    locked: bool
+    #: Partitions another worker holds; nothing was read from them.
+    busy: frozenset[int] = frozenset()
+    #: Partitions that may hold more pending work than the batch took.
+    more: frozenset[int] = frozenset()
     #: Operations the batch read (decided or put off).
     read: int = 0
-    #: Jobs whose last operation in the partition this batch finished.
+    #: Jobs whose last operation in some partition this batch finished.
     done_jobs: frozenset[str] = frozenset()
     #: Partitions in which the batch recorded side effects (to be run after commit).
     effects: frozenset[int] = frozenset()
@@ -52,7 +56,7 @@ class BatchResult:
 
 def drain_batch(
     conn: Connection,
-    partition: int,
+    partitions: Sequence[int],
     *,
     batch_size: int,
     now: datetime,
@@ -61,13 +65,11 @@ def drain_batch(
     keep_history: int,
     spill: bool = True,
 ) -> BatchResult:
-    """One batch of ``partition`` on ``conn`` (see ``read_batch`` for ``spill``);
+    """One batch of ``partitions`` on ``conn`` (see ``read_batch`` for ``spill``);
     committed when it returns."""
-    batch = read_batch(conn, partition, batch_size, now, spill=spill)
-    if batch is None:
-        return BatchResult(locked=False)
+    batch = read_batch(conn, partitions, batch_size, now, spill=spill)
     if not batch.pending:
-        return BatchResult(locked=True)
+        return BatchResult(batch.busy)
     plan = plan_batch(
         batch.pending,
         batch.states,
@@ -79,18 +81,25 @@ def drain_batch(
     )
     done = write_plan(conn, batch, plan, now, keep_history)
     effects = frozenset(change.partition for change in plan.effects)
-    return BatchResult(True, len(batch.pending), frozenset(done), effects, plan.retry_at)
+    return BatchResult(
+        batch.busy,
+        frozenset(batch.more),
+        len(batch.pending),
+        frozenset(done),
+        effects,
+        plan.retry_at,
+    )
 
 
 @dataclass(frozen=True)
 class DrainHooks:
     """What a drain starts besides itself: a partition's effects after a batch recorded
-    some there, webhooks after a settle finished a job with a callback URL, a wake-up
-    when a put-off key is due (its delay in seconds)."""
+    some there, webhooks after a settle finished a job with a callback URL, a wake-up of
+    the drained partitions when a put-off key is due (its delay in seconds)."""
 
     on_effects: Callable[[int], None] = lambda _partition: None
     on_webhooks: Callable[[], None] = lambda: None
-    on_retry: Callable[[float], None] = field(default=lambda _delay: None)
+    on_retry: Callable[[list[int], float], None] = field(default=lambda _partitions, _delay: None)
 
 
 @dataclass(frozen=True)
@@ -103,33 +112,42 @@ class PartitionDrainer:
     #: Versions of each key kept in its history.
     keep_history: int
 
-    def drain(self, partition: int, hooks: DrainHooks) -> DrainState:
-        """Apply batches until the partition is empty or the budget is spent."""
+    def drain(self, partitions: Sequence[int], hooks: DrainHooks) -> dict[int, DrainState]:
+        """Apply batches of ``partitions`` together until each is empty, held by another
+        worker, or the budget is spent; how each was left."""
         deadline = time.monotonic() + self.budget_seconds
         retry_at: datetime | None = None
-        while True:
+        states: dict[int, DrainState] = {}
+        active = list(partitions)
+        while active:
             with batch_transaction(self.engine) as conn:
                 result = drain_batch(
                     conn,
-                    partition,
+                    active,
                     batch_size=self.batch_size,
                     now=utcnow(),
                     decide=self.decide,
                     policy=self.policy,
                     keep_history=self.keep_history,
                 )
-            if not result.locked:
-                return DrainState.BUSY
+            for partition in active:
+                if partition in result.busy:
+                    states[partition] = DrainState.BUSY
+                elif partition not in result.more:
+                    states[partition] = DrainState.EMPTY
+            active = [p for p in active if p not in states]
             for effects_partition in sorted(result.effects):
                 hooks.on_effects(effects_partition)
             if result.done_jobs and self._settle(result.done_jobs).webhooks:
                 hooks.on_webhooks()
             if result.retry_at is not None:
                 retry_at = min(retry_at or result.retry_at, result.retry_at)
-            if result.read < self.batch_size or time.monotonic() >= deadline:
-                if retry_at is not None:
-                    hooks.on_retry(max(0.0, (retry_at - utcnow()).total_seconds()))
-                return DrainState.EMPTY if result.read < self.batch_size else DrainState.MORE
+            if active and time.monotonic() >= deadline:
+                states.update(dict.fromkeys(active, DrainState.MORE))
+                break
+        if retry_at is not None:
+            hooks.on_retry(sorted(partitions), max(0.0, (retry_at - utcnow()).total_seconds()))
+        return states
 
     def _settle(self, job_ids: frozenset[str]) -> Settled:
         """Finish the jobs the batch may have finished. Most such questions (a job of many

@@ -22,6 +22,8 @@ long as PostgreSQL keeps its transaction (see ``database.py`` for the timeouts).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,7 +60,7 @@ _PENDING = OpStatus.PENDING.value
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A partition's next operations, locked, with what planning them needs."""
+    """Some partitions' next operations, locked, with what planning them needs."""
 
     pending: list[Pending]
     states: dict[StateKey, ResourceState]
@@ -66,27 +68,42 @@ class Batch:
     #: The batch's jobs still ``queued`` when read: the write moves them to ``processing``
     #: (and a batch of jobs already under way skips that statement).
     queued: set[str] = field(default_factory=set)
+    #: Partitions asked for that another drainer holds: nothing was read from them.
+    busy: frozenset[int] = frozenset()
+    #: Partitions asked for that may hold more than the batch took: a tenant's share of
+    #: one came back full, or more tenants wait in it than a batch serves.
+    more: set[int] = field(default_factory=set)
 
 
 def read_batch(
-    conn: Connection, partition: int, batch_size: int, now: datetime, *, spill: bool = True
-) -> Batch | None:
-    """Lock the partition and its next batch; None when another drainer holds it.
+    conn: Connection,
+    partitions: Sequence[int],
+    batch_size: int,
+    now: datetime,
+    *,
+    spill: bool = True,
+) -> Batch:
+    """Lock those of ``partitions`` no other drainer holds, and their next batch.
 
-    Each waiting tenant (longest-waiting first, at most ``MAX_TENANTS_PER_BATCH``) gets
-    an equal share, oldest operations first: a tenant with a million queued operations
-    cannot make another's ten wait behind them. Oldest first also means every key in
-    the batch brings its lowest pending sequence numbers (for one key, id order is
-    admission order). Keys waiting for a crashed rule's retry are left out whole.
+    Several small partitions share one batch: a small job over a hundred keys touches
+    some fifty partitions, and one transaction for all of their few operations costs
+    what one costs for a single partition's.
+
+    In each partition, each waiting tenant (longest-waiting first, at most
+    ``MAX_TENANTS_PER_BATCH``) gets an equal share of the batch, oldest operations first:
+    a tenant with a million queued operations cannot make another's ten wait behind
+    them. Oldest first also means every key in the batch brings its lowest pending
+    sequence numbers (for one key, id order is admission order). Keys waiting for a
+    crashed rule's retry are left out whole.
 
     SQLite has one writer at a time, so a drain there holds every partition: with
-    ``spill`` it goes on from ``partition`` to the next ones with pending work until the
-    batch is full (fewer, fuller transactions), and reads each tenant's share in key
-    order (see ``_read_batch_sqlite``).
+    ``spill`` it goes on from the first of ``partitions`` to the next ones with pending
+    work until the batch is full (fewer, fuller transactions), and reads each tenant's
+    share in key order (see ``_read_batch_sqlite``).
     """
     if is_postgres(conn):
-        return _read_batch_postgres(conn, partition, batch_size, now)
-    return _read_batch_sqlite(conn, partition, batch_size, now, spill)
+        return _read_batch_postgres(conn, partitions, batch_size, now)
+    return _read_batch_sqlite(conn, partitions, batch_size, now, spill)
 
 
 def write_plan(
@@ -107,15 +124,23 @@ def write_plan(
 
 _PG_READ = f"""
 WITH got AS MATERIALIZED (
-    SELECT pg_try_advisory_xact_lock({PARTITION_LOCK_SPACE}, %(partition)s) AS ok
+    SELECT g.partition, pg_try_advisory_xact_lock({PARTITION_LOCK_SPACE}, g.partition) AS ok
+    FROM unnest(%(partitions)s::integer[]) AS g(partition)
 ),
 waiting AS MATERIALIZED (
-    SELECT o.tenant_id, min(o.id) AS oldest
-    FROM operations AS o
-    WHERE (SELECT ok FROM got) AND o.partition = %(partition)s AND o.status = 'pending'
-    GROUP BY o.tenant_id
-    ORDER BY oldest
-    LIMIT {MAX_TENANTS_PER_BATCH}
+    SELECT g.partition, t.tenant_id, count(*) OVER (PARTITION BY g.partition) AS tenants
+    FROM got AS g CROSS JOIN LATERAL (
+        SELECT o.tenant_id, min(o.id) AS oldest
+        FROM operations AS o
+        WHERE o.partition = g.partition AND o.status = 'pending'
+        GROUP BY o.tenant_id
+        ORDER BY oldest
+        LIMIT {MAX_TENANTS_PER_BATCH}
+    ) AS t
+    WHERE g.ok
+),
+share AS MATERIALIZED (
+    SELECT greatest(1, %(batch_size)s / greatest(1, count(*))) AS n FROM waiting
 ),
 held AS MATERIALIZED (  -- keys waiting for a crashed rule's retry: a partial index
     SELECT r.tenant_id, r.type, r.rid FROM resources AS r
@@ -123,44 +148,49 @@ held AS MATERIALIZED (  -- keys waiting for a crashed rule's retry: a partial in
       AND r.tenant_id IN (SELECT tenant_id FROM waiting)
 ),
 batch AS (
-    SELECT b.* FROM waiting AS w CROSS JOIN LATERAL (
+    SELECT w.tenants, b.* FROM waiting AS w CROSS JOIN LATERAL (
         SELECT o.partition, o.id, o.job_id, o.idx, o.tenant_id, o.type, o.rid, o.seq, o.op,
                o.data, o.if_version, o.attempts
         FROM operations AS o
-        WHERE o.partition = %(partition)s AND o.tenant_id = w.tenant_id
+        WHERE o.partition = w.partition AND o.tenant_id = w.tenant_id
           AND o.status = 'pending'
           AND NOT EXISTS (
               SELECT 1 FROM held AS h
               WHERE h.tenant_id = o.tenant_id AND h.type = o.type AND h.rid = o.rid)
         ORDER BY o.id
-        LIMIT (SELECT greatest(1, %(batch_size)s / count(*)) FROM waiting)
+        LIMIT (SELECT n FROM share)
         FOR UPDATE OF o
     ) AS b
 )
-SELECT got.ok, b.partition, b.id, b.job_id, b.idx, b.tenant_id, b.type, b.rid, b.seq, b.op,
+SELECT g.ok, g.partition, (SELECT n FROM share), b.tenants,
+       b.partition, b.id, b.job_id, b.idx, b.tenant_id, b.type, b.rid, b.seq, b.op,
        b.data, b.if_version, b.attempts, j.deadline, j.cancelled_at IS NOT NULL,
        j.status = 'queued', r.version,
        CASE WHEN row_number() OVER (
            PARTITION BY b.tenant_id, b.type, b.rid ORDER BY b.seq) = 1 THEN r.data END
-FROM got
-LEFT JOIN batch AS b ON true
+FROM got AS g
+LEFT JOIN batch AS b ON b.partition = g.partition
 LEFT JOIN jobs AS j ON j.id = b.job_id
 LEFT JOIN resources AS r ON r.tenant_id = b.tenant_id AND r.type = b.type AND r.rid = b.rid
 """
 
 
 def _read_batch_postgres(
-    conn: Connection, partition: int, batch_size: int, now: datetime
-) -> Batch | None:
+    conn: Connection, partitions: Sequence[int], batch_size: int, now: datetime
+) -> Batch:
     cursor = driver_cursor(conn)
     probes_only(cursor)
-    cursor.execute(_PG_READ, {"partition": partition, "batch_size": batch_size, "now": now})
+    cursor.execute(_PG_READ, {"partitions": list(partitions), "batch_size": batch_size, "now": now})
     rows = cursor.fetchall()
-    if not rows[0][0]:
-        return None
-    batch = Batch([], {}, {})
-    if rows[0][1] is not None:  # the lock came with no operation: an empty partition
-        _add_rows(batch, [row[1:] for row in rows], text=False)
+    busy = frozenset(row[1] for row in rows if not row[0])
+    read = [row[4:] for row in rows if row[5] is not None]
+    batch = Batch([], {}, {}, busy=busy)
+    _add_rows(batch, read, text=False)
+    taken = Counter((row[1], row[8]) for row in rows if row[5] is not None)
+    batch.more.update(partition for (partition, _), count in taken.items() if count >= rows[0][2])
+    batch.more.update(
+        row[1] for row in rows if row[3] is not None and row[3] >= MAX_TENANTS_PER_BATCH
+    )
     return batch
 
 
@@ -353,8 +383,8 @@ _SQLITE_READ_UP_TO_KEY = (
 
 
 def _read_batch_sqlite(
-    conn: Connection, partition: int, batch_size: int, now: datetime, spill: bool
-) -> Batch | None:
+    conn: Connection, partitions: Sequence[int], batch_size: int, now: datetime, spill: bool
+) -> Batch:
     """Each key's row comes along in the same query as its operations.
 
     With ``spill``, a tenant's share is read in key order, across all partitions,
@@ -363,26 +393,37 @@ def _read_batch_sqlite(
     the pages of every B-tree a batch writes, so a batch's commit writes a few pages per
     hundred operations instead of a page or more per operation, as a batch of keys
     scattered over the whole table (one partition's) did. Starting at the oldest
-    operation is what keeps every key moving under a steady stream of new work.
+    operation is what keeps every key moving under a steady stream of new work. A share
+    read that way may come from any partition, so a full one counts for every partition
+    asked for.
     """
     cursor = driver_cursor(conn)
     stamp = sqlite_timestamp(conn, now)
     batch = Batch([], {}, {})
     if not spill:
-        tenants = _waiting_tenants(cursor, partition)
-        share = max(1, batch_size // max(1, len(tenants)))
-        for tenant_id in tenants:
-            rows = cursor.execute(_SQLITE_READ_PARTITION, (tenant_id, stamp, partition, share))
-            _add_rows(batch, rows.fetchall(), text=True)
+        share_of_batch = max(1, batch_size // len(partitions))
+        for part in partitions:
+            tenants = _waiting_tenants(cursor, part)
+            share = max(1, share_of_batch // max(1, len(tenants)))
+            for tenant_id in tenants:
+                rows = cursor.execute(
+                    _SQLITE_READ_PARTITION, (tenant_id, stamp, part, share)
+                ).fetchall()
+                _add_rows(batch, rows, text=True)
+                if len(rows) >= share or len(tenants) >= MAX_TENANTS_PER_BATCH:
+                    batch.more.add(part)
         return batch
     busy = sorted(
-        (row[0] for row in cursor.execute(_SQLITE_PARTITIONS)), key=lambda p: (p < partition, p)
+        (row[0] for row in cursor.execute(_SQLITE_PARTITIONS)),
+        key=lambda p: (p < partitions[0], p),
     )
     served: set[str] = set()
     room = batch_size
+    full = False
     for part in busy:
         tenants = [t for t in _waiting_tenants(cursor, part) if t not in served]
         share = max(1, room // max(1, len(tenants)))
+        full = full or len(tenants) >= MAX_TENANTS_PER_BATCH
         for tenant_id in tenants:
             served.add(tenant_id)
             start = cursor.execute(_SQLITE_OLDEST_KEY, (part, tenant_id)).fetchone()
@@ -394,9 +435,13 @@ def _read_batch_sqlite(
                     _SQLITE_READ_UP_TO_KEY, (tenant_id, stamp, *start, share - len(rows))
                 ).fetchall()
             _add_rows(batch, rows, text=True)
+            full = full or len(rows) >= share
             room -= len(rows)
         if room <= 0:
+            full = True
             break
+    if full:
+        batch.more.update(partitions)
     return batch
 
 

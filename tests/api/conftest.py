@@ -131,7 +131,7 @@ class HeldDrains:
         runtime = self.service.runtime
         drain = functools.partial(
             drain_batch,
-            partition=partition,
+            partitions=[partition],
             batch_size=runtime.settings.batch_size,
             now=utcnow(),
             decide=runtime.decide,
@@ -149,7 +149,7 @@ class HeldDrains:
             self.holder.commit()
             settle(self.holder, result.done_jobs, utcnow())
             self.holder.commit()
-        assert result.locked and result.read > 0
+        assert not result.busy and result.read > 0
 
 
 @contextmanager

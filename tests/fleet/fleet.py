@@ -210,6 +210,7 @@ def fleet(tmp: Path, per_host: Mapping[str, Mapping[str, str]] | None = None) ->
             BULKAPI_DRAIN_BUDGET="0.5",
             BULKAPI_BATCH_SIZE="50",
             BULKAPI_PARTITIONS="16",
+            BULKAPI_DRAIN_GROUP="2",  # 8 blocks for 6 threads, as operations.md advises
             BULKAPI_WEB_PROCESSES="1",
             BULKAPI_REDIS_TIMEOUT="2",
             BULKAPI_RATE_LIMIT="",

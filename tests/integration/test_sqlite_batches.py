@@ -40,9 +40,7 @@ def _submit(engine: Engine, tenant: str, ids: list[str]) -> None:
 
 def _read(engine: Engine, partition: int, size: int) -> Batch:
     with engine.begin() as conn:
-        batch = read_batch(conn, partition, size, utcnow())
-    assert batch is not None
-    return batch
+        return read_batch(conn, [partition], size, utcnow())
 
 
 def _keys(batch: Batch) -> list[tuple[str, int]]:

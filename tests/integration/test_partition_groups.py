@@ -1,0 +1,139 @@
+"""Draining several partitions together, and going on while any of them may hold more.
+
+A small job's wake-up names a block of partitions; their operations share each batch.
+A drain stops for a partition only once nothing it may still hold is left behind: a
+tenant's share that came back full means more may wait, whatever the batch's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from bulkapi.applier import Applier
+from bulkapi.config import Settings
+from bulkapi.core.keys import ResourceKey, partition_of
+from bulkapi.core.operations import Operation, OpKind, OpStatus
+from bulkapi.core.plan import RetryPolicy
+from bulkapi.dispatch.drainer import DrainHooks, DrainState, PartitionDrainer
+from bulkapi.registry import TypeRegistry
+from bulkapi.store.admission import NewJob, admit
+from bulkapi.store.database import make_engine, utcnow
+from bulkapi.store.drain import PARTITION_LOCK_SPACE
+from bulkapi.store.migrate import upgrade
+from bulkapi.store.tables import operations
+from tests.support import fresh_postgres_database
+
+PARTITIONS = 64
+BLOCK = list(range(8, 16))
+CAP = Settings.max_pending_operations
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'groups.db'}")
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+        return
+    with fresh_postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+
+
+def _ids_in(tenant: str, partitions: set[int], count: int, prefix: str = "k") -> list[str]:
+    """``count`` ids of the tenant's ``thing`` keys that fall in ``partitions``."""
+    found: list[str] = []
+    candidate = 0
+    while len(found) < count:
+        rid = f"{prefix}{candidate}"
+        if partition_of(tenant, ResourceKey("thing", rid), PARTITIONS) in partitions:
+            found.append(rid)
+        candidate += 1
+    return found
+
+
+def _submit(engine: Engine, tenant: str, ids: list[str]) -> None:
+    keys = [ResourceKey("thing", rid) for rid in ids]
+    ops = [Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys]
+    partitions = [partition_of(tenant, key, PARTITIONS) for key in keys]
+    with engine.begin() as conn:
+        admit(conn, NewJob(tenant, ops, partitions), utcnow(), pending_cap=CAP)
+
+
+def _drainer(engine: Engine, batch_size: int) -> PartitionDrainer:
+    return PartitionDrainer(engine, batch_size, 60.0, Applier(TypeRegistry([])), RetryPolicy(), 10)
+
+
+def _pending(engine: Engine, partitions: list[int]) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).where(
+                operations.c.status == OpStatus.PENDING.value,
+                operations.c.partition.in_(partitions),
+            )
+        ).scalar_one()
+
+
+def test_a_block_of_partitions_drains_in_one_shared_batch(engine: Engine) -> None:
+    ids = _ids_in("t1", set(BLOCK), 24)
+    _submit(engine, "t1", ids)
+    touched = sorted({partition_of("t1", ResourceKey("thing", rid), PARTITIONS) for rid in ids})
+    assert len(touched) > 1
+
+    states = _drainer(engine, 500).drain(BLOCK, DrainHooks())
+
+    assert states == dict.fromkeys(BLOCK, DrainState.EMPTY)
+    assert _pending(engine, BLOCK) == 0
+    with engine.connect() as conn:
+        finished = conn.execute(
+            select(operations.c.partition, operations.c.finished_at).where(
+                operations.c.partition.in_(BLOCK)
+            )
+        ).all()
+    assert sorted({row.partition for row in finished}) == touched
+    assert len({row.finished_at for row in finished}) == 1  # one batch, one commit
+
+
+def test_a_drain_goes_on_while_a_tenants_share_came_back_full(engine: Engine) -> None:
+    """Two tenants wait in one partition, one with far more than the other: each batch
+    gives each half of it, so the small tenant's few leave the batch short of full while
+    the big tenant's share was full. The drain must not stop there."""
+    partition = BLOCK[0]
+    _submit(engine, "heavy", _ids_in("heavy", {partition}, 30))
+    _submit(engine, "light", _ids_in("light", {partition}, 2))
+
+    states = _drainer(engine, 10).drain([partition], DrainHooks())
+
+    assert states == {partition: DrainState.EMPTY}
+    assert _pending(engine, [partition]) == 0
+
+
+def test_a_partition_another_drainer_holds_is_busy_and_the_rest_of_the_block_drains(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL only: on SQLite a drain holds the one writer lock, not partitions."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    ids = _ids_in("t1", set(BLOCK), 24)
+    _submit(engine, "t1", ids)
+    held = partition_of("t1", ResourceKey("thing", ids[0]), PARTITIONS)
+    others = [p for p in BLOCK if p != held]
+
+    with engine.connect() as holder:
+        holder.execute(text(f"SELECT pg_advisory_lock({PARTITION_LOCK_SPACE}, {held})"))
+        holder.commit()
+        states = _drainer(engine, 500).drain(BLOCK, DrainHooks())
+        holder.execute(text(f"SELECT pg_advisory_unlock({PARTITION_LOCK_SPACE}, {held})"))
+        holder.commit()
+
+    assert states == {p: DrainState.BUSY if p == held else DrainState.EMPTY for p in BLOCK}
+    assert _pending(engine, others) == 0
+    assert _pending(engine, [held]) > 0
+    engine.dispose()
