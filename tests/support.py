@@ -25,9 +25,13 @@ import psycopg
 import redis
 import requests
 from dramatiq.brokers.stub import StubBroker
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 
-from bulkapi.store.database import make_engine
+from bulkapi.config import Settings
+from bulkapi.core.keys import ResourceKey, partition_of
+from bulkapi.core.operations import Operation, OpKind
+from bulkapi.store.admission import NewJob, admit
+from bulkapi.store.database import make_engine, utcnow
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import jobs, operations, resources
 from bulkapi.store.tenants import create_key
@@ -344,6 +348,25 @@ def start_workers(
         tmp / f"{name}.log",
     )
     return proc.start()
+
+
+#: Partitions the store-level tests spread keys over (the default count).
+STORE_PARTITIONS = Settings.partitions
+
+
+def admit_upserts(engine: Engine, tenant: str, ids: list[str], rtype: str = "thing") -> None:
+    """One job of upserts of ``rtype`` keys ``ids`` for ``tenant``, admitted straight into
+    the store (no API), in ``STORE_PARTITIONS`` partitions."""
+    keys = [ResourceKey(rtype, rid) for rid in ids]
+    ops = [Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys]
+    partitions = [partition_of(tenant, key, STORE_PARTITIONS) for key in keys]
+    with engine.begin() as conn:
+        admit(
+            conn,
+            NewJob(tenant, ops, partitions),
+            utcnow(),
+            pending_cap=Settings.max_pending_operations,
+        )
 
 
 def queued_messages(broker: StubBroker) -> int:

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import Engine
 
+from bulkapi.store.database import make_engine
+from bulkapi.store.migrate import upgrade
 from tests.support import (
     REDIS_URL,
     ROOT,
@@ -99,6 +102,22 @@ def serve(
         proc.stop()
         raise
     return proc, base
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated engine on a fresh SQLite file, then on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+        return
+    with fresh_postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
@@ -23,30 +22,14 @@ from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
 from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.scheduled import MemoryFlags
 from bulkapi.registry import TypeRegistry
-from bulkapi.store.database import as_utc, make_engine, utcnow
+from bulkapi.store.database import as_utc, utcnow
 from bulkapi.store.effect_runs import due_effects, due_partitions
 from bulkapi.store.effects import record_effects
-from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import effects
 from bulkapi.types import Effect, EffectEvent, ResourceType
-from tests.support import deliver_queued, fresh_postgres_database, queued_messages
+from tests.support import deliver_queued, queued_messages
 
 PARTITION = 3
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'runner.db'}")
-        upgrade(engine)
-        yield engine
-        engine.dispose()
-        return
-    with fresh_postgres_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        yield engine
-        engine.dispose()
 
 
 class Calls:

@@ -7,44 +7,21 @@ tenant's share that came back full means more may wait, whatever the batch's siz
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import Engine, func, select, text
 
 from bulkapi.applier import Applier
-from bulkapi.config import Settings
 from bulkapi.core.keys import ResourceKey, partition_of
-from bulkapi.core.operations import Operation, OpKind, OpStatus
+from bulkapi.core.operations import OpStatus
 from bulkapi.core.plan import RetryPolicy
 from bulkapi.dispatch.drainer import DrainHooks, DrainState, PartitionDrainer
 from bulkapi.registry import TypeRegistry
-from bulkapi.store.admission import NewJob, admit
-from bulkapi.store.database import make_engine, utcnow
+from bulkapi.store.database import make_engine
 from bulkapi.store.drain import PARTITION_LOCK_SPACE
 from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import operations
-from tests.support import fresh_postgres_database
+from tests.support import STORE_PARTITIONS, admit_upserts
 
-PARTITIONS = 64
 BLOCK = list(range(8, 16))
-CAP = Settings.max_pending_operations
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'groups.db'}")
-        upgrade(engine)
-        yield engine
-        engine.dispose()
-        return
-    with fresh_postgres_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        yield engine
-        engine.dispose()
 
 
 def _ids_in(tenant: str, partitions: set[int], count: int, prefix: str = "k") -> list[str]:
@@ -53,18 +30,10 @@ def _ids_in(tenant: str, partitions: set[int], count: int, prefix: str = "k") ->
     candidate = 0
     while len(found) < count:
         rid = f"{prefix}{candidate}"
-        if partition_of(tenant, ResourceKey("thing", rid), PARTITIONS) in partitions:
+        if partition_of(tenant, ResourceKey("thing", rid), STORE_PARTITIONS) in partitions:
             found.append(rid)
         candidate += 1
     return found
-
-
-def _submit(engine: Engine, tenant: str, ids: list[str]) -> None:
-    keys = [ResourceKey("thing", rid) for rid in ids]
-    ops = [Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys]
-    partitions = [partition_of(tenant, key, PARTITIONS) for key in keys]
-    with engine.begin() as conn:
-        admit(conn, NewJob(tenant, ops, partitions), utcnow(), pending_cap=CAP)
 
 
 def _drainer(engine: Engine, batch_size: int) -> PartitionDrainer:
@@ -83,8 +52,10 @@ def _pending(engine: Engine, partitions: list[int]) -> int:
 
 def test_a_block_of_partitions_drains_in_one_shared_batch(engine: Engine) -> None:
     ids = _ids_in("t1", set(BLOCK), 24)
-    _submit(engine, "t1", ids)
-    touched = sorted({partition_of("t1", ResourceKey("thing", rid), PARTITIONS) for rid in ids})
+    admit_upserts(engine, "t1", ids)
+    touched = sorted(
+        {partition_of("t1", ResourceKey("thing", rid), STORE_PARTITIONS) for rid in ids}
+    )
     assert len(touched) > 1
 
     states = _drainer(engine, 500).drain(BLOCK, DrainHooks())
@@ -106,8 +77,8 @@ def test_a_drain_goes_on_while_a_tenants_share_came_back_full(engine: Engine) ->
     gives each half of it, so the small tenant's few leave the batch short of full while
     the big tenant's share was full. The drain must not stop there."""
     partition = BLOCK[0]
-    _submit(engine, "heavy", _ids_in("heavy", {partition}, 30))
-    _submit(engine, "light", _ids_in("light", {partition}, 2))
+    admit_upserts(engine, "heavy", _ids_in("heavy", {partition}, 30))
+    admit_upserts(engine, "light", _ids_in("light", {partition}, 2))
 
     states = _drainer(engine, 10).drain([partition], DrainHooks())
 
@@ -122,8 +93,8 @@ def test_a_partition_another_drainer_holds_is_busy_and_the_rest_of_the_block_dra
     engine = make_engine(postgres_url)
     upgrade(engine)
     ids = _ids_in("t1", set(BLOCK), 24)
-    _submit(engine, "t1", ids)
-    held = partition_of("t1", ResourceKey("thing", ids[0]), PARTITIONS)
+    admit_upserts(engine, "t1", ids)
+    held = partition_of("t1", ResourceKey("thing", ids[0]), STORE_PARTITIONS)
     others = [p for p in BLOCK if p != held]
 
     with engine.connect() as holder:

@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from bulkapi.config import Settings
 from bulkapi.core.keys import ResourceKey, partition_of
-from bulkapi.core.operations import Operation, OpKind
-from bulkapi.store.admission import NewJob, admit
 from bulkapi.store.database import make_engine, utcnow
 from bulkapi.store.drain import Batch, read_batch
 from bulkapi.store.migrate import upgrade
-
-PARTITIONS = 64
-#: The pending cap a service runs with by default (these jobs stay far below it).
-CAP = Settings.max_pending_operations
+from tests.support import STORE_PARTITIONS, admit_upserts
 
 
 @pytest.fixture
@@ -28,14 +22,6 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
-
-
-def _submit(engine: Engine, tenant: str, ids: list[str]) -> None:
-    keys = [ResourceKey("thing", rid) for rid in ids]
-    operations = [Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys]
-    partitions = [partition_of(tenant, key, PARTITIONS) for key in keys]
-    with engine.begin() as conn:
-        admit(conn, NewJob(tenant, operations, partitions), utcnow(), pending_cap=CAP)
 
 
 def _read(engine: Engine, partition: int, size: int) -> Batch:
@@ -52,9 +38,9 @@ def test_a_share_runs_in_key_order_from_the_oldest_operation_and_goes_round(
 ) -> None:
     later = [f"k{n:02}" for n in range(10)]
     first = [f"k{n:02}" for n in range(10, 20)]
-    _submit(engine, "t1", first)  # k10..k19 are older than k00..k09
-    _submit(engine, "t1", later)
-    start = partition_of("t1", ResourceKey("thing", "k10"), PARTITIONS)
+    admit_upserts(engine, "t1", first)  # k10..k19 are older than k00..k09
+    admit_upserts(engine, "t1", later)
+    start = partition_of("t1", ResourceKey("thing", "k10"), STORE_PARTITIONS)
 
     assert _keys(_read(engine, start, 5)) == [(f"k{n}", 1) for n in range(10, 15)]
     went_round = _keys(_read(engine, start, 15))
@@ -65,28 +51,28 @@ def test_each_key_brings_its_lowest_sequence_numbers_and_its_own_partition(
     engine: Engine,
 ) -> None:
     ids = [f"k{n:02}" for n in range(8)]
-    _submit(engine, "t1", ids)
-    _submit(engine, "t1", ids[:2])  # k00 and k01 once more: sequence 2
-    start = partition_of("t1", ResourceKey("thing", "k00"), PARTITIONS)
+    admit_upserts(engine, "t1", ids)
+    admit_upserts(engine, "t1", ids[:2])  # k00 and k01 once more: sequence 2
+    start = partition_of("t1", ResourceKey("thing", "k00"), STORE_PARTITIONS)
 
     batch = _read(engine, start, 3)
 
     assert _keys(batch) == [("k00", 1), ("k00", 2), ("k01", 1)]
     assert [p.partition for p in batch.pending] == [
-        partition_of("t1", p.operation.key, PARTITIONS) for p in batch.pending
+        partition_of("t1", p.operation.key, STORE_PARTITIONS) for p in batch.pending
     ]
 
 
 def test_tenants_waiting_in_the_partition_share_the_batch(engine: Engine) -> None:
     big = [f"b{n:03}" for n in range(200)]
-    _submit(engine, "heavy", big)
-    start = partition_of("heavy", ResourceKey("thing", "b000"), PARTITIONS)
+    admit_upserts(engine, "heavy", big)
+    start = partition_of("heavy", ResourceKey("thing", "b000"), STORE_PARTITIONS)
     light = next(
         rid
         for rid in (f"s{n}" for n in range(1000))
-        if partition_of("light", ResourceKey("thing", rid), PARTITIONS) == start
+        if partition_of("light", ResourceKey("thing", rid), STORE_PARTITIONS) == start
     )
-    _submit(engine, "light", [light])
+    admit_upserts(engine, "light", [light])
 
     batch = _read(engine, start, 10)
 
