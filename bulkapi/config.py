@@ -211,14 +211,15 @@ class Settings:
                 self.effect_attempts,
                 self.max_operations,
                 self.history_versions,
-                self.drain_group,
             )
             < 1
         ):
             raise ValueError(
-                "batch size, rule attempts, effect attempts, max operations, history"
-                " versions and drain group must be >= 1"
+                "batch size, rule attempts, effect attempts, max operations and history"
+                " versions must be >= 1"
             )
+        if self.drain_group < 1:
+            raise ValueError("BULKAPI_DRAIN_GROUP must be >= 1")
         if self.max_waiting_requests < 0:
             raise ValueError("BULKAPI_MAX_WAITING_REQUESTS must be >= 0")
         if self.redis_timeout <= 0:

@@ -22,6 +22,7 @@ from bulkapi.config import Settings
         ({"BULKAPI_RATE_SYNC_INTERVAL": "0"}, "BULKAPI_RATE_SYNC_INTERVAL must be > 0"),
         ({"BULKAPI_SEND_TIMEOUT": "0"}, "BULKAPI_SEND_TIMEOUT must be > 0"),
         ({"BULKAPI_SEND_BUFFER": "-1"}, "BULKAPI_SEND_BUFFER must be >= 0"),
+        ({"BULKAPI_DRAIN_GROUP": "0"}, "BULKAPI_DRAIN_GROUP must be >= 1"),
     ],
 )
 def test_a_bad_value_is_refused_by_name(env: dict[str, str], message: str) -> None:
@@ -47,3 +48,7 @@ def test_time_limits_come_from_the_environment() -> None:
     settings = Settings.from_env({"BULKAPI_BODY_TIMEOUT": "3", "BULKAPI_HEADER_TIMEOUT": "1.5"})
     assert (settings.body_timeout, settings.header_timeout) == (3.0, 1.5)
     assert (Settings().body_timeout, Settings().header_timeout) == (30.0, 10.0)
+
+
+def test_the_drain_group_comes_from_the_environment() -> None:
+    assert Settings.from_env({"BULKAPI_DRAIN_GROUP": "4"}).drain_group == 4
