@@ -65,8 +65,9 @@ def wake_up(partitions: Sequence[int]) -> WakeUp:
 
 
 def named(message: WakeUp) -> list[int]:
-    """The partitions a wake-up names, in order; the first one's flag is the message's."""
-    return [message] if isinstance(message, int) else sorted(set(message))
+    """The partitions a wake-up names (sent in order: the first one's flag is the
+    message's)."""
+    return [message] if isinstance(message, int) else message
 
 
 @dataclass(frozen=True)

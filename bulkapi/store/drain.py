@@ -1,22 +1,23 @@
-"""Draining one partition, the store's half: lock and read a batch, then write its plan.
+"""Draining partitions, the store's half: lock and read a batch, then write its plan.
 
 What happens to each operation is decided by ``core.plan``; this module only locks,
 reads and writes, set-based. On PostgreSQL a batch is one statement that takes the
-partition's lock, locks the batch's operation rows and reads them with their jobs' flags
-and their resources' states, then a handful of array statements and the COMMIT. Not in
-pipeline mode: a backend in the middle of a pipeline is "active" waiting for the rest of
-it, which no idle-in-transaction timeout ends, so a drainer frozen mid-pipeline would
-keep its partition for as long as it stays frozen.
+locks of the partitions asked for (those no other drainer holds), locks the batch's
+operation rows and reads them with their jobs' flags and their resources' states, then
+one statement that writes the plan, and the COMMIT. Not in pipeline mode: a backend in
+the middle of a pipeline is "active" waiting for the rest of it, which no
+idle-in-transaction timeout ends, so a drainer frozen mid-pipeline would keep its
+partitions for as long as it stays frozen.
 
-Locks and who waits on them: the partition's transaction-scoped advisory lock keeps
-other drainers of the partition out for the whole batch; the operation rows are locked
-from the read on, so a cancel (which skips locked rows) cannot change them under the
+Locks and who waits on them: each partition's transaction-scoped advisory lock keeps
+other drainers of it out for the whole batch; the operation rows are locked from the
+read on, so a cancel (which skips locked rows) cannot change them under the
 batch. Resource rows are *not* locked while the batch is planned: only a drain of the
 partition writes a key with pending operations (sync writes wait for zero pending), and
 admission only raises ``admitted_seq``/``pending``, which the write below adjusts
 relative to the row's current value. Resource rows are locked only by the final write,
 and released by the COMMIT sent with it, so an admission never waits on a drain that
-stalls while planning. A drainer that vanishes mid-batch holds the partition only as
+stalls while planning. A drainer that vanishes mid-batch holds its partitions only as
 long as PostgreSQL keeps its transaction (see ``database.py`` for the timeouts).
 """
 
@@ -182,6 +183,8 @@ def _read_batch_postgres(
     probes_only(cursor)
     cursor.execute(_PG_READ, {"partitions": list(partitions), "batch_size": batch_size, "now": now})
     rows = cursor.fetchall()
+    # Each row: the partition's lock (got it?), the partition, the share per tenant, the
+    # tenants waiting in it, then one operation (all NULL when none was read from it).
     busy = frozenset(row[1] for row in rows if not row[0])
     read = [row[4:] for row in rows if row[5] is not None]
     batch = Batch([], {}, {}, busy=busy)
