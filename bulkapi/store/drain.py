@@ -455,7 +455,8 @@ def _waiting_tenants(cursor: Any, partition: int) -> list[str]:
 
 def _add_rows(batch: Batch, rows: list[Any], *, text: bool) -> None:
     """Add read rows (operation, its job's flags, its resource's state) to the batch.
-    ``text``: documents and times come as SQLite stores them, to be decoded."""
+    Operations' documents come as text (both databases store them so); with ``text``,
+    resources' documents and times do too, as SQLite stores them."""
     for (
         partition,
         ref,
@@ -483,7 +484,9 @@ def _add_rows(batch: Batch, rows: list[Any], *, text: bool) -> None:
                 tenant_id,
                 partition,
                 seq,
-                Operation(OpKind(op), ResourceKey(rtype, rid), _decoded(data, text), if_version),
+                Operation(
+                    OpKind(op), ResourceKey(rtype, rid), _decoded(data, text=True), if_version
+                ),
                 attempts,
             )
         )

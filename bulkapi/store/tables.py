@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,11 +23,32 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
 
 #: JSONB on PostgreSQL, JSON text elsewhere; Python None is SQL NULL (absent).
 Document = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+class _JsonText(TypeDecorator[Any]):
+    """A JSON document stored as the text it came as, decoded only when read."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
+#: An operation's document: written once by admission, read once by the drain that
+#: applies it, never queried inside. PostgreSQL keeps it as text, so admission's
+#: ``COPY`` does not build a ``jsonb`` value per operation; SQLite keeps JSON text anyway.
+OperationDocument = JSON(none_as_null=True).with_variant(_JsonText(), "postgresql")
 #: A 64-bit id that is still SQLite's rowid alias (so it autoincrements there).
 RowId = BigInteger().with_variant(Integer(), "sqlite")
 Timestamp = DateTime(timezone=True)
@@ -174,7 +198,7 @@ operations = Table(
     Column("partition", SmallInteger, nullable=False),
     Column("seq", Integer, nullable=False),
     Column("op", String(8), nullable=False),
-    Column("data", Document),
+    Column("data", OperationDocument),
     Column("if_version", Integer),
     Column("status", String(10), nullable=False),
     #: Attempts that ended in a crash of operator code (retried after a backoff).
