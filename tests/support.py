@@ -363,7 +363,8 @@ def admit_upserts(engine: Engine, tenant: str, ids: list[str], rtype: str = "thi
     with engine.begin() as conn:
         admit(
             conn,
-            NewJob(tenant, ops, partitions),
+            NewJob(tenant, keys, partitions),
+            ops,
             utcnow(),
             pending_cap=Settings.max_pending_operations,
         )

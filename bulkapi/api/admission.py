@@ -4,6 +4,7 @@ job recorded, its partitions woken and the 202 answer."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,9 @@ from bulkapi.api.representations import job_body
 from bulkapi.api.responses import json_response
 from bulkapi.core.errors import ValidationFailed
 from bulkapi.core.jobs import Counts, JobStatus
+from bulkapi.core.operations import Operation
 from bulkapi.dispatch.lanes import Lane
-from bulkapi.store.admission import NewJob, admit, check_pending_cap, replayed_job
+from bulkapi.store.admission import NewJob, admitting, check_pending_cap, replayed_job
 from bulkapi.store.database import reading
 from bulkapi.store.jobs import JobRecord, get_job
 
@@ -66,25 +68,33 @@ def dry_run(job: NewJob, now: datetime) -> Response:
         )
         if earlier is None:
             check_pending_cap(
-                conn, job.tenant_id, len(job.operations), rt.settings.max_pending_operations
+                conn, job.tenant_id, len(job.keys), rt.settings.max_pending_operations
             )
     return json_response(
         {
             "valid": True,
-            "total": len(job.operations),
+            "total": len(job.keys),
             "partitions": len(set(job.partitions)),
             "replay_of": None if earlier is None else earlier[0],
         }
     )
 
 
-def accept(job: NewJob, now: datetime) -> Response:
-    """Record a validated job (or find the one its Idempotency-Key names), wake its
-    partitions and answer 202 with it and its status token."""
+def accept(job: NewJob, operations: Callable[[], Sequence[Operation]], now: datetime) -> Response:
+    """Record a job (or find the one its Idempotency-Key names), wake its partitions and
+    answer 202 with it and its status token.
+
+    ``operations`` checks the job's operations and returns them (raising as a request
+    that is not valid), while the database works on the job's keys: if it raises,
+    nothing is recorded.
+    """
     rt = runtime()
     settings = rt.settings
-    with rt.engine.begin() as conn:
-        admitted = admit(conn, job, now, pending_cap=settings.max_pending_operations)
+    with (
+        rt.engine.begin() as conn,
+        admitting(conn, job, now, pending_cap=settings.max_pending_operations) as admission,
+    ):
+        admitted = admission.write(operations())
     if settings.fault_crash_after_commit:
         os._exit(CRASH_EXIT_CODE)
     headers = {"Location": f"/v1/jobs/{admitted.job_id}", "Retry-After": str(settings.retry_after)}
@@ -93,7 +103,7 @@ def accept(job: NewJob, now: datetime) -> Response:
             record = get_job(conn, job.tenant_id, admitted.job_id)
         headers["Idempotent-Replayed"] = "true"
     else:
-        small = len(job.operations) <= settings.prompt_job_operations
+        small = len(job.keys) <= settings.prompt_job_operations
         rt.waker.wake(admitted.partitions, lane=Lane.PROMPT if small else Lane.REGULAR)
         # Built from what was just written: the 202 does not read the job back.
         record = JobRecord(
@@ -102,7 +112,7 @@ def accept(job: NewJob, now: datetime) -> Response:
             admitted.created_at,
             None,
             None,
-            Counts(len(job.operations)),
+            Counts(len(job.keys)),
             [(JobStatus.QUEUED, admitted.created_at)],
             job.callback_url,
             job.metadata,

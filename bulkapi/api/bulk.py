@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import orjson
 from flask import Response, request
 from flask_smorest import Blueprint
@@ -28,11 +31,13 @@ from bulkapi.api.schemas import (
     OperationSchema,
     SubmittedJobSchema,
 )
-from bulkapi.core.keys import partition_of
+from bulkapi.core.keys import ResourceKey, partition_of
+from bulkapi.core.operations import Operation
 from bulkapi.core.validation import (
     check_callback_url,
     check_metadata,
     parse_deadline,
+    parse_keys,
     parse_operations,
 )
 from bulkapi.store.admission import Idempotency, NewJob
@@ -86,23 +91,41 @@ def submit(callback_url: str | None, deadline: str | None, dry_run: bool) -> Res
     rt = runtime()
     settings = rt.settings
     body = read_bulk(settings, digest="Idempotency-Key" in request.headers)
-    envelope = body.envelope
+    envelope, items = body.envelope, body.items
     now = utcnow()
     check_callback_url(envelope.callback_url, allow_private=settings.allow_private_callbacks)
     check_metadata(envelope.metadata, settings.admission_limits, orjson.dumps)
     job_deadline = parse_deadline(envelope.deadline, now)
     idempotency = _idempotency(body.digest)
-    with collector_paused(len(body.items)):
-        operations = parse_operations(body.items, settings.admission_limits, orjson.dumps)
-        del body  # the raw items: only their documents live on, in the operations
-        rt.registry.check_operations(operations)
-    # Last of the checks: the only one that may wait (on DNS), so invalid requests never do.
-    callback_lookups().check(envelope.callback_url, allow_private=settings.allow_private_callbacks)
-    partitions = [partition_of(tenant_id, op.key, settings.partitions) for op in operations]
+    del body  # the raw items live on until checked: then only their documents do
+
+    def checked(keys: list[ResourceKey] | None = None) -> list[Operation]:
+        with collector_paused(len(items)):
+            operations = parse_operations(items, settings.admission_limits, orjson.dumps, keys)
+            rt.registry.check_operations(operations)
+        return operations
+
+    # The keys go ahead: admission locks and numbers them while the rest is checked.
+    # Not for a dry run (nothing to overlap), nor with a callback URL: its lookup is the
+    # one check that may wait (on DNS), and it comes last, so invalid requests never
+    # wait on it, and never with the keys locked.
+    keys = None
+    if not (dry_run or envelope.callback_url):
+        with collector_paused(len(items)):
+            keys = parse_keys(items, settings.admission_limits.max_operations)
+    if keys is None:
+        operations = checked()
+        callback_lookups().check(
+            envelope.callback_url, allow_private=settings.allow_private_callbacks
+        )
+        keys = [op.key for op in operations]
+        validated: Callable[[], list[Operation]] = lambda: operations  # noqa: E731
+    else:
+        validated = partial(checked, keys)
     job = NewJob(
         tenant_id,
-        operations,
-        partitions,
+        keys,
+        [partition_of(tenant_id, key, settings.partitions) for key in keys],
         envelope.callback_url,
         envelope.metadata,
         job_deadline,
@@ -110,7 +133,7 @@ def submit(callback_url: str | None, deadline: str | None, dry_run: bool) -> Res
     )
     if dry_run:
         return admission.dry_run(job, now)
-    return admission.accept(job, now)
+    return admission.accept(job, validated, now)
 
 
 def _idempotency(digest: Hash | None) -> Idempotency | None:

@@ -75,16 +75,17 @@ def retry(job_id: str) -> Response:
         source = retry_source(conn, tenant_id, job_id, codes)
     _check_types(source)
     settings = rt.settings
+    keys = [op.key for op in source.operations]
     job = NewJob(
         tenant_id,
-        source.operations,
-        [partition_of(tenant_id, op.key, settings.partitions) for op in source.operations],
+        keys,
+        [partition_of(tenant_id, key, settings.partitions) for key in keys],
         source.callback_url,
         source.metadata,
         idempotency=None if key is None else Idempotency(key, _fingerprint(job_id, codes)),
         retry_of=job_id,
     )
-    return admission.accept(job, utcnow())
+    return admission.accept(job, lambda: source.operations, utcnow())
 
 
 def _codes() -> list[str] | None:

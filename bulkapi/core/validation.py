@@ -110,16 +110,9 @@ def _contains_nul(data: object) -> bool:
     return False
 
 
-def _valid_operation(
-    item: dict[Any, Any], limits: AdmissionLimits, serialize: Serializer, types: set[str]
-) -> Operation | None:
-    """The operation when every rule holds; None sends the item to ``_check_operation``,
-    which names each problem. The common case pays for no error bookkeeping, and a type
-    already seen valid in this request (``types``) is not matched again."""
-    op = item.get("op")
-    kind = _KINDS.get(op) if type(op) is str else None
-    if kind is None or not _OP_FIELDS.issuperset(item):
-        return None
+def _valid_key(item: dict[Any, Any], types: set[str]) -> ResourceKey | None:
+    """The item's key when its type and id are valid (a type already seen valid in this
+    request, in ``types``, is not matched again)."""
     rtype, rid = item.get("type"), item.get("id")
     if type(rtype) is not str or type(rid) is not str or not is_valid_id(rid):
         return None
@@ -127,19 +120,53 @@ def _valid_operation(
         if not is_valid_type(rtype):
             return None
         types.add(rtype)
+    return ResourceKey(rtype, rid)
+
+
+def _valid_operation(
+    item: dict[Any, Any],
+    limits: AdmissionLimits,
+    serialize: Serializer,
+    types: set[str],
+    key: ResourceKey | None,
+) -> Operation | None:
+    """The operation when every rule holds; None sends the item to ``_check_operation``,
+    which names each problem. The common case pays for no error bookkeeping. ``key``:
+    the item's key, checked already (``parse_keys``)."""
+    op = item.get("op")
+    kind = _KINDS.get(op) if type(op) is str else None
+    if kind is None or not _OP_FIELDS.issuperset(item):
+        return None
+    if key is None and (key := _valid_key(item, types)) is None:
+        return None
     if_version = item.get("if_version")
     if if_version is not None and (
         type(if_version) is not int or not 0 <= if_version <= MAX_VERSION
     ):
         return None
     if kind is OpKind.DELETE:
-        return (
-            None if "data" in item else Operation(kind, ResourceKey(rtype, rid), None, if_version)
-        )
+        return None if "data" in item else Operation(kind, key, None, if_version)
     data = item.get("data")
     if type(data) is not dict or check_document(data, limits, serialize):
         return None
-    return Operation(kind, ResourceKey(rtype, rid), data, if_version)
+    return Operation(kind, key, data, if_version)
+
+
+def parse_keys(items: list[Any], max_operations: int) -> list[ResourceKey] | None:
+    """The items' keys, in order, when every item is an object with a valid key, no key
+    comes twice and there are 1 to ``max_operations`` items: all admission needs to
+    start (it locks and numbers the keys while the rest is checked). None otherwise, and
+    ``parse_operations`` names every problem."""
+    if not 0 < len(items) <= max_operations:
+        return None
+    types: set[str] = set()
+    keys: list[ResourceKey] = []
+    for item in items:
+        key = _valid_key(item, types) if type(item) is dict else None
+        if key is None:
+            return None
+        keys.append(key)
+    return keys if len(set(keys)) == len(keys) else None
 
 
 def _check_operation(
@@ -186,7 +213,10 @@ def _check_operation(
 
 
 def parse_operations(
-    items: list[Any], limits: AdmissionLimits, serialize: Serializer
+    items: list[Any],
+    limits: AdmissionLimits,
+    serialize: Serializer,
+    keys: list[ResourceKey] | None = None,
 ) -> list[Operation]:
     """Turn raw items into operations, or raise with every problem found.
 
@@ -194,6 +224,8 @@ def parse_operations(
     request is not validated item by item first. Each item is dropped from ``items``
     (set to None) once read: its operation keeps the document, and the item's own dict
     and strings go, so a large request never holds both forms of every operation.
+    With ``keys`` (from ``parse_keys`` over the same items) each operation takes its key
+    from there, checked already.
     """
     operations: list[Operation] = []
     errors: dict[str, FieldErrors] = {}
@@ -206,7 +238,11 @@ def parse_operations(
             raise TooManyOperations(
                 f"A bulk request takes at most {limits.max_operations} operations."
             )
-        operation = _valid_operation(item, limits, serialize, types) if type(item) is dict else None
+        operation = (
+            _valid_operation(item, limits, serialize, types, None if keys is None else keys[index])
+            if type(item) is dict
+            else None
+        )
         if operation is None:
             operation, problems = _check_operation(item, limits, serialize)
             if operation is None:
@@ -214,9 +250,10 @@ def parse_operations(
                 continue
         items[index] = None
         operations.append(operation)
-        seen = first.setdefault(operation.key, index)
-        if seen != index:
-            repeated.setdefault(operation.key, [seen]).append(index)
+        if keys is None:  # ``parse_keys`` found each key once already
+            seen = first.setdefault(operation.key, index)
+            if seen != index:
+                repeated.setdefault(operation.key, [seen]).append(index)
     if errors:
         raise ValidationFailed(f"{len(errors)} operation(s) are invalid.", errors)
     if not operations:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused, RateLimited
 from bulkapi.core.jobs import JobStatus
+from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation
 from bulkapi.ids import digest, id_time, new_id, new_secret
-from bulkapi.store.bulk_sql import JobOperations, JobRows, bulk_sql_for
+from bulkapi.store.bulk_sql import JobOperations, JobRows, Later, bulk_sql_for
 from bulkapi.store.database import as_utc
 from bulkapi.store.jobs import pending_operations
 from bulkapi.store.tables import jobs, status_tokens
@@ -34,8 +37,12 @@ class Idempotency:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
+    """A bulk request's job, before its operations: its keys are all admission locks
+    and numbers, so they go ahead while the operations' documents are still checked."""
+
     tenant_id: str
-    operations: Sequence[Operation]
+    #: The operations' keys, in request order (each at most once).
+    keys: Sequence[ResourceKey]
     partitions: Sequence[int]
     callback_url: str | None = None
     metadata: dict[str, Any] | None = None
@@ -56,15 +63,18 @@ class Admitted:
     replayed: bool = False
 
 
-def check_pending_cap(conn: Connection, tenant_id: str, adding: int, cap: int) -> None:
-    """Refuse new work while the tenant already has ``cap`` operations waiting.
+def check_pending_cap(
+    conn: Connection, tenant_id: str, adding: int, cap: int, *, excluding: str | None = None
+) -> None:
+    """Refuse new work while the tenant already has ``cap`` operations waiting (those of
+    the job ``excluding``, the one being admitted, not counted).
 
     A soft cap: two admissions racing may both pass, overshooting by one request. The
     count comes from the open jobs' totals while those stay within the cap, and from
     their counters once they do not, so it costs the same with ten operations waiting or
     a million.
     """
-    pending = pending_operations(conn, tenant_id, unless_at_most=cap - adding)
+    pending = pending_operations(conn, tenant_id, unless_at_most=cap - adding, excluding=excluding)
     if pending + adding > cap:
         raise RateLimited(
             f"{pending} operations are still pending for this tenant (cap {cap}).",
@@ -131,55 +141,138 @@ def find_replay(
     )
 
 
-def admit(conn: Connection, job: NewJob, now: datetime, *, pending_cap: int) -> Admitted:
-    """Record a validated bulk request; the caller commits, then wakes the partitions.
+class Admission:
+    """A job on its way in: its rows and its keys' sequence numbers are sent (on
+    PostgreSQL the server works on them while the caller checks the operations), and
+    ``write`` adds the operations."""
+
+    #: Whether the cheap bound of the tenant's pending work left room for the job.
+    _fits: Later[bool]
+    _sequences: Later[list[int]]
+
+    def __init__(
+        self,
+        conn: Connection,
+        job: NewJob,
+        now: datetime,
+        *,
+        pending_cap: int,
+        replay: Admitted | None = None,
+    ) -> None:
+        self._conn = conn
+        self._job = job
+        self._now = now
+        self._pending_cap = pending_cap
+        self._replay = replay
+        self._sending = ExitStack()
+        self._job_id = new_id("job")
+        self._status_token = new_secret("jst")
+
+    def __enter__(self) -> Admission:
+        if self._replay is None:
+            self._send()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._sending.__exit__(*exc_info)
+
+    def _send(self) -> None:
+        job, conn = self._job, self._conn
+        bulk = bulk_sql_for(conn)
+        created_at = id_time(self._job_id)
+        rows = JobRows(
+            {
+                "id": self._job_id,
+                "tenant_id": job.tenant_id,
+                "status": JobStatus.QUEUED.value,
+                "total": len(job.keys),
+                "created_at": created_at,
+                "callback_url": job.callback_url,
+                "meta": job.metadata,
+                "deadline": job.deadline,
+                "idempotency_key": job.idempotency.key if job.idempotency else None,
+                "request_hash": job.idempotency.request_hash if job.idempotency else None,
+                "retry_of": job.retry_of,
+            },
+            digest(self._status_token),
+            sorted(Counter(job.partitions).items()),
+        )
+        with ExitStack() as sending, self._key_in_use():
+            sending.enter_context(bulk.overlapping(conn))
+            self._fits = bulk.insert_job(conn, rows, room=self._pending_cap - len(job.keys))
+            # The keys' rows are locked last: an admission holds them only while its
+            # operations are checked, written and committed, which is all that admissions
+            # and drains over the same (hot) keys wait on each other for.
+            self._sequences = bulk.allocate_sequences(conn, job.tenant_id, job.keys, self._now)
+            self._sending = sending.pop_all()  # left in ``write`` or on the way out
+
+    def write(self, operations: Sequence[Operation]) -> Admitted:
+        """Add the operations (one per key, in the keys' order) and return the job; the
+        caller commits, then wakes the partitions. A replay writes nothing."""
+        if self._replay is not None:
+            return self._replay
+        job = self._job
+        with self._key_in_use():
+            fits, sequences = self._fits(), self._sequences()
+        self._sending.close()  # the results are in: COPY cannot run in a pipeline
+        if not fits:  # the open jobs' totals leave no room; their counters may (work done since)
+            check_pending_cap(
+                self._conn,
+                job.tenant_id,
+                len(job.keys),
+                self._pending_cap,
+                excluding=self._job_id,
+            )
+        bulk_sql_for(self._conn).insert_operations(
+            self._conn,
+            JobOperations(self._job_id, job.tenant_id, operations, job.partitions, sequences),
+        )
+        return Admitted(
+            self._job_id, self._status_token, frozenset(job.partitions), id_time(self._job_id)
+        )
+
+    @contextmanager
+    def _key_in_use(self) -> Iterator[None]:
+        """A unique violation of the job's row is a concurrent request with the same
+        Idempotency-Key (the job id is new)."""
+        try:
+            yield
+        except (IntegrityError, psycopg.errors.UniqueViolation):
+            if self._job.idempotency is None:
+                raise
+            raise IdempotencyKeyInUse(
+                "A request with this Idempotency-Key is being processed; retry shortly."
+            ) from None
+
+
+@contextmanager
+def admitting(
+    conn: Connection, job: NewJob, now: datetime, *, pending_cap: int
+) -> Iterator[Admission]:
+    """Record a bulk request in two steps, so that checking its operations overlaps the
+    database's work on its keys: entering sends the job's rows and its keys' sequence
+    numbers; ``write`` adds the operations. If the block raises, nothing was written
+    (the caller's transaction rolls back).
 
     A replay comes first (it records nothing, so the cap does not apply to it); then the
-    job's rows, written only if the tenant's open jobs leave room under ``pending_cap``
-    (``check_pending_cap``), a check that goes with the job's own rows in one statement.
+    job's rows, kept only if the tenant's open jobs leave room under ``pending_cap``
+    (``check_pending_cap``): the cheap bound is read with the job's own rows.
     """
+    replay = None
     if job.idempotency is not None:
         replay = find_replay(conn, job.tenant_id, job.idempotency, now)
-        if replay is not None:
-            return replay
-    job_id = new_id("job")
-    created_at = id_time(job_id)
-    status_token = new_secret("jst")
-    bulk = bulk_sql_for(conn)
-    rows = JobRows(
-        {
-            "id": job_id,
-            "tenant_id": job.tenant_id,
-            "status": JobStatus.QUEUED.value,
-            "total": len(job.operations),
-            "created_at": created_at,
-            "callback_url": job.callback_url,
-            "meta": job.metadata,
-            "deadline": job.deadline,
-            "idempotency_key": job.idempotency.key if job.idempotency else None,
-            "request_hash": job.idempotency.request_hash if job.idempotency else None,
-            "retry_of": job.retry_of,
-        },
-        digest(status_token),
-        sorted(Counter(job.partitions).items()),
-    )
-    try:
-        if not bulk.insert_job(conn, rows, room=pending_cap - len(job.operations)):
-            # The open jobs' totals leave no room; their counters may (work done since).
-            check_pending_cap(conn, job.tenant_id, len(job.operations), pending_cap)
-            bulk.insert_job(conn, rows, room=None)
-    except IntegrityError:
-        if job.idempotency is None:
-            raise
-        raise IdempotencyKeyInUse(
-            "A request with this Idempotency-Key is being processed; retry shortly."
-        ) from None
-    # The keys' rows are locked last: an admission holds them only while its operations
-    # are written and committed, which is all that admissions and drains over the same
-    # (hot) keys wait on each other for.
-    sequences = bulk.allocate_sequences(conn, job.tenant_id, [op.key for op in job.operations], now)
-    bulk.insert_operations(
-        conn,
-        JobOperations(job_id, job.tenant_id, job.operations, job.partitions, sequences),
-    )
-    return Admitted(job_id, status_token, frozenset(job.partitions), created_at)
+    with Admission(conn, job, now, pending_cap=pending_cap, replay=replay) as admission:
+        yield admission
+
+
+def admit(
+    conn: Connection,
+    job: NewJob,
+    operations: Sequence[Operation],
+    now: datetime,
+    *,
+    pending_cap: int,
+) -> Admitted:
+    """``admitting`` in one step, for operations checked already."""
+    with admitting(conn, job, now, pending_cap=pending_cap) as admission:
+        return admission.write(operations)

@@ -9,10 +9,11 @@ statements.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from sqlalchemy.engine import Connection
@@ -70,20 +71,30 @@ class JobOperations:
             )
 
 
-class BulkSql(Protocol):
-    def insert_job(self, conn: Connection, rows: JobRows, *, room: int | None) -> bool:
-        """Write the job's own rows, the ``jobs`` row first: a concurrent request with
-        the same Idempotency-Key waits on its unique index, then fails with
-        ``IntegrityError`` before anything else is written.
+T = TypeVar("T")
+#: A statement's result, to be had once it is needed (sent already, maybe not answered).
+Later = Callable[[], T]
 
-        With ``room``, only if the tenant's open jobs' totals
-        (``store/jobs.py:open_operations_bound``) come to at most ``room``; False when
-        nothing was written.
+
+class BulkSql(Protocol):
+    def overlapping(self, conn: Connection) -> AbstractContextManager[None]:
+        """Statements sent inside run on the server while the caller goes on, until it
+        asks for their results: PostgreSQL's pipeline mode (no ``COPY`` inside). SQLite
+        runs in-process: its statements run as they are sent."""
+
+    def insert_job(self, conn: Connection, rows: JobRows, *, room: int) -> Later[bool]:
+        """Write the job's own rows, the ``jobs`` row first: a concurrent request with
+        the same Idempotency-Key waits on its unique index, then fails with a unique
+        violation before anything else is written.
+
+        The result says whether the tenant's other open jobs' totals
+        (``store/jobs.py:open_operations_bound``) came to at most ``room``, read in the
+        same statement: a cheap bound of their pending work.
         """
 
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
-    ) -> list[int]:
+    ) -> Later[list[int]]:
         """Hand each key its next sequence number (in the order of ``keys``), creating
         placeholder rows for new keys.
 
@@ -118,16 +129,12 @@ class PostgresBulkSql:
     # One statement for the job, its status, its token and its counters, instead of a
     # round trip each (the counters, about 50 rows for 100 operations over hot keys, as a
     # pipelined executemany): over small requests the round trips cost more than the rows.
-    # The pending cap's cheap bound (the open jobs' totals) rides along: a job that
-    # would pass it is not written, and the caller counts exactly before trying again.
+    # The pending cap's cheap bound (the other open jobs' totals: every part of one
+    # statement reads the same snapshot, without the job it inserts) rides along.
     _JOB = f"""
         WITH job AS (
             INSERT INTO jobs ({", ".join(_JOB_COLUMNS)})
-            SELECT {", ".join(f"%({name})s" for name in _JOB_COLUMNS)}
-            WHERE %(room)s::bigint IS NULL OR (
-                SELECT coalesce(sum(total), 0) FROM jobs
-                WHERE tenant_id = %(tenant)s AND status IN ({OPEN_STATUS_LIST})
-            ) <= %(room)s::bigint
+            VALUES ({", ".join(f"%({name})s" for name in _JOB_COLUMNS)})
             RETURNING id, status, created_at
         ),
         status AS (
@@ -136,11 +143,15 @@ class PostgresBulkSql:
         ),
         token AS (
             INSERT INTO status_tokens (token_hash, job_id) SELECT %(token_hash)s, id FROM job
+        ),
+        counts AS (
+            INSERT INTO job_counts (job_id, partition, succeeded, failed, cancelled, pending)
+            SELECT job.id, c.partition, 0, 0, 0, c.pending
+            FROM job, unnest(%(partitions)s::integer[], %(pendings)s::integer[])
+              AS c(partition, pending)
         )
-        INSERT INTO job_counts (job_id, partition, succeeded, failed, cancelled, pending)
-        SELECT job.id, c.partition, 0, 0, 0, c.pending
-        FROM job, unnest(%(partitions)s::integer[], %(pendings)s::integer[])
-          AS c(partition, pending)
+        SELECT coalesce(sum(total), 0) <= %(room)s FROM jobs
+        WHERE tenant_id = %(tenant)s AND status IN ({OPEN_STATUS_LIST})
     """
     # Types and ids never hold a space (both are checked against patterns without one),
     # so each list goes as one space-joined string, split by the server: a 100k-key
@@ -167,11 +178,14 @@ class PostgresBulkSql:
     """
     _COPY = f"COPY operations ({', '.join(_OPERATION_COLUMNS)}) FROM STDIN"
 
-    def insert_job(self, conn: Connection, rows: JobRows, *, room: int | None) -> bool:
+    def overlapping(self, conn: Connection) -> AbstractContextManager[None]:
+        return conn.connection.driver_connection.pipeline()  # type: ignore[union-attr,no-any-return]
+
+    def insert_job(self, conn: Connection, rows: JobRows, *, room: int) -> Later[bool]:
         values = dict.fromkeys(_JOB_COLUMNS) | rows.job
         meta = values["meta"]
-        # Through SQLAlchemy, so a unique violation comes as its ``IntegrityError``.
-        written = conn.exec_driver_sql(
+        cursor = driver_cursor(conn)
+        cursor.execute(
             self._JOB,
             values
             | {
@@ -183,11 +197,11 @@ class PostgresBulkSql:
                 "tenant": values["tenant_id"],
             },
         )
-        return written.rowcount > 0  # a counter per partition the job touches
+        return lambda: bool(cursor.fetchone()[0])
 
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
-    ) -> list[int]:
+    ) -> Later[list[int]]:
         cursor = driver_cursor(conn)
         cursor.execute(
             self._ALLOCATE,
@@ -198,10 +212,14 @@ class PostgresBulkSql:
                 "rids": " ".join([k.id for k in keys]),
             },
         )
-        known = {(rtype, rid): seq for rtype, rid, seq in cursor}
-        if not known:
-            return [1] * len(keys)
-        return [known.get((k.type, k.id), 1) for k in keys]
+
+        def sequences() -> list[int]:
+            known = {(rtype, rid): seq for rtype, rid, seq in cursor.fetchall()}
+            if not known:
+                return [1] * len(keys)
+            return [known.get((k.type, k.id), 1) for k in keys]
+
+        return sequences
 
     def insert_operations(self, conn: Connection, job: JobOperations) -> None:
         with driver_cursor(conn).copy(self._COPY) as copy:
@@ -225,9 +243,11 @@ class SqliteBulkSql:
         f" VALUES ({', '.join('?' for _ in _OPERATION_COLUMNS)})"
     )
 
-    def insert_job(self, conn: Connection, rows: JobRows, *, room: int | None) -> bool:
-        if room is not None and open_operations_bound(conn, rows.job["tenant_id"]) > room:
-            return False
+    def overlapping(self, conn: Connection) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def insert_job(self, conn: Connection, rows: JobRows, *, room: int) -> Later[bool]:
+        fits = open_operations_bound(conn, rows.job["tenant_id"]) <= room
         job_id = rows.job["id"]
         conn.execute(jobs.insert().values(**rows.job))
         conn.execute(
@@ -250,20 +270,21 @@ class SqliteBulkSql:
                 for partition, pending in rows.counts
             ],
         )
-        return True
+        return lambda: fits
 
     def allocate_sequences(
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
-    ) -> list[int]:
+    ) -> Later[list[int]]:
         # In the keys' own order: the transaction already holds SQLite's one writer lock,
         # so there is no row lock order to keep.
         cursor = driver_cursor(conn)
         stamp = sqlite_timestamp(conn, now)
         allocate = self._ALLOCATE
-        return [
+        sequences = [
             cursor.execute(allocate, (tenant_id, key.type, key.id, stamp, stamp)).fetchone()[0]
             for key in keys
         ]
+        return lambda: sequences
 
     def insert_operations(self, conn: Connection, job: JobOperations) -> None:
         driver_cursor(conn).executemany(self._INSERT, job.rows())

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import String, any_, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from bulkapi.core.errors import JobFinished, NotFound
 from bulkapi.core.jobs import OPEN_STATUSES, STATUS_RANK, Counts, JobStatus, terminal_status
@@ -304,22 +305,33 @@ def settle(conn: Connection, job_ids: Iterable[str], now: datetime) -> Settled:
     return finish_jobs(conn, looking_done(conn, job_ids), now)
 
 
-def open_operations_bound(conn: Connection, tenant_id: str) -> int:
-    """The sum of the tenant's open jobs' totals: an upper bound of its pending
-    operations that costs a row per job, not a row per (job, partition)."""
-    open_jobs = (jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
-    total = select(func.coalesce(func.sum(jobs.c.total), 0)).where(*open_jobs)
+def _open_jobs(tenant_id: str, excluding: str | None) -> list[ColumnElement[bool]]:
+    where = [jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES)]
+    if excluding is not None:
+        where.append(jobs.c.id != excluding)
+    return where
+
+
+def open_operations_bound(conn: Connection, tenant_id: str, excluding: str | None = None) -> int:
+    """The sum of the tenant's open jobs' totals (but ``excluding``'s): an upper bound of
+    its pending operations that costs a row per job, not a row per (job, partition)."""
+    total = select(func.coalesce(func.sum(jobs.c.total), 0)).where(
+        *_open_jobs(tenant_id, excluding)
+    )
     return int(conn.execute(total).scalar_one())
 
 
-def pending_operations(conn: Connection, tenant_id: str, *, unless_at_most: int) -> int:
+def pending_operations(
+    conn: Connection, tenant_id: str, *, unless_at_most: int, excluding: str | None = None
+) -> int:
     """The tenant's accepted operations not yet finished, from its open jobs' counters
-    (a few rows per job, however many operations are waiting).
+    (a few rows per job, however many operations are waiting); those of the job
+    ``excluding`` (one being admitted) do not count.
 
     When ``open_operations_bound`` is at most ``unless_at_most``, that bound is returned
     instead, which is what a check against a cap needs.
     """
-    bound = open_operations_bound(conn, tenant_id)
+    bound = open_operations_bound(conn, tenant_id, excluding)
     if bound <= unless_at_most:
         return bound
     c = job_counts
@@ -327,7 +339,7 @@ def pending_operations(conn: Connection, tenant_id: str, *, unless_at_most: int)
         conn.execute(
             select(func.coalesce(func.sum(c.c.pending), 0))
             .select_from(c.join(jobs, jobs.c.id == c.c.job_id))
-            .where(jobs.c.tenant_id == tenant_id, jobs.c.status.in_(OPEN_STATUSES))
+            .where(*_open_jobs(tenant_id, excluding))
         ).scalar_one()
     )
 

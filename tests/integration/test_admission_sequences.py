@@ -1,15 +1,23 @@
-"""Each admitted operation's per-key sequence number, on both databases: the next one of
-its key, whether the key is new, known from earlier jobs, or created by a sync write."""
+"""Admission in the store, on both databases: each operation's per-key sequence number
+(the next one of its key, whether the key is new, known from earlier jobs, or created by
+a sync write), and a connection left usable by an admission that fails midway."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, select
+import psycopg
+import pytest
+from psycopg import pq
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import DBAPIError
 
-from bulkapi.core.keys import ResourceKey
-from bulkapi.store.database import utcnow
+from bulkapi.config import Settings
+from bulkapi.core.keys import ResourceKey, partition_of
+from bulkapi.core.operations import Operation, OpKind
+from bulkapi.store.admission import NewJob, admit, admitting
+from bulkapi.store.database import is_postgres, utcnow
 from bulkapi.store.resources import lock_for_write
 from bulkapi.store.tables import operations
-from tests.support import admit_upserts
+from tests.support import STORE_PARTITIONS, admit_upserts
 
 
 def _sequences(engine: Engine, tenant: str) -> list[tuple[str, int]]:
@@ -48,3 +56,41 @@ def test_a_key_a_sync_write_created_starts_at_one(engine: Engine) -> None:
     admit_upserts(engine, "t1", ["fresh", "s"])
 
     assert _sequences(engine, "t1") == [("s", 1), ("fresh", 1), ("fresh", 2), ("s", 2)]
+
+
+def _job(tenant: str | None, ids: list[str]) -> tuple[NewJob, list[Operation]]:
+    keys = [ResourceKey("thing", rid) for rid in ids]
+    partitions = [partition_of(tenant or "", key, STORE_PARTITIONS) for key in keys]
+    return NewJob(tenant, keys, partitions), [  # type: ignore[arg-type]
+        Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys
+    ]
+
+
+def _admit(conn: Connection, job: NewJob, operations: list[Operation]) -> None:
+    with conn.begin():
+        admit(conn, job, operations, utcnow(), pending_cap=Settings.max_pending_operations)
+
+
+def test_an_admission_that_fails_midway_leaves_its_connection_as_it_found_it(
+    engine: Engine,
+) -> None:
+    # A job needs a tenant: the database refuses the job's row, while the many keys'
+    # statement is still being built (on PostgreSQL it learns so while sending that).
+    refused = _job(None, [f"k{i}" for i in range(100_000)])
+    job, operations = _job("t1", ["a", "b"])
+    with engine.connect() as conn:
+        with pytest.raises((DBAPIError, psycopg.Error)):
+            _admit(conn, *refused)
+        # The caller's own check fails while the keys are on their way.
+        with (
+            pytest.raises(ValueError),
+            conn.begin(),
+            admitting(conn, job, utcnow(), pending_cap=Settings.max_pending_operations),
+        ):
+            raise ValueError("an operation is not valid")
+        if is_postgres(conn):
+            pipeline = conn.connection.driver_connection.pgconn.pipeline_status  # type: ignore[union-attr]
+            assert pipeline == pq.PipelineStatus.OFF
+        _admit(conn, job, operations)  # the same connection admits the next job
+
+    assert _sequences(engine, "t1") == [("a", 1), ("b", 1)]

@@ -70,8 +70,8 @@ def _finished_job(engine: Engine, tenant: str, url: str) -> str:
     with engine.begin() as conn:
         tenant_id = ensure_tenant(conn, tenant)
         operation = Operation(OpKind.UPSERT, ResourceKey("hook", "h1"), {"n": 1})
-        job = NewJob(tenant_id, [operation], [0], url)
-        job_id = admit(conn, job, utcnow(), pending_cap=CAP).job_id
+        job = NewJob(tenant_id, [operation.key], [0], url)
+        job_id = admit(conn, job, [operation], utcnow(), pending_cap=CAP).job_id
         assert cancel(conn, tenant_id, job_id, utcnow())
     return job_id
 
