@@ -80,21 +80,28 @@ def dry_run(job: NewJob, now: datetime) -> Response:
     )
 
 
-def accept(job: NewJob, operations: Callable[[], Sequence[Operation]], now: datetime) -> Response:
+def accept(
+    job: NewJob,
+    operations: Sequence[Operation] | Callable[[], Sequence[Operation]],
+    now: datetime,
+) -> Response:
     """Record a job (or find the one its Idempotency-Key names), wake its partitions and
     answer 202 with it and its status token.
 
-    ``operations`` checks the job's operations and returns them (raising as a request
-    that is not valid), while the database works on the job's keys: if it raises,
-    nothing is recorded.
+    ``operations``: the job's operations, checked already, or the check that returns
+    them (raising as a request that is not valid), to run while the database works on
+    the job's keys; if it raises, nothing is recorded.
     """
     rt = runtime()
     settings = rt.settings
+    overlap = callable(operations)
     with (
         rt.engine.begin() as conn,
-        admitting(conn, job, now, pending_cap=settings.max_pending_operations) as admission,
+        admitting(
+            conn, job, now, pending_cap=settings.max_pending_operations, overlap=overlap
+        ) as admission,
     ):
-        admitted = admission.write(operations())
+        admitted = admission.write(operations() if callable(operations) else operations)
     if settings.fault_crash_after_commit:
         os._exit(CRASH_EXIT_CODE)
     headers = {"Location": f"/v1/jobs/{admitted.job_id}", "Retry-After": str(settings.retry_after)}

@@ -43,6 +43,9 @@ from bulkapi.core.validation import (
 from bulkapi.store.admission import Idempotency, NewJob
 from bulkapi.store.database import utcnow
 
+#: Operations from which a job's keys go to the database while its documents are checked.
+OVERLAP_FROM = 500
+
 blp = Blueprint(
     "bulk",
     __name__,
@@ -105,23 +108,24 @@ def submit(callback_url: str | None, deadline: str | None, dry_run: bool) -> Res
             rt.registry.check_operations(operations)
         return operations
 
-    # The keys go ahead: admission locks and numbers them while the rest is checked.
-    # Not for a dry run (nothing to overlap), nor with a callback URL: its lookup is the
+    # A large job's keys go ahead: admission locks and numbers them while the rest is
+    # checked. Not for a small job (the check is shorter than the round trips the overlap
+    # costs), a dry run (nothing to overlap), nor with a callback URL: its lookup is the
     # one check that may wait (on DNS), and it comes last, so invalid requests never
     # wait on it, and never with the keys locked.
     keys = None
-    if not (dry_run or envelope.callback_url):
+    if len(items) >= OVERLAP_FROM and not (dry_run or envelope.callback_url):
         with collector_paused(len(items)):
             keys = parse_keys(items, settings.admission_limits.max_operations)
+    operations: list[Operation] | Callable[[], list[Operation]]
     if keys is None:
         operations = checked()
         callback_lookups().check(
             envelope.callback_url, allow_private=settings.allow_private_callbacks
         )
         keys = [op.key for op in operations]
-        validated: Callable[[], list[Operation]] = lambda: operations  # noqa: E731
     else:
-        validated = partial(checked, keys)
+        operations = partial(checked, keys)
     job = NewJob(
         tenant_id,
         keys,
@@ -133,7 +137,7 @@ def submit(callback_url: str | None, deadline: str | None, dry_run: bool) -> Res
     )
     if dry_run:
         return admission.dry_run(job, now)
-    return admission.accept(job, validated, now)
+    return admission.accept(job, operations, now)
 
 
 def _idempotency(digest: Hash | None) -> Idempotency | None:

@@ -85,7 +85,7 @@ def retry(job_id: str) -> Response:
         idempotency=None if key is None else Idempotency(key, _fingerprint(job_id, codes)),
         retry_of=job_id,
     )
-    return admission.accept(job, lambda: source.operations, utcnow())
+    return admission.accept(job, source.operations, utcnow())
 
 
 def _codes() -> list[str] | None:

@@ -142,9 +142,9 @@ def find_replay(
 
 
 class Admission:
-    """A job on its way in: its rows and its keys' sequence numbers are sent (on
-    PostgreSQL the server works on them while the caller checks the operations), and
-    ``write`` adds the operations."""
+    """A job on its way in: its rows and its keys' sequence numbers are sent (with
+    ``overlap``, on PostgreSQL, the server works on them while the caller checks the
+    operations), and ``write`` adds the operations."""
 
     #: Whether the cheap bound of the tenant's pending work left room for the job.
     _fits: Later[bool]
@@ -157,12 +157,14 @@ class Admission:
         now: datetime,
         *,
         pending_cap: int,
+        overlap: bool,
         replay: Admitted | None = None,
     ) -> None:
         self._conn = conn
         self._job = job
         self._now = now
         self._pending_cap = pending_cap
+        self._overlap = overlap
         self._replay = replay
         self._sending = ExitStack()
         self._job_id = new_id("job")
@@ -198,7 +200,8 @@ class Admission:
             sorted(Counter(job.partitions).items()),
         )
         with ExitStack() as sending, self._key_in_use():
-            sending.enter_context(bulk.overlapping(conn))
+            if self._overlap:
+                sending.enter_context(bulk.overlapping(conn))
             self._fits = bulk.insert_job(conn, rows, room=self._pending_cap - len(job.keys))
             # The keys' rows are locked last: an admission holds them only while its
             # operations are checked, written and committed, which is all that admissions
@@ -247,12 +250,13 @@ class Admission:
 
 @contextmanager
 def admitting(
-    conn: Connection, job: NewJob, now: datetime, *, pending_cap: int
+    conn: Connection, job: NewJob, now: datetime, *, pending_cap: int, overlap: bool
 ) -> Iterator[Admission]:
-    """Record a bulk request in two steps, so that checking its operations overlaps the
-    database's work on its keys: entering sends the job's rows and its keys' sequence
-    numbers; ``write`` adds the operations. If the block raises, nothing was written
-    (the caller's transaction rolls back).
+    """Record a bulk request in two steps: entering sends the job's rows and its keys'
+    sequence numbers; ``write`` adds the operations. If the block raises, nothing was
+    written (the caller's transaction rolls back). With ``overlap`` the two statements
+    go in pipeline mode, so checking the operations meanwhile overlaps the database's
+    work on the keys; it costs more round trips, which only a large job wins back.
 
     A replay comes first (it records nothing, so the cap does not apply to it); then the
     job's rows, kept only if the tenant's open jobs leave room under ``pending_cap``
@@ -261,7 +265,9 @@ def admitting(
     replay = None
     if job.idempotency is not None:
         replay = find_replay(conn, job.tenant_id, job.idempotency, now)
-    with Admission(conn, job, now, pending_cap=pending_cap, replay=replay) as admission:
+    with Admission(
+        conn, job, now, pending_cap=pending_cap, overlap=overlap, replay=replay
+    ) as admission:
         yield admission
 
 
@@ -274,5 +280,5 @@ def admit(
     pending_cap: int,
 ) -> Admitted:
     """``admitting`` in one step, for operations checked already."""
-    with admitting(conn, job, now, pending_cap=pending_cap) as admission:
+    with admitting(conn, job, now, pending_cap=pending_cap, overlap=False) as admission:
         return admission.write(operations)

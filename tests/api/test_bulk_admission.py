@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bulkapi.api.bulk import OVERLAP_FROM
 from tests.api.conftest import (
     JSON,
     NDJSON,
@@ -306,6 +307,31 @@ def test_rejected_request_leaves_keys_free_for_sync_writes(api: InProcessApi) ->
     response = api.put("/v1/resources/product/p1", json={"sku": "sync"})
     assert response.status_code == 201
     assert response.get_json()["version"] == 1
+
+
+@pytest.mark.parametrize("media", ["json", "ndjson"])
+def test_a_large_request_refused_after_its_keys_went_ahead_leaves_no_trace(
+    api: InProcessApi, media: str
+) -> None:
+    """Large enough that its keys are sent before its documents are checked."""
+    rids = [f"big{number}" for number in range(OVERLAP_FROM + 100)]
+    operations = [_op(rid) for rid in rids]
+    operations[7] = {**operations[7], "data": ["not", "an", "object"]}
+    operations[-1] = {**operations[-1], "if_version": -1}
+    refused = (
+        api.post("/v1/bulk", json={"operations": operations})
+        if media == "json"
+        else api.post("/v1/bulk", data=_ndjson(*operations), headers=NDJSON)
+    )
+    body = assert_problem(refused, 422, "validation_error")
+    assert set(body["errors"]) == {"7", str(len(rids) - 1)}
+    _assert_nothing_admitted(api, rids[0], rids[7], rids[-1])
+    # The keys are free for a sync write, and the next job numbers them from the start.
+    assert api.put(f"/v1/resources/product/{rids[0]}", json={"sku": "sync"}).status_code == 201
+    job = api.wait_job(api.submit([_op(rid) for rid in rids])["id"])
+    assert job["counts"]["succeeded"] == len(rids)
+    assert api.get(f"/v1/resources/product/{rids[0]}").get_json()["version"] == 2
+    assert api.get(f"/v1/resources/product/{rids[-1]}").get_json()["version"] == 1
 
 
 def test_jobs_of_one_submission_count_every_operation(api: InProcessApi) -> None:

@@ -4,6 +4,8 @@ a sync write), and a connection left usable by an admission that fails midway.""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import psycopg
 import pytest
 from psycopg import pq
@@ -13,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from bulkapi.config import Settings
 from bulkapi.core.keys import ResourceKey, partition_of
 from bulkapi.core.operations import Operation, OpKind
-from bulkapi.store.admission import NewJob, admit, admitting
+from bulkapi.store.admission import Admission, NewJob, admitting
 from bulkapi.store.database import is_postgres, utcnow
 from bulkapi.store.resources import lock_for_write
 from bulkapi.store.tables import operations
@@ -67,8 +69,13 @@ def _job(tenant: str | None, ids: list[str]) -> tuple[NewJob, list[Operation]]:
 
 
 def _admit(conn: Connection, job: NewJob, operations: list[Operation]) -> None:
-    with conn.begin():
-        admit(conn, job, operations, utcnow(), pending_cap=Settings.max_pending_operations)
+    """Admit in two steps, the keys' statements sent ahead (PostgreSQL's pipeline mode)."""
+    with conn.begin(), _admitting(conn, job) as admission:
+        admission.write(operations)
+
+
+def _admitting(conn: Connection, job: NewJob) -> AbstractContextManager[Admission]:
+    return admitting(conn, job, utcnow(), pending_cap=Settings.max_pending_operations, overlap=True)
 
 
 def test_an_admission_that_fails_midway_leaves_its_connection_as_it_found_it(
@@ -85,7 +92,7 @@ def test_an_admission_that_fails_midway_leaves_its_connection_as_it_found_it(
         with (
             pytest.raises(ValueError),
             conn.begin(),
-            admitting(conn, job, utcnow(), pending_cap=Settings.max_pending_operations),
+            _admitting(conn, job),
         ):
             raise ValueError("an operation is not valid")
         if is_postgres(conn):
