@@ -13,6 +13,7 @@ import requests
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from bulkapi.api.bulk import OVERLAP_FROM
 from bulkapi.config import SessionLimits, Settings
 from bulkapi.store.database import make_engine
 from bulkapi.store.drain import PARTITION_LOCK_SPACE
@@ -135,6 +136,16 @@ def test_writes_waiting_on_a_held_row_answer_503_with_retry_after(
             admission = api.request("POST", "/v1/bulk", json={"operations": [operation]})
             assert admission.status_code == 503, admission.text
             assert admission.headers["Retry-After"].isdigit()
+            # A large job's keys go ahead while its documents are checked: the same.
+            others = [
+                {"op": "upsert", "type": "item", "id": f"{rid}-{n}", "data": {"n": n}}
+                for n in range(OVERLAP_FROM)
+            ]
+            large = api.request("POST", "/v1/bulk", json={"operations": [*others, operation]})
+            assert large.status_code == 503, large.text
+            assert large.json()["code"] == "service_unavailable"
+        assert api.request("GET", "/v1/jobs").json()["items"] == []
+        assert api.request("GET", f"/v1/resources/item/{rid}-0").status_code == 404
         after = api.request("PUT", f"/v1/resources/item/{rid}", json={"n": 3})
         assert after.status_code == 200, after.text
         assert after.json()["version"] == 2  # the refused write changed nothing
