@@ -7,11 +7,18 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulkapi.core.errors import DuplicateResources, TooManyOperations, ValidationFailed
 from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind
-from bulkapi.core.validation import AdmissionLimits, check_document, parse_operations
+from bulkapi.core.validation import (
+    AdmissionLimits,
+    check_document,
+    parse_keys,
+    parse_operations,
+)
 
 LIMITS = AdmissionLimits(max_operations=10, max_document_bytes=200, max_document_depth=4)
 serialize = orjson.dumps
@@ -257,3 +264,66 @@ def test_too_many_operations_wins_over_invalid_ones() -> None:
     items = [op(f"o-{n}", op="nope") for n in range(LIMITS.max_operations + 1)]
     with pytest.raises(TooManyOperations):
         parse_operations(items, LIMITS, serialize)
+
+
+# --- keys first: what admission needs before the documents are checked --------------
+
+
+def test_parse_keys_gives_each_items_key_in_order() -> None:
+    items = [op("o-1"), {"op": "delete", "type": "customer", "id": "o-1"}, op("o-2")]
+    assert parse_keys(items, LIMITS.max_operations) == [
+        ResourceKey("order", "o-1"),
+        ResourceKey("customer", "o-1"),
+        ResourceKey("order", "o-2"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],  # no operation
+        [op("o-1"), op("o-1")],  # a key twice
+        [op("o-1"), "not an object"],
+        [op("o-1"), op("..")],  # an id no URL can name
+        [op("o-1"), op("o-2", type="Order")],  # a type that is not one
+        [op("o-1"), {k: v for k, v in op("o-2").items() if k != "id"}],
+        [op(f"o-{n}") for n in range(LIMITS.max_operations + 1)],  # over the limit
+    ],
+)
+def test_parse_keys_leaves_every_problem_with_a_key_to_the_full_check(items: list[Any]) -> None:
+    assert parse_keys(items, LIMITS.max_operations) is None
+
+
+def _outcome(items: list[Any], keys: list[ResourceKey] | None) -> object:
+    """The operations, or the refusal's type, code and errors."""
+    try:
+        return parse_operations(list(items), LIMITS, serialize, keys)
+    except (ValidationFailed, TooManyOperations) as error:
+        return type(error), error.code, getattr(error, "errors", None)
+
+
+_ITEMS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "op": st.sampled_from(["upsert", "patch", "delete", "merge"]),
+            "type": st.sampled_from(["order", "customer", "Order"]),
+            "id": st.sampled_from(["o-1", "o-2", "o-3", ".."]),
+        },
+        optional={
+            "data": st.sampled_from([{"total": 1}, {}, [], "x", nested(5)]),
+            "if_version": st.sampled_from([0, 7, -1, True, "1"]),
+            "colour": st.just("red"),
+        },
+    ),
+    max_size=LIMITS.max_operations + 1,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ITEMS)
+def test_checking_with_the_keys_found_first_decides_as_checking_whole(items: list[Any]) -> None:
+    """Every item whose keys pass is judged the same with them as without: the same
+    operations, or the same refusal naming the same problems."""
+    keys = parse_keys(list(items), LIMITS.max_operations)
+    if keys is not None:
+        assert _outcome(items, keys) == _outcome(items, None)
