@@ -153,8 +153,9 @@ def verify(dsn: str, answers: list[Answer]) -> dict[str, int]:
         counted = dict(
             conn.execute("SELECT job_id, sum(succeeded) FROM job_counts GROUP BY job_id").fetchall()
         )
+        # An operation's document is kept as its JSON text: decoded here like the resource's.
         rows = conn.execute(
-            "SELECT job_id, rid, seq, status, version, data, error_code FROM operations"
+            "SELECT job_id, rid, seq, status, version, data::jsonb, error_code FROM operations"
         ).fetchall()
         stored = {
             rid: (version, data)
