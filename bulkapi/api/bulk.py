@@ -41,7 +41,7 @@ from bulkapi.core.validation import (
     parse_operations,
 )
 from bulkapi.store.admission import Idempotency, NewJob
-from bulkapi.store.database import utcnow
+from bulkapi.store.database import is_postgres, utcnow
 
 #: Operations from which a job's keys go to the database while its documents are checked.
 OVERLAP_FROM = 500
@@ -108,13 +108,18 @@ def submit(callback_url: str | None, deadline: str | None, dry_run: bool) -> Res
             rt.registry.check_operations(operations)
         return operations
 
-    # A large job's keys go ahead: admission locks and numbers them while the rest is
+    # A large job's keys go ahead: PostgreSQL locks and numbers them while the rest is
     # checked. Not for a small job (the check is shorter than the round trips the overlap
-    # costs), a dry run (nothing to overlap), nor with a callback URL: its lookup is the
-    # one check that may wait (on DNS), and it comes last, so invalid requests never
-    # wait on it, and never with the keys locked.
+    # costs), not on SQLite (in-process, nothing runs beside the checks, which would hold
+    # its one writer lock), not for a dry run (nothing to overlap), nor with a callback
+    # URL: its lookup is the one check that may wait (on DNS), and it comes last, so
+    # invalid requests never wait on it, and never with the keys locked.
     keys = None
-    if len(items) >= OVERLAP_FROM and not (dry_run or envelope.callback_url):
+    if (
+        len(items) >= OVERLAP_FROM
+        and is_postgres(rt.engine)
+        and not (dry_run or envelope.callback_url)
+    ):
         with collector_paused(len(items)):
             keys = parse_keys(items, settings.admission_limits.max_operations)
     operations: list[Operation] | Callable[[], list[Operation]]

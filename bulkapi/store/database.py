@@ -232,8 +232,8 @@ def single_read(engine: Engine) -> Connection:
     return connection
 
 
-def is_postgres(connection: Connection) -> bool:
-    return connection.dialect.name == "postgresql"
+def is_postgres(bind: Connection | Engine) -> bool:
+    return bind.dialect.name == "postgresql"
 
 
 def dialect_insert(connection: Connection, table: Table) -> Any:

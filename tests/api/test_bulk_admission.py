@@ -313,7 +313,8 @@ def test_rejected_request_leaves_keys_free_for_sync_writes(api: InProcessApi) ->
 def test_a_large_request_refused_after_its_keys_went_ahead_leaves_no_trace(
     api: InProcessApi, media: str
 ) -> None:
-    """Large enough that its keys are sent before its documents are checked."""
+    """Large enough that, on PostgreSQL, its keys are sent before its documents are
+    checked (on SQLite it is checked whole first)."""
     rids = [f"big{number}" for number in range(OVERLAP_FROM + 100)]
     operations = [_op(rid) for rid in rids]
     operations[7] = {**operations[7], "data": ["not", "an", "object"]}
