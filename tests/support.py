@@ -354,20 +354,23 @@ def start_workers(
 STORE_PARTITIONS = Settings.partitions
 
 
-def admit_upserts(engine: Engine, tenant: str, ids: list[str], rtype: str = "thing") -> None:
-    """One job of upserts of ``rtype`` keys ``ids`` for ``tenant``, admitted straight into
-    the store (no API), in ``STORE_PARTITIONS`` partitions."""
+def upserts_job(
+    tenant: str, ids: list[str], rtype: str = "thing"
+) -> tuple[NewJob, list[Operation]]:
+    """A job of upserts of ``rtype`` keys ``ids`` for ``tenant`` (in ``STORE_PARTITIONS``
+    partitions), and its operations, as the store admits them."""
     keys = [ResourceKey(rtype, rid) for rid in ids]
-    ops = [Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys]
     partitions = [partition_of(tenant, key, STORE_PARTITIONS) for key in keys]
+    return NewJob(tenant, keys, partitions), [
+        Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys
+    ]
+
+
+def admit_upserts(engine: Engine, tenant: str, ids: list[str], rtype: str = "thing") -> None:
+    """``upserts_job`` admitted straight into the store (no API)."""
+    job, operations = upserts_job(tenant, ids, rtype)
     with engine.begin() as conn:
-        admit(
-            conn,
-            NewJob(tenant, keys, partitions),
-            ops,
-            utcnow(),
-            pending_cap=Settings.max_pending_operations,
-        )
+        admit(conn, job, operations, utcnow(), pending_cap=Settings.max_pending_operations)
 
 
 def queued_messages(broker: StubBroker) -> int:

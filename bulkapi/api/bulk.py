@@ -40,8 +40,8 @@ from bulkapi.core.validation import (
     parse_keys,
     parse_operations,
 )
-from bulkapi.store.admission import Idempotency, NewJob
-from bulkapi.store.database import is_postgres, utcnow
+from bulkapi.store.admission import Idempotency, NewJob, overlaps
+from bulkapi.store.database import utcnow
 
 #: Operations from which a job's keys go to the database while its documents are checked.
 OVERLAP_FROM = 500
@@ -108,16 +108,16 @@ def submit(callback_url: str | None, deadline: str | None, dry_run: bool) -> Res
             rt.registry.check_operations(operations)
         return operations
 
-    # A large job's keys go ahead: PostgreSQL locks and numbers them while the rest is
+    # A large job's keys go ahead: the database locks and numbers them while the rest is
     # checked. Not for a small job (the check is shorter than the round trips the overlap
-    # costs), not on SQLite (in-process, nothing runs beside the checks, which would hold
-    # its one writer lock), not for a dry run (nothing to overlap), nor with a callback
-    # URL: its lookup is the one check that may wait (on DNS), and it comes last, so
-    # invalid requests never wait on it, and never with the keys locked.
+    # costs), not where nothing runs beside the checks (``overlaps``), not for a dry run
+    # (nothing to overlap), nor with a callback URL: its lookup is the one check that may
+    # wait (on DNS), and it comes last, so invalid requests never wait on it, and never
+    # with the keys locked.
     keys = None
     if (
         len(items) >= OVERLAP_FROM
-        and is_postgres(rt.engine)
+        and overlaps(rt.engine)
         and not (dry_run or envelope.callback_url)
     ):
         with collector_paused(len(items)):

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from bulkapi.core.errors import IdempotencyKeyInUse, IdempotencyKeyReused, RateLimited
@@ -20,7 +20,7 @@ from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation
 from bulkapi.ids import digest, id_time, new_id, new_secret
 from bulkapi.store.bulk_sql import JobOperations, JobRows, Later, bulk_sql_for
-from bulkapi.store.database import as_utc
+from bulkapi.store.database import as_utc, is_postgres
 from bulkapi.store.jobs import pending_operations
 from bulkapi.store.tables import jobs, status_tokens
 
@@ -246,6 +246,14 @@ class Admission:
             raise IdempotencyKeyInUse(
                 "A request with this Idempotency-Key is being processed; retry shortly."
             ) from None
+
+
+def overlaps(engine: Engine) -> bool:
+    """Whether checking a job's operations inside ``admitting(..., overlap=True)`` runs
+    beside the database's work on its keys. On PostgreSQL it does; SQLite runs in this
+    process, so its statements would only run first, and the checks would then hold its
+    one writer lock: check first there."""
+    return is_postgres(engine)
 
 
 @contextmanager

@@ -5,6 +5,7 @@ a sync write), and a connection left usable by an admission that fails midway.""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -13,13 +14,13 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from bulkapi.config import Settings
-from bulkapi.core.keys import ResourceKey, partition_of
-from bulkapi.core.operations import Operation, OpKind
+from bulkapi.core.keys import ResourceKey
+from bulkapi.core.operations import Operation
 from bulkapi.store.admission import Admission, NewJob, admitting
 from bulkapi.store.database import is_postgres, utcnow
 from bulkapi.store.resources import lock_for_write
 from bulkapi.store.tables import operations
-from tests.support import STORE_PARTITIONS, admit_upserts
+from tests.support import admit_upserts, upserts_job
 
 
 def _sequences(engine: Engine, tenant: str) -> list[tuple[str, int]]:
@@ -60,14 +61,6 @@ def test_a_key_a_sync_write_created_starts_at_one(engine: Engine) -> None:
     assert _sequences(engine, "t1") == [("s", 1), ("fresh", 1), ("fresh", 2), ("s", 2)]
 
 
-def _job(tenant: str | None, ids: list[str]) -> tuple[NewJob, list[Operation]]:
-    keys = [ResourceKey("thing", rid) for rid in ids]
-    partitions = [partition_of(tenant or "", key, STORE_PARTITIONS) for key in keys]
-    return NewJob(tenant, keys, partitions), [  # type: ignore[arg-type]
-        Operation(OpKind.UPSERT, key, {"id": key.id}) for key in keys
-    ]
-
-
 def _admit(conn: Connection, job: NewJob, operations: list[Operation]) -> None:
     """Admit in two steps, the keys' statements sent ahead (PostgreSQL's pipeline mode)."""
     with conn.begin(), _admitting(conn, job) as admission:
@@ -83,8 +76,9 @@ def test_an_admission_that_fails_midway_leaves_its_connection_as_it_found_it(
 ) -> None:
     # A job needs a tenant: the database refuses the job's row, while the many keys'
     # statement is still being built (on PostgreSQL it learns so while sending that).
-    refused = _job(None, [f"k{i}" for i in range(100_000)])
-    job, operations = _job("t1", ["a", "b"])
+    many, operations_of_many = upserts_job("t0", [f"k{i}" for i in range(100_000)])
+    refused = replace(many, tenant_id=None), operations_of_many
+    job, operations = upserts_job("t1", ["a", "b"])
     with engine.connect() as conn:
         with pytest.raises((DBAPIError, psycopg.Error)):
             _admit(conn, *refused)
