@@ -1,6 +1,7 @@
 """Admission in the store, on both databases: each operation's per-key sequence number
 (the next one of its key, whether the key is new, known from earlier jobs, or created by
-a sync write), and a connection left usable by an admission that fails midway."""
+a sync write), operations stored exactly as given, and a connection left usable by an
+admission that fails midway."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bulkapi.config import Settings
 from bulkapi.core.keys import ResourceKey
-from bulkapi.core.operations import Operation
+from bulkapi.core.operations import Operation, OpKind
 from bulkapi.store.admission import Admission, NewJob, admitting
 from bulkapi.store.database import is_postgres, utcnow
 from bulkapi.store.resources import lock_for_write
@@ -95,3 +96,49 @@ def test_an_admission_that_fails_midway_leaves_its_connection_as_it_found_it(
         _admit(conn, job, operations)  # the same connection admits the next job
 
     assert _sequences(engine, "t1") == [("a", 1), ("b", 1)]
+
+
+#: Documents whose text holds what the operations' bulk load must escape or keep as is.
+_AWKWARD_DOCUMENTS = [
+    {"path": "C:\\dir\\file", "escapes": "\\n is not a line break", "tab": "a\tb"},
+    {"lines": "one\ntwo\r\nthree", "nul-ish": "\\N", "quote": '"q"', "u": "\u00e9\u2603\U0001f600"},
+    {"nested": [{"deep": ["\\", "\\\\", "\t\n"]}], "n": -1.5e300, "none": None, "t": True},
+    {},
+]
+
+
+def test_operations_are_stored_exactly_as_given(engine: Engine) -> None:
+    # The last keys do not match the API's patterns: the store's bulk load must not rely
+    # on those patterns to keep its rows apart.
+    keys = [f"doc-{i}" for i in range(len(_AWKWARD_DOCUMENTS))] + ["odd:id.v-1_", "a\tb\\c\nd\r"]
+    job, upserts = upserts_job("t1", keys)
+    given = [
+        Operation(OpKind.UPSERT, upserts[i].key, document)
+        for i, document in enumerate(_AWKWARD_DOCUMENTS)
+    ] + [
+        Operation(OpKind.PATCH, upserts[-2].key, {"x": "\\"}, if_version=3),
+        Operation(OpKind.DELETE, upserts[-1].key),
+    ]
+    with engine.connect() as conn:
+        _admit(conn, job, given)
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                operations.c.idx,
+                operations.c.type,
+                operations.c.rid,
+                operations.c.op,
+                operations.c.data,
+                operations.c.if_version,
+                operations.c.status,
+            )
+            .where(operations.c.tenant_id == "t1")
+            .order_by(operations.c.idx)
+        ).all()
+    assert [
+        Operation(OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version)
+        for row in rows
+    ] == given
+    assert [row.idx for row in rows] == list(range(len(given)))
+    assert {row.status for row in rows} == {"pending"}
