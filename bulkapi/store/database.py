@@ -46,7 +46,7 @@ def _ms(seconds: float) -> int:
 def session_options(limits: SessionLimits) -> list[str]:
     """Server settings for each session (libpq ``options``): the server ends an idle
     transaction, a stuck lock wait and, from its side, a connection to a vanished peer."""
-    options = {
+    options: dict[str, object] = {
         name: _ms(seconds)
         for name, seconds in (
             ("idle_in_transaction_session_timeout", limits.idle_in_transaction),
@@ -63,6 +63,10 @@ def session_options(limits: SessionLimits) -> list[str]:
             "tcp_keepalives_interval": interval,
             "tcp_keepalives_count": KEEPALIVE_PROBES,
         }
+    # A statement the driver prepares (``PREPARED``, and every executemany) is still
+    # planned for its actual arguments each time; only the drain's own transactions,
+    # planned as probes whatever the arguments, keep one plan (``probes_only``).
+    options["plan_cache_mode"] = "force_custom_plan"
     return [f"-c {name}={value}" for name, value in options.items()]
 
 
@@ -73,6 +77,10 @@ def _keepalive_timing(dead_peer: float) -> tuple[int, int]:
     return idle, max(1, round((dead_peer - idle) / KEEPALIVE_PROBES))
 
 
+#: Runs after which psycopg would prepare a statement on its own: never, in effect.
+_NEVER_AUTOMATICALLY = 2**31
+
+
 def client_connect_args(url: str, limits: SessionLimits) -> dict[str, Any]:
     """libpq arguments: the same dead-peer bound from the client's side, a connect
     timeout, and the server settings, before any ``options`` the URL brings (later
@@ -81,8 +89,10 @@ def client_connect_args(url: str, limits: SessionLimits) -> dict[str, Any]:
         # Plan every statement for its actual arguments. psycopg otherwise prepares a
         # statement after five runs, and PostgreSQL may then keep a generic plan made
         # while a table was small (a sequential scan) until the next ANALYZE, which
-        # without autovacuum never comes: drains would slow down as tables grow.
-        "prepare_threshold": None,
+        # without autovacuum never comes: drains would slow down as tables grow. Only
+        # the statements the store asks for (``PREPARED``) are prepared: a threshold of
+        # None would refuse those too.
+        "prepare_threshold": _NEVER_AUTOMATICALLY,
         "options": " ".join([*session_options(limits), *_url_options(url)]),
     }
     if limits.connect > 0:
@@ -171,11 +181,20 @@ def reading(engine: Engine) -> Connection:
 #: fast-growing table lacks, and on the generic plans of prepared statements): tens to
 #: hundreds of milliseconds a batch, growing with the tables. For such a transaction
 #: only index probes are planned, so each row is found by its key whatever the tables'
-#: size or the age of their statistics.
+#: size or the age of their statistics. Such a plan does not depend on the arguments
+#: either, so a statement the store prepares (``PREPARED``) is planned once per connection
+#: and kept (a generic plan), instead of after five custom plans, or never.
 _PROBES_ONLY = (
     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
-    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+    " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+    " SET LOCAL plan_cache_mode = force_generic_plan"
 )
+#: ``cursor.execute`` options for a statement that runs only after ``probes_only``: the
+#: driver prepares it on the connection (psycopg's automatic preparing is off, see
+#: ``client_connect_args``), and the server plans it once. A drain batch's two statements,
+#: a dozen joins and CTEs each, took about as long to plan as to run on a batch of a few
+#: dozen operations, as a small job's wake-ups bring.
+PREPARED: dict[str, Any] = {"prepare": True}
 
 
 def probes_only(cursor: Any) -> None:

@@ -38,6 +38,7 @@ from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
 from bulkapi.store.database import (
+    PREPARED,
     Cte,
     as_utc,
     dialect_insert,
@@ -181,7 +182,11 @@ def _read_batch_postgres(
 ) -> Batch:
     cursor = driver_cursor(conn)
     probes_only(cursor)
-    cursor.execute(_PG_READ, {"partitions": list(partitions), "batch_size": batch_size, "now": now})
+    cursor.execute(
+        _PG_READ,
+        {"partitions": list(partitions), "batch_size": batch_size, "now": now},
+        **PREPARED,
+    )
     rows = cursor.fetchall()
     # Each row: the partition's lock (got it?), the partition, the share per tenant, the
     # tenants waiting in it, then one operation (all NULL when none was read from it).
@@ -337,7 +342,9 @@ def _write_plan_postgres(
     statement = ",".join(cte.text for cte in ctes)
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
-    cursor.execute(f"WITH {statement},\nahead AS (SELECT {ahead} AS n),{_PG_WRITE_KEYS}", params)
+    cursor.execute(
+        f"WITH {statement},\nahead AS (SELECT {ahead} AS n),{_PG_WRITE_KEYS}", params, **PREPARED
+    )
     finished_jobs = sorted({job_id for job_id, pending in cursor.fetchall() if pending == 0})
     driver.commit()  # type: ignore[union-attr]
     return finished_jobs

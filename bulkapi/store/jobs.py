@@ -278,9 +278,8 @@ def looking_done(conn: Connection, job_ids: Iterable[str]) -> list[str]:
     partitions is not summed whole each time one of them finishes.
     """
     wanted = sorted(set(job_ids))
-    # On PostgreSQL the ids go as one array, so the statement's text is the same however
-    # many jobs are asked about and the driver prepares it once per connection (an IN
-    # list of a bound value per id was a new statement, parsed and planned, each time).
+    # On PostgreSQL the ids go as one array: one statement text and one bound value
+    # however many jobs are asked about.
     asked = (
         jobs.c.id == any_(bindparam("ids", wanted, type_=postgresql.ARRAY(String)))
         if is_postgres(conn)
