@@ -8,17 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import Select, String, any_, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from bulkapi.core.errors import JobFinished, NotFound
-from bulkapi.core.jobs import OPEN_STATUSES, STATUS_RANK, Counts, JobStatus, terminal_status
+from bulkapi.core.jobs import OPEN_STATUSES, Counts, JobStatus, terminal_status
 from bulkapi.core.operations import OpStatus
 from bulkapi.store.database import as_utc, dialect_insert, driver_cursor, is_postgres
 from bulkapi.store.effects import EffectRecord, effects_of_operations, effects_summary_is
-from bulkapi.store.retries import retried_by
 from bulkapi.store.tables import (
     job_counts,
     job_status_history,
@@ -64,19 +63,6 @@ class ResultRecord:
 #: Results read per round trip (their effects come with each chunk).
 _RESULTS_CHUNK = 1000
 
-_JOB_COLUMNS = (
-    jobs.c.id,
-    jobs.c.status,
-    jobs.c.total,
-    jobs.c.created_at,
-    jobs.c.started_at,
-    jobs.c.finished_at,
-    jobs.c.callback_url,
-    jobs.c.meta,
-    jobs.c.deadline,
-    jobs.c.retry_of,
-)
-
 
 def _counts(conn: Connection, totals: dict[str, int]) -> dict[str, Counts]:
     c = job_counts
@@ -104,62 +90,96 @@ def _counts(conn: Connection, totals: dict[str, int]) -> dict[str, Counts]:
     return result
 
 
-def _history(
-    conn: Connection, job_ids: Sequence[str]
-) -> dict[str, list[tuple[JobStatus, datetime]]]:
-    h = job_status_history
-    result: dict[str, list[tuple[JobStatus, datetime]]] = {job_id: [] for job_id in job_ids}
-    for row in conn.execute(select(h.c.job_id, h.c.status, h.c.at).where(h.c.job_id.in_(job_ids))):
-        result[row.job_id].append((JobStatus(row.status), as_utc(row.at)))  # type: ignore[arg-type]
-    for entries in result.values():
-        entries.sort(key=lambda entry: STATUS_RANK[entry[0]])
-    return result
-
-
-def _records(conn: Connection, rows: Sequence[Any]) -> list[JobRecord]:
-    ids = [row.id for row in rows]
-    counts = _counts(conn, {row.id: row.total for row in rows})
-    history = _history(conn, ids)
-    retries = retried_by(conn, ids)
-    return [
-        JobRecord(
-            row.id,
-            JobStatus(row.status),
-            as_utc(row.created_at),  # type: ignore[arg-type]
-            as_utc(row.started_at),
-            as_utc(row.finished_at),
-            counts[row.id],
-            history[row.id],
-            row.callback_url,
-            row.meta,
-            as_utc(row.deadline),
-            row.retry_of,
-            retries.get(row.id, ()),
-        )
-        for row in rows
+def _job_query() -> Select[Any]:
+    """A job's row with everything its representation shows, in one statement: the
+    counters' sums, the time of each status it entered and the ids of its retries ride
+    along as correlated subqueries (index probes of the job's own rows), instead of a
+    round trip each, on every status read and every look of a long poll."""
+    c, h, retry = job_counts, job_status_history, jobs.alias("retry")
+    sums = [
+        select(func.coalesce(func.sum(column), 0))
+        .where(c.c.job_id == jobs.c.id)
+        .scalar_subquery()
+        .label(column.name)
+        for column in (c.c.succeeded, c.c.failed, c.c.cancelled)
     ]
+    entered = [
+        select(h.c.at)
+        .where(h.c.job_id == jobs.c.id, h.c.status == status.value)
+        .scalar_subquery()
+        .label(f"at_{status.value}")
+        for status in JobStatus
+    ]
+    retries = (
+        select(func.aggregate_strings(retry.c.id, ","))
+        .where(retry.c.retry_of == jobs.c.id)
+        .scalar_subquery()
+        .label("retries")
+    )
+    return select(
+        jobs.c.id,
+        jobs.c.status,
+        jobs.c.total,
+        jobs.c.created_at,
+        jobs.c.started_at,
+        jobs.c.finished_at,
+        jobs.c.callback_url,
+        jobs.c.meta,
+        jobs.c.deadline,
+        jobs.c.retry_of,
+        *sums,
+        *entered,
+        retries,
+    )
+
+
+_JOB_QUERY = _job_query()
+#: One statement object for every read of one job (SQLAlchemy derives a statement's cache
+#: key from its whole tree on each run; a new ``where`` each time also built the tree).
+_ONE_JOB = _JOB_QUERY.where(
+    jobs.c.id == bindparam("job_id"), jobs.c.tenant_id == bindparam("tenant_id")
+)
+
+
+def _record(row: Any) -> JobRecord:
+    history = [
+        (status, as_utc(at))
+        for status in JobStatus  # in STATUS_RANK order
+        if (at := row._mapping[f"at_{status.value}"]) is not None
+    ]
+    return JobRecord(
+        row.id,
+        JobStatus(row.status),
+        as_utc(row.created_at),  # type: ignore[arg-type]
+        as_utc(row.started_at),
+        as_utc(row.finished_at),
+        Counts(row.total, int(row.succeeded), int(row.failed), int(row.cancelled)),
+        history,  # type: ignore[arg-type]
+        row.callback_url,
+        row.meta,
+        as_utc(row.deadline),
+        row.retry_of,
+        tuple(sorted(row.retries.split(","))) if row.retries else (),  # ids sort by age
+    )
 
 
 def get_job(conn: Connection, tenant_id: str, job_id: str) -> JobRecord:
-    row = conn.execute(
-        select(*_JOB_COLUMNS).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
-    ).first()
+    row = conn.execute(_ONE_JOB, {"job_id": job_id, "tenant_id": tenant_id}).first()
     if row is None:
         raise NotFound(f"No job {job_id}.")
-    return _records(conn, [row])[0]
+    return _record(row)
 
 
 def list_jobs(
     conn: Connection, tenant_id: str, status: str | None, limit: int, before: str | None
 ) -> list[JobRecord]:
     """Newest first; ids sort by creation time, so ``before`` is a keyset cursor."""
-    query = select(*_JOB_COLUMNS).where(jobs.c.tenant_id == tenant_id)
+    query = _JOB_QUERY.where(jobs.c.tenant_id == tenant_id)
     if status is not None:
         query = query.where(jobs.c.status == status)
     if before is not None:
         query = query.where(jobs.c.id < before)
-    rows = conn.execute(query.order_by(jobs.c.id.desc()).limit(limit)).all()
-    return _records(conn, rows)
+    return [_record(row) for row in conn.execute(query.order_by(jobs.c.id.desc()).limit(limit))]
 
 
 @dataclass(frozen=True, slots=True)

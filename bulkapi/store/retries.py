@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,16 +76,3 @@ def retry_source(
         job.callback_url,
         job.meta,
     )
-
-
-def retried_by(conn: Connection, job_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """The retries of each job that has any, oldest first (ids sort by creation time)."""
-    found: dict[str, list[str]] = {}
-    rows = conn.execute(
-        select(jobs.c.retry_of, jobs.c.id)
-        .where(jobs.c.retry_of.in_(list(job_ids)))
-        .order_by(jobs.c.retry_of, jobs.c.id)
-    )
-    for row in rows:
-        found.setdefault(row.retry_of, []).append(row.id)
-    return {job_id: tuple(retries) for job_id, retries in found.items()}
