@@ -63,7 +63,7 @@ def session_options(limits: SessionLimits) -> list[str]:
             "tcp_keepalives_interval": interval,
             "tcp_keepalives_count": KEEPALIVE_PROBES,
         }
-    # A statement the driver prepares (``PREPARED``, and every executemany) is still
+    # A statement the driver prepares (``prepare=True``, and every executemany) is still
     # planned for its actual arguments each time; only the drain's own transactions,
     # planned as probes whatever the arguments, keep one plan (``probes_only``).
     options["plan_cache_mode"] = "force_custom_plan"
@@ -90,7 +90,7 @@ def client_connect_args(url: str, limits: SessionLimits) -> dict[str, Any]:
         # statement after five runs, and PostgreSQL may then keep a generic plan made
         # while a table was small (a sequential scan) until the next ANALYZE, which
         # without autovacuum never comes: drains would slow down as tables grow. Only
-        # the statements the store asks for (``PREPARED``) are prepared: a threshold of
+        # the statements the store asks for (``prepare=True``) are prepared: a threshold of
         # None would refuse those too.
         "prepare_threshold": _NEVER_AUTOMATICALLY,
         "options": " ".join([*session_options(limits), *_url_options(url)]),
@@ -182,19 +182,15 @@ def reading(engine: Engine) -> Connection:
 #: hundreds of milliseconds a batch, growing with the tables. For such a transaction
 #: only index probes are planned, so each row is found by its key whatever the tables'
 #: size or the age of their statistics. Such a plan does not depend on the arguments
-#: either, so a statement the store prepares (``PREPARED``) is planned once per connection
-#: and kept (a generic plan), instead of after five custom plans, or never.
+#: either, so a statement run after ``probes_only`` with ``prepare=True`` is planned once
+#: per connection and kept (a generic plan). A drain batch's two statements, a dozen joins
+#: and CTEs each, took about as long to plan as to run on the few dozen operations of a
+#: small job's batch.
 _PROBES_ONLY = (
     "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
     " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
     " SET LOCAL plan_cache_mode = force_generic_plan"
 )
-#: ``cursor.execute`` options for a statement that runs only after ``probes_only``: the
-#: driver prepares it on the connection (psycopg's automatic preparing is off, see
-#: ``client_connect_args``), and the server plans it once. A drain batch's two statements,
-#: a dozen joins and CTEs each, took about as long to plan as to run on a batch of a few
-#: dozen operations, as a small job's wake-ups bring.
-PREPARED: dict[str, Any] = {"prepare": True}
 
 
 def probes_only(cursor: Any) -> None:

@@ -38,7 +38,6 @@ from bulkapi.core.keys import ResourceKey
 from bulkapi.core.operations import Operation, OpKind, OpStatus
 from bulkapi.core.plan import BatchPlan, JobFacts, Pending, StateKey
 from bulkapi.store.database import (
-    PREPARED,
     Cte,
     as_utc,
     dialect_insert,
@@ -185,7 +184,7 @@ def _read_batch_postgres(
     cursor.execute(
         _PG_READ,
         {"partitions": list(partitions), "batch_size": batch_size, "now": now},
-        **PREPARED,
+        prepare=True,  # planned once per connection: see ``probes_only``
     )
     rows = cursor.fetchall()
     # Each row: the partition's lock (got it?), the partition, the share per tenant, the
@@ -343,7 +342,7 @@ def _write_plan_postgres(
     driver = conn.connection.driver_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     cursor.execute(
-        f"WITH {statement},\nahead AS (SELECT {ahead} AS n),{_PG_WRITE_KEYS}", params, **PREPARED
+        f"WITH {statement},\nahead AS (SELECT {ahead} AS n),{_PG_WRITE_KEYS}", params, prepare=True
     )
     finished_jobs = sorted({job_id for job_id, pending in cursor.fetchall() if pending == 0})
     driver.commit()  # type: ignore[union-attr]
