@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,29 +136,56 @@ class Fleet:
         log = (self.postgres.logfile).read_text(errors="replace")
         return {reason: log.count(reason) for reason in _SESSION_ENDINGS if reason in log}
 
-    def freeze_holding_a_partition(self, host: FleetHost, attempts: int = 2000) -> list[int]:
-        """SIGSTOP the host's drain processes at a moment they hold a partition lock
-        (stop, look, and resume to try again if they held none); the stopped pids."""
-        for _ in range(attempts):
-            pids = host.drain_processes()
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-            if self.holds_partition(host):
-                return pids
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-            time.sleep(0.005)
-        raise AssertionError(f"{host.host.name} never held a partition lock to freeze it on")
+    def freeze_holding_a_partition(self, host: FleetHost) -> list[int]:
+        """SIGSTOP the host's drain processes at a moment they hold a partition lock;
+        the stopped pids."""
+        stopped: list[int] = []
 
-    def cut_holding_a_partition(self, host: FleetHost, attempts: int = 2000) -> None:
+        def freeze() -> None:
+            stopped[:] = host.drain_processes()
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+
+        def resume() -> None:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+
+        self._fault_while_holding(host, freeze, resume, "freeze")
+        return stopped
+
+    def cut_holding_a_partition(self, host: FleetHost) -> None:
         """Cut the host's link at a moment its worker holds a partition lock."""
+        self._fault_while_holding(
+            host, lambda: self.net.cut(host.host), lambda: self.net.restore(host.host), "cut"
+        )
+
+    def _fault_while_holding(
+        self,
+        host: FleetHost,
+        inject: Callable[[], None],
+        undo: Callable[[], None],
+        what: str,
+        attempts: int = 3000,
+    ) -> None:
+        """Inject a fault at a moment the host holds a partition lock.
+
+        Look first and inject only when the host was just seen holding one, look again
+        and undo to try later if it let go in between. Injecting blindly would keep a
+        cut link down half of the time, and the host's connections, backing off their
+        retransmits, would end up holding nothing to be caught with.
+        """
         for _ in range(attempts):
-            self.net.cut(host.host)
             if self.holds_partition(host):
-                return
-            self.net.restore(host.host)
+                inject()
+                if self.holds_partition(host):
+                    return
+                undo()
             time.sleep(0.005)
-        raise AssertionError(f"{host.host.name} never held a partition lock to cut it on")
+        raise AssertionError(
+            f"{host.host.name} never held a partition lock to {what} it on; locks per "
+            f"host {self.drain_lock_holders()}; {self.describe()}; its worker's log ends "
+            f"{host.worker.log()[-2000:]!r}"
+        )
 
     def kill_host(self, host: FleetHost) -> None:
         """Every process of the host dies at once, and its link goes down for good."""
