@@ -60,8 +60,9 @@ def _in_resource_order(*where: ColumnElement[bool]) -> Select[Any]:
     ``next_attempt_at`` up to it (``latest``). An effect may run when ``latest <= now``:
     it and every earlier pending effect of its resource are due.
 
-    One ordered scan of ``ix_effects_pending_resource``, however many effects a resource
-    has waiting: the cost is linear in the pending effects read.
+    One ordered scan of ``ix_effects_pending_resource`` (``next_attempt_at`` read from
+    each row it finds), however many effects a resource has waiting: the cost is linear
+    in the pending effects read.
     """
     e = effects
     window: dict[str, Any] = {
@@ -169,7 +170,8 @@ def claim_attempts(conn: Connection, claims: Sequence[Claim]) -> None:
     """Count attempts before making them and lease the effects: a worker that dies, or
     loses its runner lock, mid-handler has still used the attempt, and nobody else runs
     the effect or its resource's later effects while that worker may still call them.
-    On PostgreSQL one array statement for the pass, not one statement per effect."""
+    On PostgreSQL one array statement for the pass, not one statement per effect, and
+    each row updated in place (HOT): the columns it sets are in no index."""
     if not claims:
         return
     if is_postgres(conn):

@@ -104,8 +104,8 @@ def _open_jobs(conn: Connection) -> dict[str, int]:
 
 
 def _pending_effects(conn: Connection) -> tuple[int, datetime | None]:
-    """Count and earliest due time of pending effects, from ``ix_effects_pending_resource``
-    (which carries next_attempt_at)."""
+    """Count and earliest due time of pending effects: the rows of the partial index
+    ``ix_effects_pending_resource``, linear in the effects waiting."""
     e = effects
     count, earliest = conn.execute(
         select(func.count(), func.min(e.c.next_attempt_at)).where(

@@ -254,8 +254,9 @@ effects = Table(
     Column("finished_at", Timestamp),
     UniqueConstraint("tenant_id", "type", "rid", "version", "position", name="uq_effects_change"),
     # A partition's pending effects in per-resource order: the runner and the sweeper find
-    # each resource's due effects in one ordered scan of the index alone (next_attempt_at
-    # and id ride along for that).
+    # each resource's due effects in one ordered scan. No index names what a claim sets
+    # (attempts, next_attempt_at), and half of each page is kept free, so a claim is a
+    # HOT update on PostgreSQL: the row's new version stays on its page, no index entry.
     Index(
         "ix_effects_pending_resource",
         "partition",
@@ -264,13 +265,12 @@ effects = Table(
         "rid",
         "version",
         "position",
-        "next_attempt_at",
-        "id",
         postgresql_where=_PENDING,
         sqlite_where=_PENDING,
     ),
     Index("ix_effects_job", "job_id", "idx"),
     Index("ix_effects_finished_at", "finished_at"),
+    postgresql_with={"fillfactor": 50},
 )
 
 #: The webhook outbox: one row per job that finished with a ``callback_url``, written in

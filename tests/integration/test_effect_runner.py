@@ -22,9 +22,10 @@ from bulkapi.dispatch.effects import EFFECTS_LOCK_SPACE, EffectRunner
 from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.scheduled import MemoryFlags
 from bulkapi.registry import TypeRegistry
-from bulkapi.store.database import as_utc, utcnow
-from bulkapi.store.effect_runs import due_effects, due_partitions
+from bulkapi.store.database import as_utc, make_engine, utcnow
+from bulkapi.store.effect_runs import Claim, claim_attempts, due_effects, due_partitions
 from bulkapi.store.effects import record_effects
+from bulkapi.store.migrate import upgrade
 from bulkapi.store.tables import effects
 from bulkapi.types import Effect, EffectEvent, ResourceType
 from tests.support import deliver_queued, queued_messages
@@ -345,3 +346,26 @@ def test_a_wakeup_that_finds_the_runner_at_work_is_left_to_it(
     assert calls.seen == [("a", 1, 1), ("b", 1, 1)]
     assert queued_messages(broker) == 0
     broker.close()
+
+
+def test_a_claim_updates_each_effect_in_place_on_postgres(postgres_url: str) -> None:
+    """A pass's claim sets only columns no index names, on pages with room for the new
+    versions: every row's update is HOT (no index entries), counted in its transaction."""
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        _record(engine, [(f"r{n}", version) for n in range(60) for version in (1, 2)])
+        with engine.begin() as conn:
+            due = due_effects(conn, PARTITION, utcnow(), 500)
+            claim_attempts(conn, [Claim(e.id, utcnow() + timedelta(minutes=1)) for e in due])
+            updated, hot = conn.execute(
+                text(
+                    "SELECT pg_stat_get_xact_tuples_updated('effects'::regclass), "
+                    "pg_stat_get_xact_tuples_hot_updated('effects'::regclass)"
+                )
+            ).one()
+        assert len(due) == 120
+        assert (updated, hot) == (len(due), len(due))
+        assert set(_states(engine).values()) == {("pending", 1)}
+    finally:
+        engine.dispose()
