@@ -2,9 +2,9 @@
 
 A runner's claim sets ``attempts`` and ``next_attempt_at`` on every effect of its pass
 before calling a handler. While ``next_attempt_at`` (and ``id``) rode along in
-``ix_effects_pending_resource``, each claim wrote a new row version on another page plus
-an entry in each of the table's five indexes; the effect's outcome (``status`` changes,
-which the partial index names) writes another. Without them in the index, and with half
+``ix_effects_pending_resource``, each claim wrote a new row version plus an entry in each
+of the table's five indexes; the effect's outcome (``status`` changes, which the partial
+index names) writes another. Without them in the index, and with half
 of each page left free for the claims' new versions, a claim changes no indexed column
 and stays on its page: no index is touched. The runner's window query now reads
 ``next_attempt_at`` from the rows it was reading anyway (fresh rows are not yet
@@ -12,7 +12,7 @@ all-visible, so an index-only scan went to the heap for them too).
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-06
+Create Date: 2026-12-05
 """
 
 import sqlalchemy as sa
