@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -40,6 +39,7 @@ from tests.support import (
     TEST_TYPES,
     WAIT_SECONDS,
     ManagedProcess,
+    forget_namespace,
     fresh_postgres_database,
     require_redis,
     service_env,
@@ -204,9 +204,7 @@ def production_service(
         finally:
             workers.stop()
             runtime.stop()
-            client = redis.Redis.from_url(REDIS_URL)
-            for key in client.scan_iter(f"{namespace}*"):
-                client.delete(key)
+            forget_namespace(namespace)
 
 
 def service_in(mode: str, tmp: Path, **settings: Any) -> Iterator[Service]:

@@ -75,6 +75,14 @@ def require_redis() -> None:
         raise RuntimeError(f"Redis is required at {REDIS_URL}: {error}") from error
 
 
+def forget_namespace(namespace: str) -> None:
+    """Delete a test's broker namespace from Redis: its queues, flags and the workers'
+    heartbeats, which would otherwise outlive the test (they carry no TTL)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{namespace}*"):
+        client.delete(key)
+
+
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty database for one test session (or one test), dropped afterwards."""

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.support import (
     REDIS_URL,
     ManagedProcess,
+    forget_namespace,
     fresh_postgres_database,
     migrated_with_key,
     require_redis,
@@ -71,9 +71,7 @@ def _production(tmp: Path, workers: bool, **settings: str) -> Iterator[Served]:
         finally:
             for process in processes:
                 process.stop()
-            client = redis.Redis.from_url(REDIS_URL)
-            for key in client.scan_iter(f"{namespace}*"):
-                client.delete(key)
+            forget_namespace(namespace)
 
 
 def serve(mode: str, tmp: Path, workers: bool = True, **settings: str) -> Iterator[Served]:

@@ -16,16 +16,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import Engine
 
 from bulkapi.store.database import make_engine
 from bulkapi.store.migrate import upgrade
 from tests.support import (
-    REDIS_URL,
     ROOT,
     WAIT_SECONDS,
     ManagedProcess,
+    forget_namespace,
     free_port,
     fresh_postgres_database,
     require_redis,
@@ -133,6 +132,4 @@ def redis_namespace() -> Iterator[str]:
     require_redis()
     namespace = f"bulkapi-it-{uuid.uuid4().hex[:8]}"
     yield namespace
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{namespace}*"):
-        client.delete(key)
+    forget_namespace(namespace)

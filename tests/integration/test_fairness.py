@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from tests.support import (
     HttpApi,
     create_api_key,
     fresh_postgres_database,
-    require_redis,
     service_env,
     start_server,
     start_workers,
@@ -50,11 +48,10 @@ def _seconds(job: dict[str, object]) -> float:
 
 @pytest.mark.slow
 def test_a_small_job_finishes_while_another_tenants_big_job_is_still_draining(
-    tmp_path: Path,
+    tmp_path: Path, redis_namespace: str
 ) -> None:
-    require_redis()
     with fresh_postgres_database() as url:
-        env = service_env(url, REDIS_URL, f"bulkapi-fair-{uuid.uuid4().hex[:8]}")
+        env = service_env(url, REDIS_URL, redis_namespace)
         assert run_cli(["db", "upgrade"], env).returncode == 0
         server, base = start_server(env, tmp_path)
         workers = start_workers(env, tmp_path, processes=2, threads=4)

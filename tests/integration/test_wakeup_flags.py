@@ -8,14 +8,13 @@ import redis
 
 from bulkapi.dispatch.lanes import Lane
 from bulkapi.dispatch.scheduled import MemoryFlags, RedisFlags, ScheduledFlags
-from tests.support import REDIS_URL, require_redis
+from tests.support import REDIS_URL, forget_namespace, require_redis
 
 
-def _redis_flags() -> tuple[RedisFlags, redis.Redis, str]:
+def _redis_flags() -> tuple[RedisFlags, str]:
     require_redis()
-    client = redis.Redis.from_url(REDIS_URL)
     namespace = f"bulkapi-test-{uuid.uuid4().hex[:8]}"
-    return RedisFlags(client, namespace), client, namespace
+    return RedisFlags(redis.Redis.from_url(REDIS_URL), namespace), namespace
 
 
 def _claims_once_per_lane_until_released(flags: ScheduledFlags) -> None:
@@ -28,12 +27,11 @@ def _claims_once_per_lane_until_released(flags: ScheduledFlags) -> None:
 
 
 def test_redis_flags_claim_each_clear_partition_once_until_its_wakeup_runs() -> None:
-    flags, client, namespace = _redis_flags()
+    flags, namespace = _redis_flags()
     try:
         _claims_once_per_lane_until_released(flags)
     finally:
-        for key in client.scan_iter(f"{namespace}*"):
-            client.delete(key)
+        forget_namespace(namespace)
 
 
 def test_memory_flags_claim_each_clear_partition_once_until_its_wakeup_runs() -> None:
