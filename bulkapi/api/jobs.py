@@ -27,7 +27,7 @@ from bulkapi.api.schemas import (
 from bulkapi.api.waiting import waiting_on_of
 from bulkapi.core.errors import RateLimited
 from bulkapi.polling import Poll
-from bulkapi.store.database import reading, utcnow
+from bulkapi.store.database import reading, single_read, utcnow
 from bulkapi.store.jobs import (
     JobRecord,
     ResultFilter,
@@ -52,8 +52,9 @@ _LAST_POLL_SECONDS = 0.5
 
 
 def read_job(tenant_id: str, job_id: str) -> JobRecord:
-    """The tenant's job (404 ``NotFound`` otherwise), read beside any writer."""
-    with reading(runtime().engine) as conn:
+    """The tenant's job (404 ``NotFound`` otherwise), read beside any writer: one
+    statement, so one round trip on PostgreSQL (each look of a long poll is one)."""
+    with single_read(runtime().engine) as conn:
         return get_job(conn, tenant_id, job_id)
 
 
@@ -198,6 +199,6 @@ def list_all(status: str | None, limit: int, cursor: str | None) -> Response:
     """The tenant's jobs, newest first."""
     tenant_id = require_tenant()
     before = decode_cursor(cursor, str)
-    with reading(runtime().engine) as conn:
+    with single_read(runtime().engine) as conn:
         page = list_jobs(conn, tenant_id, status, limit + 1, before)  # type: ignore[arg-type]
     return json_response(page_body(page, limit, job_body, lambda job: job.id))

@@ -38,7 +38,7 @@ from bulkapi.core.operations import Operation, OpKind
 from bulkapi.core.preconditions import Preconditions
 from bulkapi.core.validation import check_document, nesting_depth_exceeds
 from bulkapi.dispatch.lanes import Lane
-from bulkapi.store.database import reading
+from bulkapi.store.database import reading, single_read
 from bulkapi.store.effects import effects_of_resource, effects_of_versions
 from bulkapi.store.history import history_of
 from bulkapi.store.resources import StoredResource, WriteResult, get_resource, list_resources
@@ -165,7 +165,7 @@ _IF_NONE_MATCH = {
 def get(rtype: str, rid: str) -> Response:
     """Read one resource; 404 if absent or deleted."""
     tenant_id = require_tenant()
-    with reading(runtime().engine) as conn:
+    with single_read(runtime().engine) as conn:
         resource = get_resource(conn, tenant_id, _key(rtype, rid))
     if none_match(request.headers.get("If-None-Match"), resource.version):
         return Response(status=304, headers={"ETag": etag(resource.version)})
@@ -221,7 +221,7 @@ def list_of_type(rtype: str, limit: int, cursor: str | None) -> Response:
             "The resource type is invalid.", {"type": ["Must match ^[a-z][a-z0-9_-]{0,63}$."]}
         )
     after = decode_cursor(cursor, str)
-    with reading(runtime().engine) as conn:
+    with single_read(runtime().engine) as conn:
         page = list_resources(conn, tenant_id, rtype, limit + 1, after)  # type: ignore[arg-type]
     return json_response(page_body(page, limit, resource_body, lambda resource: resource.id))
 
