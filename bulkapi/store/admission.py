@@ -26,6 +26,9 @@ from bulkapi.store.tables import jobs, status_tokens
 
 #: How long an Idempotency-Key keeps answering with its original job.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+#: Operations up to which a job's keys are numbered in the statement that writes the
+#: operations; beyond, that statement's sorts and join cost more than ``COPY`` saves.
+ONE_STATEMENT_MAX = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +145,17 @@ def find_replay(
 
 
 class Admission:
-    """A job on its way in: its rows and its keys' sequence numbers are sent (with
-    ``overlap``, on PostgreSQL, the server works on them while the caller checks the
-    operations), and ``write`` adds the operations."""
+    """A job on its way in: its rows are sent on entering, and ``write`` adds the
+    operations.
+
+    Two ways. A small job's operations, checked already (``overlap`` False): ``write``
+    numbers their keys and writes them in one statement, sent with the job's rows, so
+    the keys' rows are locked only for that statement and the commit (on hot keys,
+    admissions and drains queue on those rows). Otherwise the keys are numbered on
+    entering, in pipeline mode on PostgreSQL (with ``overlap`` the server locks and
+    numbers them while the caller checks the operations), and ``write`` adds the
+    operations with ``COPY``.
+    """
 
     #: Whether the cheap bound of the tenant's pending work left room for the job.
     _fits: Later[bool]
@@ -164,7 +175,7 @@ class Admission:
         self._job = job
         self._now = now
         self._pending_cap = pending_cap
-        self._overlap = overlap
+        self._keys_first = overlap or len(job.keys) > ONE_STATEMENT_MAX
         self._replay = replay
         self._sending = ExitStack()
         self._job_id = new_id("job")
@@ -200,13 +211,12 @@ class Admission:
             sorted(Counter(job.partitions).items()),
         )
         with ExitStack() as sending, self._key_in_use():
-            if self._overlap:
-                sending.enter_context(bulk.overlapping(conn))
+            sending.enter_context(bulk.overlapping(conn))
             self._fits = bulk.insert_job(conn, rows, room=self._pending_cap - len(job.keys))
-            # The keys' rows are locked last: an admission holds them only while its
-            # operations are checked, written and committed, which is all that admissions
-            # and drains over the same (hot) keys wait on each other for.
-            self._sequences = bulk.allocate_sequences(conn, job.tenant_id, job.keys, self._now)
+            if self._keys_first:
+                # The keys' rows are locked last: an admission holds them only while its
+                # operations are checked, written and committed.
+                self._sequences = bulk.allocate_sequences(conn, job.tenant_id, job.keys, self._now)
             self._sending = sending.pop_all()  # left in ``write`` or on the way out
 
     def write(self, operations: Sequence[Operation]) -> Admitted:
@@ -215,9 +225,14 @@ class Admission:
         if self._replay is not None:
             return self._replay
         job = self._job
+        bulk = bulk_sql_for(self._conn)
+        rows = JobOperations(self._job_id, job.tenant_id, operations, job.partitions)
         with self._key_in_use():
-            fits, sequences = self._fits(), self._sequences()
-        self._sending.close()  # the results are in: COPY cannot run in a pipeline
+            if not self._keys_first:
+                bulk.admit_operations(self._conn, rows, self._now)
+            self._sending.close()  # one sync for every result; COPY cannot run in a pipeline
+        fits = self._fits()
+        sequences = self._sequences() if self._keys_first else None
         if not fits:  # the open jobs' totals leave no room; their counters may (work done since)
             check_pending_cap(
                 self._conn,
@@ -226,10 +241,8 @@ class Admission:
                 self._pending_cap,
                 excluding=self._job_id,
             )
-        bulk_sql_for(self._conn).insert_operations(
-            self._conn,
-            JobOperations(self._job_id, job.tenant_id, operations, job.partitions, sequences),
-        )
+        if sequences is not None:
+            bulk.insert_operations(self._conn, rows, sequences)
         return Admitted(
             self._job_id, self._status_token, frozenset(job.partitions), id_time(self._job_id)
         )
@@ -260,11 +273,11 @@ def overlaps(engine: Engine) -> bool:
 def admitting(
     conn: Connection, job: NewJob, now: datetime, *, pending_cap: int, overlap: bool
 ) -> Iterator[Admission]:
-    """Record a bulk request in two steps: entering sends the job's rows and its keys'
-    sequence numbers; ``write`` adds the operations. If the block raises, nothing was
-    written (the caller's transaction rolls back). With ``overlap`` the two statements
-    go in pipeline mode, so checking the operations meanwhile overlaps the database's
-    work on the keys; it costs more round trips, which only a large job wins back.
+    """Record a bulk request in two steps: entering sends the job's rows (and, with
+    ``overlap`` or for a large job, its keys' sequence numbers: checking the operations
+    meanwhile overlaps the database's work on the keys); ``write`` adds the operations
+    (a small job's in the statement that numbers their keys). If the block raises,
+    nothing was written (the caller's transaction rolls back).
 
     A replay comes first (it records nothing, so the cap does not apply to it); then the
     job's rows, kept only if the tenant's open jobs leave room under ``pending_cap``

@@ -2,9 +2,10 @@
 
 Admission moves hundreds to thousands of rows per transaction. Statements
 with one bound value per row and column cost more to compile than to run, so PostgreSQL
-gets one statement for the job's own rows, one over all keys (sent as two strings) and
-``COPY``, and SQLite, whose writer lock is already exclusive, gets cached single-row
-statements.
+gets one statement for the job's own rows, then one over all keys (sent as two strings)
+and ``COPY``, or for a small job one over its keys and operations together (sent as a
+few strings), and SQLite, whose writer lock is already exclusive, gets cached
+single-row statements.
 """
 
 from __future__ import annotations
@@ -38,22 +39,21 @@ class JobRows:
 
 @dataclass(frozen=True, slots=True)
 class JobOperations:
-    """A job's operations as admission writes them: each with its partition and the
-    sequence number its key was handed (columns side by side, no object per row)."""
+    """A job's operations as admission writes them: each with its partition (columns
+    side by side, no object per row); their keys' sequence numbers come apart."""
 
     job_id: str
     tenant_id: str
     operations: Sequence[Operation]
     partitions: Sequence[int]
-    #: Each operation's sequence number, in the operations' order.
-    sequences: Sequence[int]
 
-    def rows(self) -> Iterator[tuple[Any, ...]]:
-        """The ``operations`` rows, in ``_OPERATION_COLUMNS`` order."""
+    def rows(self, sequences: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+        """The ``operations`` rows, in ``_OPERATION_COLUMNS`` order, with each
+        operation's sequence number from ``sequences`` (in the operations' order)."""
         job_id, tenant_id = self.job_id, self.tenant_id
         pending = OpStatus.PENDING.value
         for index, (op, partition, seq) in enumerate(
-            zip(self.operations, self.partitions, self.sequences, strict=True)
+            zip(self.operations, self.partitions, sequences, strict=True)
         ):
             key = op.key
             yield (
@@ -65,10 +65,14 @@ class JobOperations:
                 partition,
                 seq,
                 op.kind.value,
-                None if op.data is None else orjson.dumps(op.data).decode(),
+                _document(op),
                 op.if_version,
                 pending,
             )
+
+
+def _document(op: Operation) -> str | None:
+    return None if op.data is None else orjson.dumps(op.data).decode()
 
 
 T = TypeVar("T")
@@ -104,7 +108,15 @@ class BulkSql(Protocol):
         sequence order equal commit order for each key.
         """
 
-    def insert_operations(self, conn: Connection, job: JobOperations) -> None: ...
+    def insert_operations(
+        self, conn: Connection, job: JobOperations, sequences: Sequence[int]
+    ) -> None:
+        """Write the operations, numbered by ``allocate_sequences`` already."""
+
+    def admit_operations(self, conn: Connection, job: JobOperations, now: datetime) -> None:
+        """``allocate_sequences`` and ``insert_operations`` at once, for operations
+        checked already: on PostgreSQL one statement, so the keys' rows stay locked for
+        that statement and the commit, not for a round trip and a ``COPY`` more."""
 
 
 _OPERATION_COLUMNS = (
@@ -156,25 +168,47 @@ class PostgresBulkSql:
     # Types and ids never hold a space (both are checked against patterns without one),
     # so each list goes as one space-joined string, split by the server: a 100k-key
     # admission then builds no Python object per key on the way out (a binary array of
-    # strings is built element by element, a transient 30 MB at 100k keys). A key new
-    # to the table gets sequence number 1, so only the keys already known come back,
-    # with theirs: for a job of fresh keys nothing does, and the server neither matches
-    # the returned rows to the keys nor sorts them back into the keys' order (together
-    # about a third of the statement's time at 1,000 keys).
-    _ALLOCATE = """
-        WITH allocated AS (
-            INSERT INTO resources
-                (tenant_id, type, rid, version, admitted_seq, pending, created_at, updated_at)
-            SELECT %(tenant)s, k.type, k.rid, 0, 1, 1, %(now)s, %(now)s
-            FROM unnest(string_to_array(%(types)s, ' '), string_to_array(%(rids)s, ' '))
-              AS k(type, rid)
-            ORDER BY k.type, k.rid
-            ON CONFLICT (tenant_id, type, rid)
-            DO UPDATE SET admitted_seq = resources.admitted_seq + 1,
-                          pending = resources.pending + 1
-            RETURNING type, rid, admitted_seq
-        )
+    # strings is built element by element, a transient 30 MB at 100k keys).
+    _KEYS = "string_to_array(%(types)s, ' '), string_to_array(%(rids)s, ' ')"
+    # Keys are locked in one global (sorted) order; a key new to the table gets sequence
+    # number 1.
+    _NUMBER = """
+        INSERT INTO resources
+            (tenant_id, type, rid, version, admitted_seq, pending, created_at, updated_at)
+        SELECT %(tenant)s, k.type, k.rid, 0, 1, 1, %(now)s, %(now)s FROM {keys}
+        ORDER BY k.type, k.rid
+        ON CONFLICT (tenant_id, type, rid)
+        DO UPDATE SET admitted_seq = resources.admitted_seq + 1,
+                      pending = resources.pending + 1
+        RETURNING type, rid, admitted_seq
+    """
+    # Only the keys already known come back, with their numbers: for a job of fresh keys
+    # nothing does, and the server neither matches the returned rows to the keys nor
+    # sorts them back into the keys' order (together about a third of the statement's
+    # time at 1,000 keys).
+    _ALLOCATE = f"""
+        WITH allocated AS ({_NUMBER.format(keys=f"unnest({_KEYS}) AS k(type, rid)")})
         SELECT type, rid, admitted_seq FROM allocated WHERE admitted_seq <> 1
+    """
+    # The operations' other columns go the same way: numbers and kinds space-joined (an
+    # empty element is NULL), documents joined by a record separator, a control character
+    # that JSON text never holds unescaped. ``unnest`` pads a shorter array with NULLs,
+    # so one operation without a document or a precondition gets NULL there too.
+    # Inserted in request order, so their ids keep it.
+    _ADMIT = f"""
+        WITH k AS MATERIALIZED (
+            SELECT * FROM unnest({_KEYS}, string_to_array(%(partitions)s, ' ')::smallint[],
+                                 string_to_array(%(kinds)s, ' '),
+                                 string_to_array(%(documents)s, %(separator)s, ''),
+                                 string_to_array(%(if_versions)s, ' ', '')::integer[])
+              WITH ORDINALITY AS k(type, rid, partition, op, data, if_version, idx)
+        ),
+        allocated AS ({_NUMBER.format(keys="k")})
+        INSERT INTO operations ({", ".join(_OPERATION_COLUMNS)})
+        SELECT %(job)s, k.idx - 1, %(tenant)s, k.type, k.rid, k.partition, a.admitted_seq,
+               k.op, k.data, k.if_version, %(pending)s
+        FROM k JOIN allocated AS a ON a.type = k.type AND a.rid = k.rid
+        ORDER BY k.idx
     """
     _COPY = f"COPY operations ({', '.join(_OPERATION_COLUMNS)}) FROM STDIN"
 
@@ -203,15 +237,7 @@ class PostgresBulkSql:
         self, conn: Connection, tenant_id: str, keys: Sequence[ResourceKey], now: datetime
     ) -> Later[list[int]]:
         cursor = driver_cursor(conn)
-        cursor.execute(
-            self._ALLOCATE,
-            {
-                "tenant": tenant_id,
-                "now": now,
-                "types": " ".join([k.type for k in keys]),
-                "rids": " ".join([k.id for k in keys]),
-            },
-        )
+        cursor.execute(self._ALLOCATE, _key_strings(tenant_id, keys, now))
 
         def sequences() -> list[int]:
             known = {(rtype, rid): seq for rtype, rid, seq in cursor.fetchall()}
@@ -221,10 +247,45 @@ class PostgresBulkSql:
 
         return sequences
 
-    def insert_operations(self, conn: Connection, job: JobOperations) -> None:
+    def insert_operations(
+        self, conn: Connection, job: JobOperations, sequences: Sequence[int]
+    ) -> None:
         with driver_cursor(conn).copy(self._COPY) as copy:
-            for row in job.rows():
+            for row in job.rows(sequences):
                 copy.write_row(row)
+
+    def admit_operations(self, conn: Connection, job: JobOperations, now: datetime) -> None:
+        operations = job.operations
+        keys = [op.key for op in operations]
+        documents = [_document(op) for op in operations]
+        driver_cursor(conn).execute(
+            self._ADMIT,
+            _key_strings(job.tenant_id, keys, now)
+            | {
+                "job": job.job_id,
+                "pending": OpStatus.PENDING.value,
+                "partitions": " ".join(map(str, job.partitions)),
+                "kinds": " ".join([op.kind.value for op in operations]),
+                "documents": _RECORD_SEPARATOR.join(["" if d is None else d for d in documents]),
+                "separator": _RECORD_SEPARATOR,
+                "if_versions": " ".join(
+                    ["" if op.if_version is None else str(op.if_version) for op in operations]
+                ),
+            },
+        )
+
+
+#: Between documents sent as one string: JSON text escapes every control character.
+_RECORD_SEPARATOR = "\x1e"
+
+
+def _key_strings(tenant_id: str, keys: Sequence[ResourceKey], now: datetime) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id,
+        "now": now,
+        "types": " ".join([k.type for k in keys]),
+        "rids": " ".join([k.id for k in keys]),
+    }
 
 
 class SqliteBulkSql:
@@ -286,8 +347,14 @@ class SqliteBulkSql:
         ]
         return lambda: sequences
 
-    def insert_operations(self, conn: Connection, job: JobOperations) -> None:
-        driver_cursor(conn).executemany(self._INSERT, job.rows())
+    def insert_operations(
+        self, conn: Connection, job: JobOperations, sequences: Sequence[int]
+    ) -> None:
+        driver_cursor(conn).executemany(self._INSERT, job.rows(sequences))
+
+    def admit_operations(self, conn: Connection, job: JobOperations, now: datetime) -> None:
+        keys = [op.key for op in job.operations]
+        self.insert_operations(conn, job, self.allocate_sequences(conn, job.tenant_id, keys, now)())
 
 
 _POSTGRES = PostgresBulkSql()

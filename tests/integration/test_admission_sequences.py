@@ -62,18 +62,29 @@ def test_a_key_a_sync_write_created_starts_at_one(engine: Engine) -> None:
     assert _sequences(engine, "t1") == [("s", 1), ("fresh", 1), ("fresh", 2), ("s", 2)]
 
 
-def _admit(conn: Connection, job: NewJob, operations: list[Operation]) -> None:
-    """Admit in two steps, the keys' statements sent ahead (PostgreSQL's pipeline mode)."""
-    with conn.begin(), _admitting(conn, job) as admission:
+#: Both ways in: the keys numbered ahead while the operations are checked (then
+#: ``COPY``), or numbered with operations checked already (one statement).
+BOTH_WAYS = pytest.mark.parametrize("overlap", [True, False], ids=["keys-ahead", "one-statement"])
+
+
+def _admit(
+    conn: Connection, job: NewJob, operations: list[Operation], *, overlap: bool = True
+) -> None:
+    with conn.begin(), _admitting(conn, job, overlap=overlap) as admission:
         admission.write(operations)
 
 
-def _admitting(conn: Connection, job: NewJob) -> AbstractContextManager[Admission]:
-    return admitting(conn, job, utcnow(), pending_cap=Settings.max_pending_operations, overlap=True)
+def _admitting(
+    conn: Connection, job: NewJob, *, overlap: bool = True
+) -> AbstractContextManager[Admission]:
+    return admitting(
+        conn, job, utcnow(), pending_cap=Settings.max_pending_operations, overlap=overlap
+    )
 
 
+@BOTH_WAYS
 def test_an_admission_that_fails_midway_leaves_its_connection_as_it_found_it(
-    engine: Engine,
+    engine: Engine, overlap: bool
 ) -> None:
     # A job needs a tenant: the database refuses the job's row, while the many keys'
     # statement is still being built (on PostgreSQL it learns so while sending that).
@@ -82,18 +93,18 @@ def test_an_admission_that_fails_midway_leaves_its_connection_as_it_found_it(
     job, operations = upserts_job("t1", ["a", "b"])
     with engine.connect() as conn:
         with pytest.raises((DBAPIError, psycopg.Error)):
-            _admit(conn, *refused)
-        # The caller's own check fails while the keys are on their way.
+            _admit(conn, *refused, overlap=overlap)
+        # The caller's own check fails while the job's rows are on their way.
         with (
             pytest.raises(ValueError),
             conn.begin(),
-            _admitting(conn, job),
+            _admitting(conn, job, overlap=overlap),
         ):
             raise ValueError("an operation is not valid")
         if is_postgres(conn):
             pipeline = conn.connection.driver_connection.pgconn.pipeline_status  # type: ignore[union-attr]
             assert pipeline == pq.PipelineStatus.OFF
-        _admit(conn, job, operations)  # the same connection admits the next job
+        _admit(conn, job, operations, overlap=overlap)  # the same connection goes on
 
     assert _sequences(engine, "t1") == [("a", 1), ("b", 1)]
 
@@ -107,7 +118,8 @@ _AWKWARD_DOCUMENTS = [
 ]
 
 
-def test_operations_are_stored_exactly_as_given(engine: Engine) -> None:
+@BOTH_WAYS
+def test_operations_are_stored_exactly_as_given(engine: Engine, overlap: bool) -> None:
     # The last keys do not match the API's patterns: the store's bulk load must not rely
     # on those patterns to keep its rows apart.
     keys = [f"doc-{i}" for i in range(len(_AWKWARD_DOCUMENTS))] + ["odd:id.v-1_", "a\tb\\c\nd\r"]
@@ -120,8 +132,14 @@ def test_operations_are_stored_exactly_as_given(engine: Engine) -> None:
         Operation(OpKind.DELETE, upserts[-1].key),
     ]
     with engine.connect() as conn:
-        _admit(conn, job, given)
+        _admit(conn, job, given, overlap=overlap)
 
+    assert _stored(engine, "t1") == given
+
+
+def _stored(engine: Engine, tenant: str) -> list[Operation]:
+    """The tenant's operations as stored, in request order, after checking that their
+    indexes are the request's positions and that each is pending."""
     with engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -133,12 +151,31 @@ def test_operations_are_stored_exactly_as_given(engine: Engine) -> None:
                 operations.c.if_version,
                 operations.c.status,
             )
-            .where(operations.c.tenant_id == "t1")
-            .order_by(operations.c.idx)
+            .where(operations.c.tenant_id == tenant)
+            .order_by(operations.c.id)
         ).all()
-    assert [
+    assert [row.idx for row in rows] == list(range(len(rows)))
+    assert {row.status for row in rows} == {"pending"}
+    return [
         Operation(OpKind(row.op), ResourceKey(row.type, row.rid), row.data, row.if_version)
         for row in rows
-    ] == given
-    assert [row.idx for row in rows] == list(range(len(given)))
-    assert {row.status for row in rows} == {"pending"}
+    ]
+
+
+@BOTH_WAYS
+@pytest.mark.parametrize(
+    "operation",
+    [
+        Operation(OpKind.DELETE, ResourceKey("thing", "gone")),
+        Operation(OpKind.UPSERT, ResourceKey("thing", "kept"), {"a": 1}, if_version=7),
+    ],
+    ids=["without-document-or-precondition", "with-both"],
+)
+def test_a_job_of_one_operation_is_stored_as_given(
+    engine: Engine, overlap: bool, operation: Operation
+) -> None:
+    job, _ = upserts_job("t1", [operation.key.id])
+    with engine.connect() as conn:
+        _admit(conn, job, [operation], overlap=overlap)
+
+    assert _stored(engine, "t1") == [operation]
