@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-import redis
 import requests
 
 from bench.baseline_sql import CRUD_TABLE, table_ddl
@@ -28,6 +27,7 @@ from tests.support import (
     ManagedProcess,
     bulkapi_argv,
     create_api_key,
+    forget_namespace,
     free_port,
     service_env,
     wait_until,
@@ -61,15 +61,6 @@ def bench_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def drop_namespace(namespace: str) -> None:
-    """Remove the Redis keys this run's brokers wrote (only its own, unique namespace)."""
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(f"{namespace}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def _ready_count(proc: ManagedProcess) -> int:
@@ -226,7 +217,7 @@ class Stack:
         for proc in reversed(self._started):
             proc.stop()
         self._started.clear()
-        drop_namespace(self.namespace)
+        forget_namespace(self.namespace, REDIS_URL)
 
 
 @contextmanager

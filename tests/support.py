@@ -75,12 +75,17 @@ def require_redis() -> None:
         raise RuntimeError(f"Redis is required at {REDIS_URL}: {error}") from error
 
 
-def forget_namespace(namespace: str) -> None:
-    """Delete a test's broker namespace from Redis: its queues, flags and the workers'
-    heartbeats, which would otherwise outlive the test (they carry no TTL)."""
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{namespace}*"):
-        client.delete(key)
+def forget_namespace(namespace: str, redis_url: str = REDIS_URL) -> None:
+    """Delete a run's broker namespace from Redis: its queues, flags, rate buckets
+    (``<namespace>-rate``) and the workers' heartbeats, which would otherwise outlive the
+    run (heartbeats carry no TTL)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(f"{namespace}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @contextmanager
